@@ -1,0 +1,207 @@
+"""`ClipModel`: an open_clip CLIP used as a zero-shot text-head classifier.
+
+Logits are `scale * normalise(image features) @ normalise(text features)ᵀ`, where the text
+feature of a class is the normalised mean over its prompts ("a photo of a {class}." and friends).
+The model scores the classes of its current *label space* (set by the strategy per protocol) and
+returns logits over every class of the stream, with -inf outside the label space, so targets keep
+their global ids everywhere.
+
+Images arrive as float tensors in [0, 1] (or uint8), 1 or 3 channels, any size; the model resizes
+and normalises them on its device, so one data set serves every backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .attention import SplitAttention, split_attention_
+
+# The layers methods adapt (DESIGN section 5), named by kind.
+LAYER_KINDS = ("q", "k", "v", "out", "fc", "proj")
+_ATTENTION_ATTRS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
+_MLP_ATTRS = {"fc": "c_fc", "proj": "c_proj"}
+TOWERS = ("image", "text")
+
+
+@dataclass
+class AdaptableLayer:
+    """One adaptable Linear: where it sits and how to swap it."""
+
+    name: str  # qualified name inside the ClipModel, e.g. clip.visual.transformer.resblocks.0.attn.q_proj
+    tower: str  # image | text
+    block: int
+    kind: str  # q | k | v | out | fc | proj
+    parent: nn.Module
+    attr: str
+
+    @property
+    def module(self) -> nn.Module:
+        return getattr(self.parent, self.attr)
+
+    def replace(self, new: nn.Module) -> None:
+        setattr(self.parent, self.attr, new)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ClipModel(nn.Module):
+    """A CLIP-like backbone with separate q/k/v/out projections and a cached text head."""
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        tokenizer,
+        *,
+        name: str,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        weights_sha256: str | None = None,
+    ) -> None:
+        super().__init__()
+        split_attention_(clip)
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.backbone_name = name
+        self.image_size = image_size
+        self.weights_sha256 = weights_sha256
+        self.register_buffer("image_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("prompt_tokens", torch.zeros(0, 1, dtype=torch.long), persistent=False)
+        self.register_buffer("prompt_class", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("label_space", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.num_classes = 0
+        self._label_key: tuple[int, ...] = ()
+        self._text_cache: dict[tuple[int, ...], Tensor] = {}
+        self._text_trainable = True  # safe default: recompute text features while training
+
+    # ------------------------------------------------------------------ towers
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.image_mean) / self.image_std
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        return self.clip.encode_image(self.preprocess(images), normalize=normalize)
+
+    def encode_text(self, tokens: Tensor, normalize: bool = True) -> Tensor:
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.clip.logit_scale.exp()
+
+    def tower_parameters(self, tower: str) -> Iterator[nn.Parameter]:
+        """Parameters of one tower ("image" or "text"); the logit scale belongs to neither."""
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        for name, param in self.clip.named_parameters():
+            if name == "logit_scale":
+                continue
+            if (id(param) in visual) == (tower == "image"):
+                yield param
+
+    def adaptable_layers(self, towers: Sequence[str] = TOWERS, kinds: Sequence[str] = LAYER_KINDS) -> list[AdaptableLayer]:
+        """The attention (q, k, v, out) and MLP (fc, proj) Linears of the chosen towers."""
+        unknown = [k for k in kinds if k not in LAYER_KINDS] + [t for t in towers if t not in TOWERS]
+        if unknown:
+            raise UserError(f"unknown layer kind or tower {unknown[0]!r}; kinds: {', '.join(LAYER_KINDS)}; towers: image, text")
+        layers = []
+        roots = {"image": ("clip.visual.transformer", self.clip.visual.transformer), "text": ("clip.transformer", self.clip.transformer)}
+        for tower in towers:
+            prefix, transformer = roots[tower]
+            for index, block in enumerate(transformer.resblocks):
+                if not isinstance(block.attn, SplitAttention):
+                    raise TypeError("attention was not split; build the model through ClipModel")
+                for kind in kinds:
+                    if kind in _ATTENTION_ATTRS:
+                        parent, attr, where = block.attn, _ATTENTION_ATTRS[kind], "attn"
+                    else:
+                        parent, attr, where = block.mlp, _MLP_ATTRS[kind], "mlp"
+                    layers.append(AdaptableLayer(f"{prefix}.resblocks.{index}.{where}.{attr}", tower, index, kind, parent, attr))
+        return layers
+
+    # ------------------------------------------------------------------ text head
+
+    def set_classes(self, prompts: Sequence[Sequence[str]]) -> None:
+        """Tokenise the prompts of every class of the stream (index = global class id)."""
+        texts, owners = [], []
+        context = self.clip.context_length
+        for class_id, class_prompts in enumerate(prompts):
+            if not class_prompts:
+                raise ValueError(f"class {class_id} has no prompt")
+            for text in class_prompts:
+                if len(self.tokenizer.encode(text)) + 2 > context:
+                    raise UserError(f"prompt {text!r} does not fit the backbone's text context of {context} tokens; shorten the class name or template")
+                texts.append(text)
+                owners.append(class_id)
+        device = self.prompt_tokens.device
+        self.prompt_tokens = self.tokenizer(texts, context_length=context).to(device)
+        self.prompt_class = torch.tensor(owners, dtype=torch.long, device=device)
+        self.num_classes = len(prompts)
+        self.set_label_space(range(self.num_classes))
+        self.invalidate_text_cache()
+
+    def set_label_space(self, class_ids: Sequence[int] | Tensor) -> None:
+        """Score only these classes (global ids); the others get -inf logits."""
+        ids = torch.as_tensor(list(class_ids) if not isinstance(class_ids, Tensor) else class_ids, dtype=torch.long)
+        if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= self.num_classes:
+            raise ValueError(f"label space {ids.tolist()} is outside the {self.num_classes} classes of the stream")
+        self.label_space = ids.to(self.label_space.device)
+        self._label_key = tuple(ids.tolist())  # kept on the host: no device sync per forward
+
+    def set_text_trainable(self, trainable: bool) -> None:
+        """Tell the model whether text weights change during training (if not, cache text features)."""
+        self._text_trainable = trainable
+        self.invalidate_text_cache()
+
+    def invalidate_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    def train(self, mode: bool = True) -> ClipModel:
+        self.invalidate_text_cache()  # weights may change between phases
+        return super().train(mode)
+
+    def class_text_features(self, class_ids: Tensor, chunk: int = 1024) -> Tensor:
+        """Normalised text features, one row per class id (mean over the class's prompts)."""
+        position = torch.full((self.num_classes,), -1, dtype=torch.long, device=class_ids.device)
+        position[class_ids] = torch.arange(len(class_ids), device=class_ids.device)
+        rows = position[self.prompt_class]
+        chosen = (rows >= 0).nonzero().squeeze(1)
+        tokens, owners = self.prompt_tokens[chosen], rows[chosen]
+        features = torch.cat([self.encode_text(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk)])
+        summed = features.new_zeros(len(class_ids), features.shape[1]).index_add_(0, owners, features)
+        return F.normalize(summed, dim=-1)
+
+    def _label_space_text(self) -> Tensor:
+        cacheable = not (self._text_trainable and torch.is_grad_enabled())
+        if cacheable and self._label_key in self._text_cache:
+            return self._text_cache[self._label_key]
+        features = self.class_text_features(self.label_space)
+        if cacheable:
+            self._text_cache[self._label_key] = features.detach()
+        return features
+
+    def forward(self, images: Tensor) -> Tensor:
+        image_features = self.encode_image(images)
+        text_features = self._label_space_text()
+        scores = self.logit_scale * image_features @ text_features.t().to(image_features.dtype)
+        full = scores.new_full((scores.shape[0], self.num_classes), float("-inf"))
+        return full.index_copy(1, self.label_space, scores)

@@ -1,0 +1,148 @@
+"""The `clbench` command. Heavy libraries load only inside `run`, so `--help` and `ls` stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import UserError
+
+EXAMPLES = """examples:
+  clbench ls
+  clbench run                                    # embedded default, prints the results table
+  clbench run --method seq-lora --scenario embedded-cil --seed 1 --iters 50
+  clbench run --set method.rank=4 --set scenario.tasks=2 --out runs/
+  clbench run --backbone clip-vit-b16 --pretrained ~/weights/open_clip_model.safetensors
+  clbench validate runs/*.json
+"""
+
+
+def _registry():
+    from .plugins import Registry
+
+    registry = Registry()
+    for error in registry.errors:
+        print(f"clbench: warning: {error}", file=sys.stderr)
+    return registry
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    registry = _registry()
+    methods = [(name, reg.spec.version, reg.plugin, reg.spec.summary) for name, reg in registry.all("method").items()]
+    scenarios = []
+    for name, reg in registry.all("scenario").items():
+        spec = reg.spec
+        problem = spec.check_data(args.data_root) if spec.check_data else None
+        scenarios.append((name, spec.protocol, f"{spec.num_tasks} tasks", "data: present" if not problem else "data: MISSING", spec.summary))
+    backbones = []
+    for name, reg in registry.all("backbone").items():
+        spec = reg.spec
+        problem = spec.check_weights(dict(spec.defaults)) if spec.check_weights else None
+        backbones.append((name, spec.kind, "weights: present" if not problem else "weights: need --pretrained", spec.summary))
+    for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones)):
+        print(f"{title}:")
+        print(tabulate(rows, tablefmt="plain") if rows else "  (none)")
+        print()
+    if registry.errors:
+        print("plugins that failed to load:")
+        for error in registry.errors:
+            print(f"  {error}")
+    return 0
+
+
+def build_config(args: argparse.Namespace):
+    from .spec import RunConfig, load_config_file
+
+    config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
+    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out"):
+        value = getattr(args, flag)
+        if value is not None:
+            config.set(flag, value, source=f"--{flag.replace('_', '-')}")
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        config.set(key.strip(), value, source=f"--set {item}")
+    config.resume = args.resume
+    config.progress = not args.quiet
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    from .report import format_run
+    from .runner import run
+
+    result = run(config, registry=_registry())
+    print(format_run(result.data, args.format))
+    print(f"\nresult: {result.path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .results import load_valid
+
+    for path in args.files:
+        result = load_valid(path)
+        tasks = len(result.data["scenario"]["task_order"])
+        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clbench",
+        description="cl_bench: continual learning of CLIP-like models, with methods as plugins.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cl_bench {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ls = commands.add_parser("ls", help="list methods, scenarios (protocol, tasks, data) and backbones")
+    ls.add_argument("--data-root", help="where real data sets live (to report whether they are present)")
+    ls.set_defaults(handler=cmd_ls)
+
+    run = commands.add_parser("run", help="run one method on one stream and write a result file", formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--method", help="method name (default seq-lora)")
+    run.add_argument("--scenario", help="stream name (default embedded-mtil)")
+    run.add_argument("--backbone", help="backbone name (default tiny-clip)")
+    run.add_argument("--seed", help="training seed (default 0); it never changes the task or class order")
+    run.add_argument("--iters", help="optimiser steps per experience (method.iters)")
+    run.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
+    run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    run.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
+    run.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting: method.X, scenario.X, backbone.X or a run field; repeatable")
+    run.add_argument("--out", help="folder for the result file and checkpoints (default runs)")
+    run.add_argument("--config", help="TOML, YAML or JSON file of settings (a result file repeats its run)")
+    run.add_argument("--resume", action="store_true", help="continue from this configuration's checkpoint in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--format", choices=("text", "md"), default="text", help="table format of the printed results")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"clbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clbench: interrupted (the last finished experience is checkpointed: rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

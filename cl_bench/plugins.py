@@ -1,0 +1,131 @@
+"""Plugin discovery: a pluggy PluginManager fed from the `cl_bench` entry-point group.
+
+One broken plugin never hides the others: an import or hook failure is recorded with the
+plugin's name in `Registry.errors`, and the rest still load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import unknown_name
+from .spec import BackboneSpec, MethodSpec, ScenarioSpec
+
+
+@dataclass(frozen=True)
+class PluginError:
+    plugin: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.plugin}': {self.message}"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A spec and the plugin that provided it."""
+
+    spec: Any
+    plugin: str
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Registry:
+    """Methods, scenarios and backbones from every installed plugin (and any given directly)."""
+
+    _KINDS = {
+        "method": ("cl_bench_methods", MethodSpec),
+        "scenario": ("cl_bench_scenarios", ScenarioSpec),
+        "backbone": ("cl_bench_backbones", BackboneSpec),
+    }
+
+    def __init__(self, plugins: Iterable[object] = (), *, entry_points: bool = True) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self.errors: list[PluginError] = []
+        if entry_points:
+            self._load_entry_points()
+        for plugin in plugins:
+            self._pm.register(plugin)
+        self._specs: dict[str, dict[str, Registered]] = {}
+
+    def _load_entry_points(self) -> None:
+        seen: set[str] = set()
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            if ep.name in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add(ep.name)
+            try:
+                module = ep.load()
+                self._pm.register(module, name=ep.name)
+            except Exception as exc:  # a broken plugin must not take the others down
+                self.errors.append(PluginError(ep.name, f"cannot be loaded ({_one_line(exc)})"))
+
+    def _collect(self, kind: str) -> dict[str, Registered]:
+        if kind in self._specs:
+            return self._specs[kind]
+        hook_name, spec_type = self._KINDS[kind]
+        found: dict[str, Registered] = {}
+        # Registration order, built-ins first: on a name clash the built-in keeps its name.
+        impls = getattr(self._pm.hook, hook_name).get_hookimpls()
+        for impl in sorted(impls, key=lambda i: not getattr(i.plugin, "__name__", "").startswith("cl_bench.")):
+            try:
+                specs = list(impl.function() or [])
+            except Exception as exc:
+                self.errors.append(PluginError(impl.plugin_name, f"{hook_name}() failed ({_one_line(exc)})"))
+                continue
+            for spec in specs:
+                if not isinstance(spec, spec_type):
+                    self.errors.append(
+                        PluginError(impl.plugin_name, f"{hook_name}() returned {type(spec).__name__}, not {spec_type.__name__}")
+                    )
+                elif spec.name in found:
+                    self.errors.append(
+                        PluginError(impl.plugin_name, f"{kind} '{spec.name}' is already provided by plugin '{found[spec.name].plugin}'; ignored")
+                    )
+                else:
+                    found[spec.name] = Registered(spec, impl.plugin_name)
+        self._specs[kind] = dict(sorted(found.items()))
+        return self._specs[kind]
+
+    def all(self, kind: str) -> dict[str, Registered]:
+        """Every registered spec of `kind` ("method", "scenario" or "backbone"), by name."""
+        return self._collect(kind)
+
+    def get(self, kind: str, name: str) -> Registered:
+        """The spec called `name`, or a `UserError` listing the known names and the closest one."""
+        specs = self._collect(kind)
+        if name not in specs:
+            broken = f" (plugins that failed to load: {', '.join(e.plugin for e in self.errors)})" if self.errors else ""
+            raise unknown_name(kind, name, specs, hint=f"'clbench ls' lists them{broken}.")
+        return specs[name]
+
+    def methods(self) -> dict[str, MethodSpec]:
+        return {name: reg.spec for name, reg in self._collect("method").items()}
+
+    def scenarios(self) -> dict[str, ScenarioSpec]:
+        return {name: reg.spec for name, reg in self._collect("scenario").items()}
+
+    def backbones(self) -> dict[str, BackboneSpec]:
+        return {name: reg.spec for name, reg in self._collect("backbone").items()}
+
+    def emit(self, event: str, payload: dict[str, Any]) -> list[PluginError]:
+        """Call every `cl_bench_run_event` implementation; failures are returned, not raised."""
+        failures = []
+        arguments = {"event": event, "payload": payload}
+        for impl in self._pm.hook.cl_bench_run_event.get_hookimpls():
+            try:  # like pluggy, pass only the arguments the implementation declares
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception as exc:
+                failures.append(PluginError(impl.plugin_name, f"cl_bench_run_event({event!r}) failed ({_one_line(exc)})"))
+        return failures

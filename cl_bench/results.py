@@ -1,0 +1,177 @@
+"""The run-result file (schema `cl_bench.result/1`, DESIGN section 8): write, load, validate.
+
+Results are written atomically (a temporary file in the same folder, then a rename), so a reader
+never sees half a file. Validation checks the schema, the shapes and ranges of the matrices, that
+the file agrees with itself, and that the stored metrics recompute from the accuracy matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import metrics as metrics_lib
+from .errors import UserError
+
+SCHEMA = "cl_bench.result/1"
+STATUSES = ("complete", "partial")
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "run_id": str,
+    "created": str,
+    "status": str,
+    "config": dict,
+    "method": dict,
+    "scenario": dict,
+    "backbone": dict,
+    "seed": int,
+    "versions": dict,
+    "hardware": dict,
+    "acc_matrix": list,
+    "control_matrix": list,
+    "metrics": dict,
+    "timings": dict,
+    "params": dict,
+}
+TOLERANCE = 1e-6
+
+
+@dataclass
+class RunResult:
+    """A run's result: the JSON document and where it was written."""
+
+    data: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return self.data["metrics"]
+
+    @property
+    def acc_matrix(self) -> list[list[float]]:
+        return self.data["acc_matrix"]
+
+    @property
+    def control_matrix(self) -> list[list[float]]:
+        return self.data["control_matrix"]
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call `write(temporary_path)`, then rename it over `path` (same folder, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"result file '{path}' not found")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a valid JSON result file ({str(exc).splitlines()[0]})") from exc
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed in a result file")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(data: Any, source: str = "result") -> None:
+    """Raise a one-line `UserError` naming the first problem; return None for a valid result."""
+
+    def bad(message: str) -> UserError:
+        return UserError(f"{source}: {message}")
+
+    if not isinstance(data, dict):
+        raise bad("a result file holds one JSON object")
+    if data.get("schema") != SCHEMA:
+        raise bad(f"schema is {data.get('schema')!r}; this cl_bench reads {SCHEMA!r}")
+    for key, kind in REQUIRED.items():
+        if key not in data:
+            raise bad(f"required field '{key}' is missing")
+        if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
+            raise bad(f"field '{key}' must be a {getattr(kind, '__name__', kind)}")
+    if data["status"] not in STATUSES:
+        raise bad(f"status must be one of {', '.join(STATUSES)}, not {data['status']!r}")
+    for section, field in (("method", "name"), ("scenario", "name"), ("scenario", "protocol"), ("backbone", "name")):
+        if not isinstance(data[section].get(field), str):
+            raise bad(f"'{section}.{field}' must be a string")
+    config = data["config"]
+    for section in ("method", "scenario", "backbone"):
+        if config.get(section) != data[section]["name"]:
+            raise bad(f"config.{section} is {config.get(section)!r} but {section}.name is {data[section]['name']!r}")
+    if config.get("seed") != data["seed"]:
+        raise bad(f"config.seed is {config.get('seed')!r} but seed is {data['seed']!r}")
+
+    tasks = data["scenario"].get("task_order")
+    controls = data["scenario"].get("control_sets", [])
+    if not isinstance(tasks, list) or not tasks or not isinstance(controls, list):
+        raise bad("scenario.task_order must be a non-empty list and scenario.control_sets a list")
+    t = len(tasks)
+    acc, control = data["acc_matrix"], data["control_matrix"]
+    complete = data["status"] == "complete"
+    if complete and len(acc) != t + 1:
+        raise bad(f"a complete run has {t + 1} rows in acc_matrix ({t} tasks), found {len(acc)}")
+    if not 1 <= len(acc) <= t + 1:
+        raise bad(f"acc_matrix has {len(acc)} rows; expected 1 to {t + 1}")
+    if len(control) != len(acc):
+        raise bad(f"control_matrix has {len(control)} rows but acc_matrix has {len(acc)}")
+    for name, matrix, width in (("acc_matrix", acc, t), ("control_matrix", control, len(controls))):
+        for i, row in enumerate(matrix):
+            if not isinstance(row, list) or len(row) != width:
+                raise bad(f"{name} row {i} must hold {width} numbers")
+            for value in row:
+                if not _is_number(value) or not 0.0 <= value <= 100.0:
+                    raise bad(f"{name} row {i} holds {value!r}; accuracies are percentages in [0, 100]")
+
+    stored = data["metrics"]
+    if not complete:
+        if stored:
+            raise bad("a partial result carries no metrics")
+        return
+    expected = metrics_lib.compute(acc, control if controls else None)
+    if set(stored) != set(expected):
+        missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
+        raise bad(f"metrics must be exactly {', '.join(metrics_lib.METRICS)} (check {missing[0]!r})")
+    for key, value in expected.items():
+        got = stored[key]
+        if value is None or got is None:
+            if value is not got:
+                raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
+        elif not _is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
+            raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
+
+
+def load_valid(path: str | Path) -> RunResult:
+    data = load(path)
+    validate(data, str(path))
+    return RunResult(data, Path(path))

@@ -1,0 +1,330 @@
+"""`run(config)`: one continual-learning run from configuration to result file (DESIGN section 3).
+
+After every experience the runner writes a checkpoint and a partial result, both atomically;
+`resume=True` continues from the checkpoint and, because every experience is seeded on its own,
+ends with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .plugins import Registry
+from .results import SCHEMA, RunResult, write_atomic, write_json
+from .spec import RunConfig, resolve_factory
+
+CHECKPOINT_FORMAT = "cl_bench.checkpoint/1"
+# Third-party warnings that say nothing to a cl_bench user.
+QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
+
+
+def quiet_third_party_warnings() -> None:
+    for text in QUIET:
+        warnings.filterwarnings("ignore", message=f".*{text}.*")
+    for module in ("avalanche", "torchvision", "open_clip", "timm", "qpsolvers", "pytorchcv"):
+        warnings.filterwarnings("ignore", module=module)
+
+
+@dataclass
+class ScenarioContext:
+    """What a scenario factory may need beyond its parameters."""
+
+    data_root: str | None
+    image_size: int
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def run_id_for(config: RunConfig, versions: Iterable[str]) -> str:
+    digest = hashlib.sha256((config.identity_json() + "|" + "|".join(versions)).encode()).hexdigest()[:8]
+    return f"{config.scenario}_{config.method}_{config.backbone}_seed{config.seed}_{digest}"
+
+
+def versions_info() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "cl_bench": of("cl-bench"),
+        "torch": of("torch"),
+        "avalanche": of("avalanche-lib"),
+        "open_clip": of("open_clip_torch"),
+        "numpy": of("numpy"),
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware_info(device, precision: str) -> dict[str, Any]:
+    import torch
+
+    info = {
+        "device": str(device),
+        "precision": precision,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class _Run:
+    """The state of one run, shared by the steps below."""
+
+    def __init__(self, config: RunConfig, registry: Registry) -> None:
+        self.config = config
+        self.started = time.perf_counter()
+        self.method_reg = registry.get("method", config.method)
+        self.scenario_reg = registry.get("scenario", config.scenario)
+        self.backbone_reg = registry.get("backbone", config.backbone)
+        method_spec, scenario_spec, backbone_spec = self.method_reg.spec, self.scenario_reg.spec, self.backbone_reg.spec
+        if scenario_spec.protocol not in method_spec.supports.protocols:
+            raise UserError(f"method '{method_spec.name}' does not support the {scenario_spec.protocol} protocol of '{scenario_spec.name}'")
+        if backbone_spec.kind not in method_spec.supports.backbone_kinds:
+            raise UserError(f"method '{method_spec.name}' does not run on {backbone_spec.kind} backbones like '{backbone_spec.name}'")
+        given = dict(config.method_params)
+        for key in ("iters", "batch_size"):
+            if getattr(config, key) is not None:
+                given[key] = getattr(config, key)
+        self.hparams = method_spec.resolve(backbone_spec.name, given)
+        if self.hparams["iters"] < 1 or self.hparams["batch_size"] < 1:
+            raise UserError("iters and batch_size must be at least 1")
+        self.scenario_params = scenario_spec.resolve(config.scenario_params)
+        backbone_given = dict(config.backbone_params)
+        if config.pretrained:
+            backbone_given["pretrained"] = config.pretrained
+        self.backbone_params = backbone_spec.resolve(backbone_given)
+        self.device = resolve_device(config.device)
+        from .strategy import resolve_precision
+
+        self.precision = resolve_precision(config.precision, self.device)
+        spec_versions = (method_spec.version, scenario_spec.version, backbone_spec.version)
+        self.run_id = run_id_for(config, spec_versions)
+        out = Path(config.out)
+        self.result_path = out / f"{self.run_id}.json"
+        self.checkpoint_path = out / f"{self.run_id}.ckpt"
+        self.acc_rows: list[list[float]] = []
+        self.control_rows: list[list[float]] = []
+        self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
+        self.params: dict[str, Any] = {"backbone": 0, "trainable": [], "added": [], "final": 0}
+        self.elapsed_before = 0.0  # time spent before a resume
+
+    # ---------------------------------------------------------------- pieces of the result
+
+    def document(self, status: str, stream, model) -> dict[str, Any]:
+        from . import metrics
+
+        self.timings["total"] = round(self.elapsed_before + time.perf_counter() - self.started, 3)
+        method_spec, backbone_spec = self.method_reg.spec, self.backbone_reg.spec
+        complete = status == "complete"
+        return {
+            "schema": SCHEMA,
+            "run_id": self.run_id,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "status": status,
+            "config": self.config.to_dict(),
+            "method": {"name": method_spec.name, "version": method_spec.version, "plugin": self.method_reg.plugin, "paper": method_spec.paper, "hyperparameters": self.hparams},
+            "scenario": {**stream.describe(), "plugin": self.scenario_reg.plugin},
+            "backbone": {
+                "name": backbone_spec.name,
+                "version": backbone_spec.version,
+                "plugin": self.backbone_reg.plugin,
+                "params": self.backbone_params,
+                "weights_sha256": model.weights_sha256,
+            },
+            "seed": self.config.seed,
+            "versions": versions_info(),
+            "hardware": hardware_info(self.device, self.precision),
+            "acc_matrix": self.acc_rows,
+            "control_matrix": self.control_rows,
+            "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None) if complete else {},
+            "timings": self.timings,
+            "params": self.params,
+        }
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, next_task: int, model, method) -> None:
+        import torch
+
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id,
+            "identity": self.config.identity_json(),
+            "next_task": next_task,
+            "progress": json.dumps(
+                {"acc": self.acc_rows, "control": self.control_rows, "timings": self.timings, "params": self.params, "elapsed": self.elapsed_before + time.perf_counter() - self.started}
+            ),
+            "model": model.state_dict(),
+            "method": method.state_dict(),
+        }
+        write_atomic(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self, model, method) -> int:
+        import torch
+
+        path = self.checkpoint_path
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, not a checkpoint, or holding objects we refuse to unpickle
+            raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over") from exc
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path} is not a cl_bench checkpoint; delete it to start over")
+        if state.get("identity") != self.config.identity_json():
+            raise UserError(f"checkpoint {path} was written by a run with another configuration; delete it or drop --resume")
+        try:
+            progress = json.loads(state["progress"])
+            method.load_state_dict(state["method"])
+            model.load_state_dict(state["model"], strict=True)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise UserError(f"checkpoint {path} does not fit this run ({str(exc).splitlines()[0]}); delete it to start over") from exc
+        self.acc_rows, self.control_rows = progress["acc"], progress["control"]
+        self.timings, self.params = progress["timings"], progress["params"]
+        self.elapsed_before = float(progress["elapsed"])
+        return int(state["next_task"])
+
+
+def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterable[object] = ()) -> RunResult:
+    """Run one configuration to the end and write its result file; returns the result."""
+    quiet_third_party_warnings()
+    registry = registry or Registry(plugins)
+    state = _Run(config, registry)
+    scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
+    for check, argument in ((scenario_spec.check_data, config.data_root), (backbone_spec.check_weights, state.backbone_params)):
+        problem = check(argument) if check else None
+        if problem:
+            raise UserError(problem)
+
+    import torch
+
+    from .evaluation import AccuracyMatrix, evaluate_row
+    from .strategy import ClStrategy, seed_everything
+
+    seed_everything(config.seed)
+    model = resolve_factory(backbone_spec.factory)(state.backbone_params)
+    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(config.data_root, model.image_size))
+    for param in model.parameters():
+        param.requires_grad_(False)
+    state.params["backbone"] = sum(p.numel() for p in model.parameters())
+    model.set_classes(stream.prompts())
+    method = resolve_factory(method_spec.factory)(state.hparams)
+    method.setup(model, stream)
+    model.to(state.device)
+    plugin = AccuracyMatrix(stream)
+    strategy = ClStrategy(
+        model=model,
+        method=method,
+        stream=stream,
+        hparams=state.hparams,
+        device=state.device,
+        precision=state.precision,
+        seed=config.seed,
+        eval_batch_size=config.eval_batch_size,
+        num_workers=config.num_workers,
+        plugins=[plugin],
+        progress=config.progress,
+    )
+    first_task = 0
+    if config.resume and state.checkpoint_path.is_file():
+        first_task = state.load_checkpoint(model, method)
+        model.to(state.device)
+        for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
+            plugin.acc[row], plugin.control[row] = acc, control
+    state.timings["setup"] = round(time.perf_counter() - state.started, 3)
+    emit(registry, "run_start", {"run_id": state.run_id, "config": config.to_dict()})
+
+    if first_task == 0:
+        began = time.perf_counter()
+        acc, control = evaluate_row(strategy, plugin, 0)
+        state.acc_rows, state.control_rows = [acc], [control]
+        state.timings["eval_before"] = round(time.perf_counter() - began, 3)
+
+    train_stream = stream.benchmark.streams["train"]
+    for task in range(first_task, stream.num_tasks):
+        before = sum(p.numel() for p in model.parameters())
+        began = time.perf_counter()
+        strategy.train(train_stream[task])
+        if state.device.type == "cuda":
+            torch.cuda.synchronize(state.device)
+        trained = time.perf_counter() - began
+        state.params["trainable"].append(sum(p.numel() for p in strategy.trainable))
+        state.params["added"].append(sum(p.numel() for p in model.parameters()) - before)
+        began = time.perf_counter()
+        acc, control = evaluate_row(strategy, plugin, task + 1)
+        state.acc_rows.append(acc)
+        state.control_rows.append(control)
+        iters = int(state.hparams["iters"]) if strategy.trainable else 0
+        state.timings["experiences"].append(
+            {"task": stream.task_names[task], "train": round(trained, 3), "eval": round(time.perf_counter() - began, 3), "iters": iters}
+        )
+        if task + 1 < stream.num_tasks:
+            state.save_checkpoint(task + 1, model, method)
+            write_json(state.result_path, state.document("partial", stream, model))
+        emit(registry, "experience_end", {"run_id": state.run_id, "task": task, "acc_row": acc, "control_row": control, "timings": state.timings["experiences"][-1]})
+
+    state.params["final"] = sum(p.numel() for p in model.parameters())
+    document = state.document("complete", stream, model)
+    write_json(state.result_path, document)
+    state.checkpoint_path.unlink(missing_ok=True)
+    emit(registry, "run_end", {"run_id": state.run_id, "path": str(state.result_path), "result": document})
+    return RunResult(document, state.result_path)
+
+
+def emit(registry: Registry, event: str, payload: dict[str, Any]) -> None:
+    for failure in registry.emit(event, payload):
+        print(f"clbench: warning: {failure}", file=sys.stderr)

@@ -1,0 +1,344 @@
+"""The one training strategy every method uses: a subclass of Avalanche's `SupervisedTemplate`.
+
+What it changes in the template, and why:
+- `make_optimizer`: the template puts every model parameter in its optimizer; here the optimizer
+  covers exactly `method.trainable_parameters()` (everything else is frozen), AdamW or the method's
+  own, with a fresh warm-up + cosine schedule per experience.
+- An iteration budget: Avalanche counts epochs, so the train loader yields exactly `iters` batches.
+- Loss: cross-entropy over the current experience's classes plus `method.extra_loss`.
+- Method hooks at Avalanche's experience boundaries; seeding per experience, so a resumed run
+  repeats an uninterrupted one exactly.
+- Small in-memory streams are served as tensor batches (no per-sample dataset indexing), and
+  per-iteration plugin callbacks go only to plugins that implement them: the loop stays within a
+  few percent of a plain PyTorch loop (benchmarks/strategy_overhead.py).
+- Autocast (bf16 or fp16 with a grad scaler) on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+
+from .spec import Method
+from .stream import Stream
+
+# Callbacks fired once per mini-batch; dispatched only to plugins that implement them.
+_ITERATION_EVENTS = (
+    "before_training_iteration",
+    "before_forward",
+    "after_forward",
+    "before_backward",
+    "after_backward",
+    "before_update",
+    "after_update",
+    "after_training_iteration",
+    "before_eval_iteration",
+    "before_eval_forward",
+    "after_eval_forward",
+    "after_eval_iteration",
+)
+_NO_OP_BASES = (BasePlugin, BaseSGDPlugin, SupervisedPlugin)
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed for one part of a run (an experience, a loader), stable across processes."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _implements(plugin: object, event: str) -> bool:
+    if isinstance(plugin, EvaluationPlugin):  # answers every event by name; ask its metrics and loggers
+        return plugin.active and any(hasattr(x, event) for x in [*plugin.metrics, *plugin.loggers])
+    impl = getattr(type(plugin), event, None)
+    return impl is not None and all(impl is not getattr(base, event, None) for base in _NO_OP_BASES)
+
+
+class TensorBatches:
+    """Mini-batches gathered from in-memory tensors, in a given order (or sequentially)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, order: torch.Tensor | None = None) -> None:
+        self.images, self.targets, self.batch_size, self.order = images, targets, batch_size, order
+
+    def __len__(self) -> int:
+        n = len(self.order) if self.order is not None else len(self.targets)
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        if self.order is None:
+            for start in range(0, len(self.targets), self.batch_size):
+                yield self.images[start : start + self.batch_size], self.targets[start : start + self.batch_size]
+        else:
+            for start in range(0, len(self.order), self.batch_size):
+                index = self.order[start : start + self.batch_size]
+                yield self.images[index], self.targets[index]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        from .errors import UserError
+
+        raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+class ClStrategy(SupervisedTemplate):
+    """Avalanche's supervised template, trained through a cl_bench `Method`."""
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        method: Method,
+        stream: Stream,
+        hparams: Mapping[str, Any],
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        seed: int = 0,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        plugins: Sequence[BasePlugin] = (),
+        progress: bool = True,
+    ) -> None:
+        with warnings.catch_warnings():  # an evaluator without loggers is what we want here
+            warnings.simplefilter("ignore")
+            evaluator = EvaluationPlugin(loggers=[])
+            super().__init__(
+                model=model,
+                optimizer=None,
+                train_mb_size=int(hparams["batch_size"]),
+                train_epochs=1,
+                eval_mb_size=eval_batch_size,
+                device=device,
+                plugins=list(plugins),
+                evaluator=evaluator,
+                eval_every=-1,
+            )
+        self.method = method
+        self.stream = stream
+        self.hparams = dict(hparams)
+        self.seed = seed
+        self.precision = precision
+        self.num_workers = num_workers
+        self.progress = progress
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and self.device.type == "cuda" else None
+        self.trainable: list[torch.nn.Parameter] = []
+        self._extra_loss = getattr(type(method), "extra_loss", None) not in (None, Method.extra_loss)
+        self._tensor_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._listeners: dict[str, list] = {}
+        self._bar = None
+
+    # ------------------------------------------------------------------ callbacks off the hot path
+
+    def _refresh_listeners(self) -> None:
+        self._listeners = {e: [getattr(p, e) for p in self.plugins if _implements(p, e)] for e in _ITERATION_EVENTS}
+
+    def _fire(self, event: str, **kwargs: Any) -> None:
+        for callback in self._listeners[event]:
+            callback(self, **kwargs)
+
+    def _before_training_iteration(self, **kw):
+        self._fire("before_training_iteration", **kw)
+
+    def _before_forward(self, **kw):
+        self._fire("before_forward", **kw)
+
+    def _after_forward(self, **kw):
+        self._fire("after_forward", **kw)
+
+    def _before_backward(self, **kw):
+        self._fire("before_backward", **kw)
+
+    def _after_backward(self, **kw):
+        self._fire("after_backward", **kw)
+
+    def _before_update(self, **kw):
+        self._fire("before_update", **kw)
+
+    def _after_update(self, **kw):
+        self._fire("after_update", **kw)
+
+    def _after_training_iteration(self, **kw):
+        self._fire("after_training_iteration", **kw)
+        if self._bar is not None:
+            self._bar.update(1)
+            if self._bar.n % 25 == 0 or self._bar.n == self._bar.total:
+                self._bar.set_postfix(loss=f"{float(self.loss.detach()):.3f}", refresh=False)
+
+    def _before_eval_iteration(self, **kw):
+        self._fire("before_eval_iteration", **kw)
+
+    def _before_eval_forward(self, **kw):
+        self._fire("before_eval_forward", **kw)
+
+    def _after_eval_forward(self, **kw):
+        self._fire("after_eval_forward", **kw)
+
+    def _after_eval_iteration(self, **kw):
+        self._fire("after_eval_iteration", **kw)
+
+    def _before_eval(self, **kw):
+        self._refresh_listeners()
+        self.model.invalidate_text_cache()
+        super()._before_eval(**kw)
+
+    # ------------------------------------------------------------------ experience boundaries
+
+    @property
+    def task(self) -> int:
+        return int(self.experience.current_experience)
+
+    def _before_training_exp(self, **kwargs):
+        seed_everything(derive_seed(self.seed, "experience", self.task))
+        info = self.stream.experience(self.task)
+        self.method.before_experience(self.model, info)
+        self.model.set_label_space(info.classes)
+        super()._before_training_exp(**kwargs)  # dataset, loader, model adaptation, optimizer, plugins
+        self._refresh_listeners()
+        if self.progress and self.optimizer is not None:
+            self._bar = tqdm(
+                total=len(self.dataloader), desc=f"task {self.task + 1}/{self.stream.num_tasks} {info.name}", unit="it", leave=False, dynamic_ncols=True
+            )
+
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        if self.optimizer is None:  # nothing to train (zero-shot)
+            return
+        super()._train_exp(experience, eval_streams, **kwargs)
+
+    def _after_training_exp(self, **kwargs):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.method.after_experience(self.model, self.stream.experience(self.task))
+        super()._after_training_exp(**kwargs)
+
+    def check_model_and_optimizer(self, **kwargs):
+        self.model = self.model_adaptation()
+        self.make_optimizer()
+
+    def make_optimizer(self, **kwargs):
+        """Optimise exactly the method's trainable parameters; freeze everything else."""
+        params = list({id(p): p for p in self.method.trainable_parameters(self.model)}.values())
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        for param in params:
+            param.requires_grad_(True)
+        visual = {id(p) for p in self.model.clip.visual.parameters()}
+        self.model.set_text_trainable(any(id(p) not in visual for p in params))
+        self.trainable = params
+        if not params:
+            self.optimizer, self.scheduler = None, None
+            return
+        hp = self.hparams
+        optimizer = self.method.make_optimizer(params, hp)
+        if optimizer is None:
+            optimizer = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        warmup, total = int(hp.get("warmup_iters", 0)), max(1, int(hp["iters"]))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
+
+        self.optimizer = optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    # ------------------------------------------------------------------ data
+
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The current experience's data as two tensors on the device (preloaded streams only)."""
+        if not self.stream.preload:
+            return None
+        key = (self.experience.origin_stream.name, self.task)
+        if key not in self._tensor_cache:
+            loader = DataLoader(self.adapted_dataset, batch_size=1024, shuffle=False)
+            images, targets = zip(*((b[0], b[1]) for b in loader))
+            self._tensor_cache[key] = (torch.cat(images).to(self.device), torch.cat(targets).long().to(self.device))
+        return self._tensor_cache[key]
+
+    def make_train_dataloader(self, **kwargs):
+        """Exactly `iters` shuffled batches (reshuffled each pass over the data), seeded per experience."""
+        size = int(self.hparams["iters"]) * self.train_mb_size
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "loader", self.task))
+        sampler = RandomSampler(self.adapted_dataset, num_samples=size, generator=generator)
+        tensors = self._tensors()
+        if tensors is not None:
+            order = torch.tensor(list(sampler), dtype=torch.long, device=self.device)
+            self.dataloader = TensorBatches(*tensors, batch_size=self.train_mb_size, order=order)
+        else:
+            self.dataloader = DataLoader(
+                self.adapted_dataset,
+                batch_size=self.train_mb_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.num_workers > 0,
+            )
+
+    def make_eval_dataloader(self, **kwargs):
+        tensors = self._tensors()
+        if tensors is not None:
+            self.dataloader = TensorBatches(*tensors, batch_size=self.eval_mb_size)
+        else:
+            self.dataloader = DataLoader(
+                self.adapted_dataset, batch_size=self.eval_mb_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
+            )
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16") and (self.device.type == "cuda" or self.precision == "bf16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def forward(self):
+        with self._autocast():
+            return self.model(self.mb_x)
+
+    def criterion(self):
+        loss = F.cross_entropy(self.mb_output.float(), self.mb_y)
+        if self.is_training and self._extra_loss:
+            with self._autocast():
+                extra = self.method.extra_loss(self.model, (self.mb_x, self.mb_y), self.mb_output)
+            if extra is not None:
+                loss = loss + extra.float()
+        return loss
+
+    def backward(self):
+        if self.scaler is not None:
+            self.scaler.scale(self.loss).backward()
+        else:
+            self.loss.backward()
+
+    def optimizer_step(self):
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()

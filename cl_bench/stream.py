@@ -1,0 +1,147 @@
+"""A stream: an Avalanche benchmark plus what Avalanche does not hold (class names, prompts,
+protocol, task order, control sets), and the label space each protocol scores.
+
+Scenario plugins build a `Stream`; the core reads it and never knows a data set by name.
+The benchmark has the streams "train" and "test" (one experience per task, targets are global
+class ids) and optionally "control" (one experience per control set: data never trained on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .spec import PROTOCOLS
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class LabelledTensors(Dataset):
+    """Images and integer targets held in memory (the `targets` attribute is what Avalanche reads)."""
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = images
+        self.targets = targets.long()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.targets[index]
+
+
+def classification_dataset(images: Tensor, targets: Tensor):
+    """An Avalanche classification dataset over in-memory tensors."""
+    from avalanche.benchmarks.utils import as_classification_dataset
+
+    return as_classification_dataset(LabelledTensors(images, targets))
+
+
+def build_benchmark(train: Sequence[Any], test: Sequence[Any], control: Sequence[Any] = ()):
+    """An Avalanche benchmark with streams train/test (one experience per task) and control."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+    streams = {"train": list(train), "test": list(test)}
+    if control:
+        streams["control"] = list(control)
+    return benchmark_from_datasets(**streams)
+
+
+@dataclass
+class Experience:
+    """What a method sees of one task: its index, name, classes and training data."""
+
+    index: int
+    name: str
+    classes: list[int]
+    dataset: Any  # the Avalanche training dataset of the task
+    stream: Stream
+
+    def batches(self, batch_size: int = 256, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images, targets) batches of the training data, for methods' own passes over it."""
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        for count, batch in enumerate(loader):
+            if limit is not None and count >= limit:
+                return
+            yield batch[0], batch[1]
+
+
+@dataclass
+class Stream:
+    name: str
+    version: str
+    protocol: str
+    benchmark: Any
+    class_names: Sequence[str]  # index = global class id
+    task_names: Sequence[str]
+    task_classes: Sequence[Sequence[int]]  # classes of each task, in the stream's class order
+    templates: Sequence[str] = DEFAULT_TEMPLATES
+    class_templates: Mapping[int, Sequence[str]] = field(default_factory=dict)  # per-class overrides
+    control_names: Sequence[str] = ()
+    control_classes: Sequence[Sequence[int]] = ()
+    preload: bool = False  # small in-memory data without random transforms: the strategy caches batches
+    metadata: dict[str, Any] = field(default_factory=dict)  # sources, sizes, sha256 of splits
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"stream {self.name}: unknown protocol {self.protocol!r}")
+        if len(self.task_names) != len(self.task_classes):
+            raise ValueError(f"stream {self.name}: {len(self.task_names)} task names for {len(self.task_classes)} tasks")
+        if len(set(self.class_names)) != len(self.class_names):
+            repeated = sorted({n for n in self.class_names if list(self.class_names).count(n) > 1})
+            raise ValueError(f"stream {self.name}: class names must be unique, repeated: {repeated}")
+        if len(self.control_names) != len(self.control_classes):
+            raise ValueError(f"stream {self.name}: {len(self.control_names)} control names for {len(self.control_classes)} sets")
+        streams = self.benchmark.streams
+        for stream_name, count in (("train", self.num_tasks), ("test", self.num_tasks), ("control", len(self.control_names))):
+            have = len(streams[stream_name]) if stream_name in streams else 0
+            if have != count:
+                raise ValueError(f"stream {self.name}: benchmark stream '{stream_name}' has {have} experiences, expected {count}")
+        if self.protocol == "domain-il" and len({tuple(sorted(c)) for c in self.task_classes}) > 1:
+            raise ValueError(f"stream {self.name}: domain-il tasks must share one label space")
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_classes)
+
+    def prompts(self) -> list[list[str]]:
+        """The prompts of every class (index = global class id)."""
+        return [[t.format(name) for t in self.class_templates.get(cid, self.templates)] for cid, name in enumerate(self.class_names)]
+
+    def label_space(self, row: int, task: int) -> list[int]:
+        """Classes scored for A[row, task + 1] (DESIGN section 7): row 0 is before training."""
+        if self.protocol == "class-il":
+            seen = max(row, task + 1)
+            return sorted({c for classes in self.task_classes[:seen] for c in classes})
+        if self.protocol == "mtil":
+            return sorted(self.task_classes[task])
+        return sorted({c for classes in self.task_classes for c in classes})  # domain-il, x-tail
+
+    def experience(self, task: int) -> Experience:
+        dataset = self.benchmark.streams["train"][task].dataset
+        return Experience(task, self.task_names[task], list(self.task_classes[task]), dataset, self)
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's part of the result file."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "protocol": self.protocol,
+            "params": self.params,
+            "task_order": list(self.task_names),
+            "class_order": [list(c) for c in self.task_classes],
+            "class_names": list(self.class_names),
+            "templates": list(self.templates),
+            "class_templates": {str(k): list(v) for k, v in self.class_templates.items()},
+            "control_sets": [{"name": n, "classes": list(c)} for n, c in zip(self.control_names, self.control_classes)],
+            "data": self.metadata,
+        }

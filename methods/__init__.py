@@ -1,0 +1,1 @@
+"""Built-in method plugins, importable as cl_bench.methods.<name>."""

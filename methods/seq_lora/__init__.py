@@ -1,0 +1,23 @@
+"""`seq-lora`: one LoRA (rank 8 by default) on the attention q, k, v, out and MLP fc, proj Linears
+of both towers, trained through all tasks without any protection: the lower bound for
+parameter-efficient continual learning. The implementation lives in `lora.py` (imported at run
+time, so listing plugins stays fast)."""
+
+from __future__ import annotations
+
+from cl_bench import MethodSpec, hookimpl
+
+
+@hookimpl
+def cl_bench_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(
+            name="seq-lora",
+            factory="cl_bench.methods.seq_lora.lora:SeqLoRA",
+            summary="baseline: one LoRA on q,k,v,out,fc,proj of both towers, trained sequentially (the lower bound)",
+            paper="https://arxiv.org/abs/2106.09685",
+            defaults={"rank": 8, "alpha": 16.0, "layers": ["q", "k", "v", "out", "fc", "proj"], "towers": ["image", "text"], "lr": 5e-4, "iters": 500},
+            profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}},
+            version="1",
+        )
+    ]

@@ -1,0 +1,1 @@
+"""Built-in stream plugins, importable as cl_bench.scenarios.<name>."""

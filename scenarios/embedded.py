@@ -1,0 +1,215 @@
+"""The embedded streams: small, packaged data that runs on a laptop CPU in minutes.
+
+Domains (all 28x28 greyscale, see `packaged_data`):
+- fashion: Fashion-MNIST, 10 classes;  digits: scikit-learn's handwritten digits, 10 classes;
+- letters: A-Z rendered from matplotlib's fonts, 26 classes;
+- symbols: 10 ASCII symbols rendered the same way, the control set (never trained on by any stream).
+
+Every domain has fixed, disjoint splits: `pretrain` (what tiny-clip was pre-trained on), `train`
+and `test`. Per-class sizes are small so that the default run finishes in about two minutes on two
+CPU cores: train subsets hold 80-200 images per class, enough for a fine-tuned tiny-clip to
+reach 85-95% while zero-shot stays well below.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from cl_bench import hookimpl
+from cl_bench.spec import ScenarioSpec
+
+from . import packaged_data as data
+
+VERSION = "1"
+TEMPLATES = ("a photo of a {}.",)
+# Per-class split sizes; the generators' seeds fix which samples land where.
+FASHION_SIZES = {"pretrain": 20, "train": 300}
+FASHION_TEST_PER_CLASS = 100
+DIGIT_SIZES = {"pretrain": 4, "train": 80, "test": 50}
+PRINTED_DIGITS_PRETRAIN = 20  # per class: tiny-clip learned digits mostly from print, as CLIP did
+LETTER_SIZES = {"pretrain": 12, "train": 80, "test": 40}
+# tiny-clip saw letters in four regular faces only; the stream draws from all sixteen.
+LETTER_PRETRAIN_FONTS = (0, 4, 8, 12)
+SYMBOL_SIZES = {"pretrain": 30, "test": 50}
+CIL_CLASS_ORDER = (0, 9, 2, 7, 4, 1, 8, 3, 6, 5)  # fixed and recorded; the run seed never changes it
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    splits: dict[str, data.Images]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return next(iter(self.splits.values())).class_names
+
+
+@lru_cache(maxsize=None)
+def fashion() -> Domain:
+    train_pool = data.load_fashion_mnist("train")
+    test_pool = data.load_fashion_mnist("test")
+    picks = data.per_class_splits(train_pool.labels, FASHION_SIZES, seed=1)
+    test_pick = data.per_class_splits(test_pool.labels, {"test": FASHION_TEST_PER_CLASS}, seed=2)["test"]
+    return Domain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
+
+
+@lru_cache(maxsize=None)
+def digits() -> Domain:
+    pool = data.load_sklearn_digits()
+    splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
+    splits["pretrain"] = data.render_digits(PRINTED_DIGITS_PRETRAIN, seed=300).concat(splits["pretrain"])
+    return Domain("digits", splits)
+
+
+@lru_cache(maxsize=None)
+def letters() -> Domain:
+    fonts = {"pretrain": LETTER_PRETRAIN_FONTS}
+    return Domain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
+
+
+@lru_cache(maxsize=None)
+def symbols() -> Domain:
+    return Domain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
+
+
+def _tensors(images: data.Images, offset: int):
+    import torch
+
+    x = torch.from_numpy(images.images).unsqueeze(1).float().div_(255.0)
+    return x, torch.from_numpy(images.labels) + offset
+
+
+def _split_record(domain: Domain) -> dict[str, Any]:
+    return {k: {"size": len(v.labels), "sha256": v.sha256(), "provenance": v.provenance} for k, v in domain.splits.items()}
+
+
+def _metadata(domains: list[Domain]) -> dict[str, Any]:
+    import matplotlib
+    import PIL
+
+    return {
+        "domains": {d.name: _split_record(d) for d in domains},
+        "renderer": {"pillow": PIL.__version__, "matplotlib": matplotlib.__version__, "platform": platform.machine()},
+    }
+
+
+def build_mtil(params: dict[str, Any], context: Any = None):
+    """embedded-mtil: letters, digits, fashion; each task its own classes; symbols as control."""
+    from cl_bench.stream import Stream, build_benchmark, classification_dataset
+
+    # The last task is the one farthest from the control set, so lost zero-shot ability shows.
+    tasks = [letters(), digits(), fashion()]
+    control = symbols()
+    class_names: list[str] = []
+    task_classes, train, test = [], [], []
+    for domain in tasks:
+        offset = len(class_names)
+        class_names.extend(domain.class_names)
+        task_classes.append(list(range(offset, len(class_names))))
+        train.append(classification_dataset(*_tensors(domain.splits["train"], offset)))
+        test.append(classification_dataset(*_tensors(domain.splits["test"], offset)))
+    offset = len(class_names)
+    class_names.extend(control.class_names)
+    control_data = classification_dataset(*_tensors(control.splits["test"], offset))
+    return Stream(
+        name="embedded-mtil",
+        version=VERSION,
+        protocol="mtil",
+        benchmark=build_benchmark(train, test, [control_data]),
+        class_names=class_names,
+        task_names=[d.name for d in tasks],
+        task_classes=task_classes,
+        templates=TEMPLATES,
+        control_names=[control.name],
+        control_classes=[list(range(offset, len(class_names)))],
+        preload=True,
+        metadata=_metadata([*tasks, control]),
+        params=params,
+    )
+
+
+def build_cil(params: dict[str, Any], context: Any = None):
+    """embedded-cil: Fashion-MNIST in 5 tasks of 2 classes, no task id at test; symbols as control."""
+    from avalanche.benchmarks.scenarios import class_incremental_benchmark
+    from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
+    from avalanche.benchmarks.scenarios.generic_scenario import CLScenario, EagerCLStream
+
+    from cl_bench.stream import Stream, classification_dataset
+
+    domain, control = fashion(), symbols()
+    per_task = len(CIL_CLASS_ORDER) // params["tasks"]
+    split = class_incremental_benchmark(
+        {"train": classification_dataset(*_tensors(domain.splits["train"], 0)), "test": classification_dataset(*_tensors(domain.splits["test"], 0))},
+        class_order=list(CIL_CLASS_ORDER),
+        num_experiences=params["tasks"],
+    )
+    offset = len(domain.class_names)
+    control_data = classification_dataset(*_tensors(control.splits["test"], offset))
+    benchmark = CLScenario([split.streams["train"], split.streams["test"], EagerCLStream("control", [DatasetExperience(dataset=control_data)])])
+    task_classes = [list(CIL_CLASS_ORDER[i * per_task : (i + 1) * per_task]) for i in range(params["tasks"])]
+    return Stream(
+        name="embedded-cil",
+        version=VERSION,
+        protocol="class-il",
+        benchmark=benchmark,
+        class_names=[*domain.class_names, *control.class_names],
+        task_names=[" + ".join(domain.class_names[c] for c in classes) for classes in task_classes],
+        task_classes=task_classes,
+        templates=TEMPLATES,
+        control_names=[control.name],
+        control_classes=[list(range(offset, offset + len(control.class_names)))],
+        preload=True,
+        metadata=_metadata([domain, control]),
+        params=params,
+    )
+
+
+def pretraining_data() -> dict[str, data.Images]:
+    """The pre-training split of every embedded domain (what tiny-clip learned from)."""
+    return {d.name: d.splits["pretrain"] for d in (fashion(), digits(), letters(), symbols())}
+
+
+def data_problem(data_root: str | None = None) -> str | None:
+    return data.fashion_mnist_missing()
+
+
+def _check_tasks(params: dict[str, Any]) -> None:
+    from cl_bench.errors import UserError
+
+    if params["tasks"] not in (1, 2, 5, 10):
+        raise UserError("scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10")
+
+
+def _cil_factory(params: dict[str, Any], context: Any = None):
+    _check_tasks(params)
+    return build_cil(params, context)
+
+
+@hookimpl
+def cl_bench_scenarios() -> list[ScenarioSpec]:
+    return [
+        ScenarioSpec(
+            name="embedded-mtil",
+            factory=build_mtil,
+            summary="letters -> digits -> fashion, each task its own classes (task-aware); packaged data, CPU-sized",
+            protocol="mtil",
+            num_tasks=3,
+            version=VERSION,
+            check_data=data_problem,
+            pretraining_data=pretraining_data,
+        ),
+        ScenarioSpec(
+            name="embedded-cil",
+            factory=_cil_factory,
+            summary="Fashion-MNIST in 5 tasks of 2 classes, scored over all classes seen so far (no task id)",
+            protocol="class-il",
+            num_tasks=5,
+            defaults={"tasks": 5},
+            version=VERSION,
+            check_data=data_problem,
+            pretraining_data=pretraining_data,
+        ),
+    ]

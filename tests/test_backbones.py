@@ -1,0 +1,78 @@
+"""Backbones: the shipped tiny-clip and the never-downloading ViT-B/16 loader."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cl_bench.backbones import tiny_clip, vit_b16
+from cl_bench.backbones.clip import file_sha256
+from cl_bench.errors import UserError
+from cl_bench.spec import resolve_factory
+
+
+def test_shipped_tiny_clip_matches_its_record():
+    config = tiny_clip.read_config()
+    assert file_sha256(tiny_clip.WEIGHTS_FILE) == config["weights_sha256"]
+    assert tiny_clip.WEIGHTS_FILE.stat().st_size <= 20e6
+    state = load_file(str(tiny_clip.WEIGHTS_FILE))
+    assert {t.dtype for t in state.values()} == {torch.float16}
+    assert config["arch"]["text_cfg"]["vocab_size"] == 49408  # open_clip's tokenizer ids reach 49407
+    model = tiny_clip.load({})
+    assert model.weights_sha256 == config["weights_sha256"]
+
+
+def test_tiny_clip_zero_shot_is_well_above_chance_and_as_recorded(registry):
+    model = tiny_clip.load({}).eval()
+    spec = registry.scenarios()["embedded-mtil"]
+    stream = resolve_factory(spec.factory)(spec.resolve({}), None)
+    model.set_classes(stream.prompts())
+    recorded = tiny_clip.read_config()["pretraining"]["zero_shot"]
+    for task, name in enumerate(stream.task_names):
+        dataset = stream.benchmark.streams["test"][task].dataset
+        x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+        model.set_label_space(stream.task_classes[task])
+        with torch.no_grad():
+            accuracy = 100.0 * float((model(x).argmax(1) == y).float().mean())
+        chance = 100.0 / len(stream.task_classes[task])
+        assert accuracy >= 2 * chance, f"{name}: {accuracy:.1f}% is not well above chance"
+        assert accuracy == pytest.approx(recorded[f"embedded-mtil/{name}"], abs=1.0)
+
+
+def test_tiny_clip_refuses_a_corrupt_weights_file(tmp_path):
+    bad = tmp_path / "tiny.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError, match="cannot load tiny-clip weights"):
+        tiny_clip.load({"pretrained": str(bad)})
+
+
+def test_vit_b16_without_weights_says_where_to_put_them(tmp_path, monkeypatch, registry):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    spec = registry.backbones()["clip-vit-b16"]
+    problem = spec.check_weights(spec.resolve({}))
+    assert "--pretrained" in problem and str(tmp_path / "hub") in problem and "never downloads" in problem
+    with pytest.raises(UserError, match="never downloads"):
+        resolve_factory(spec.factory)(spec.resolve({}))
+
+
+def test_vit_b16_finds_the_cache_and_refuses_corrupt_files(tmp_path, monkeypatch, registry):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    snapshot = tmp_path / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    weights = snapshot / "open_clip_model.safetensors"
+    weights.write_bytes(json.dumps({"not": "weights"}).encode())
+    assert vit_b16.cached_weights() == weights
+    spec = registry.backbones()["clip-vit-b16"]
+    with pytest.raises(UserError, match="cannot load ViT-B-16 weights"):
+        resolve_factory(spec.factory)(spec.resolve({}))
+    pickled = tmp_path / "objects.bin"
+    torch.save({"weight": torch.zeros(1), "payload": Payload()}, pickled)  # not plain tensors: never unpickled
+    with pytest.raises(UserError, match="cannot load"):
+        resolve_factory(spec.factory)(spec.resolve({"pretrained": str(pickled)}))
+
+
+class Payload:
+    """An arbitrary object inside a checkpoint, which weights_only loading must refuse."""

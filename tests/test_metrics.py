@@ -1,0 +1,64 @@
+"""Metrics against matrices computed by hand (DESIGN section 7)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cl_bench import metrics
+
+# Rows: before training, after task 1, 2, 3. Columns: tasks 1, 2, 3.
+A = [
+    [50.0, 40.0, 30.0],
+    [80.0, 45.0, 35.0],
+    [70.0, 90.0, 38.0],
+    [60.0, 85.0, 95.0],
+]
+C = [[60.0, 80.0], [57.0, 78.0], [54.0, 76.0], [48.0, 72.0]]
+
+
+def test_every_metric_matches_the_hand_computation():
+    m = metrics.compute(A, C)
+    assert m["last"] == pytest.approx((60 + 85 + 95) / 3)
+    # mean over rows 1..3, all columns: (80+45+35 + 70+90+38 + 60+85+95) / 9
+    assert m["avg"] == pytest.approx(598 / 9)
+    # j=2: mean(A[1,2]) = 45; j=3: mean(A[1,3], A[2,3]) = (35+38)/2 = 36.5; mean = 40.75
+    assert m["transfer"] == pytest.approx(40.75)
+    assert m["plasticity"] == pytest.approx((80 + 90 + 95) / 3)
+    # j=1: 60-80 = -20; j=2: 85-90 = -5 -> -12.5
+    assert m["bwt"] == pytest.approx(-12.5)
+    # j=1: max(A[1,1], A[2,1]) - A[3,1] = 80-60 = 20; j=2: max(A[2,2]) - A[3,2] = 90-85 = 5 -> 12.5
+    assert m["forgetting"] == pytest.approx(12.5)
+    # j=2: A[1,2]-A[0,2] = 45-40 = 5; j=3: A[2,3]-A[0,3] = 38-30 = 8 -> 6.5
+    assert m["fwt"] == pytest.approx(6.5)
+    # (48/60 + 72/80) / 2 = (0.8 + 0.9) / 2
+    assert m["zs_retention"] == pytest.approx(0.85)
+    assert set(m) == set(metrics.METRICS)
+
+
+def test_forgetting_uses_the_best_earlier_accuracy_not_the_first():
+    a = [[0, 0, 0], [50, 0, 0], [90, 0, 0], [40, 0, 0]]
+    assert metrics.compute(a)["forgetting"] == pytest.approx((50 + 0) / 2)  # task 1: 90-40; task 2: 0-0
+    assert metrics.compute(a)["bwt"] == pytest.approx((-10 + 0) / 2)  # task 1: 40-50
+
+
+def test_one_task_leaves_the_transfer_metrics_undefined():
+    m = metrics.compute([[30.0], [90.0]])
+    assert m["last"] == m["avg"] == m["plasticity"] == 90.0
+    assert m["bwt"] is m["forgetting"] is m["fwt"] is m["transfer"] is None
+    assert m["zs_retention"] is None
+
+
+def test_zero_shot_retention_is_undefined_when_the_start_is_zero():
+    assert metrics.zs_retention([[0.0], [10.0]]) is None
+    assert metrics.zs_retention([[50.0], [25.0]]) == 0.5
+
+
+@pytest.mark.parametrize("bad", [[[1.0, 2.0]], [[1.0], [2.0], [3.0]], [[1.0, math.nan], [2.0, 3.0], [4.0, 5.0]]])
+def test_malformed_matrices_are_rejected(bad):
+    with pytest.raises(ValueError):
+        metrics.compute(bad)
+
+
+def test_numpy_input_gives_the_same_numbers():
+    assert metrics.compute(np.array(A), np.array(C)) == metrics.compute(A, C)

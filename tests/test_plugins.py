@@ -1,0 +1,177 @@
+"""Plugin discovery through installed entry points, failure isolation, did-you-mean.
+
+The third-party plugin is the README's example, written out from the README itself, installed
+with pip into a folder, and found by a fresh `clbench` process through importlib.metadata.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cl_bench import MethodSpec, hookimpl
+from cl_bench.errors import UserError
+from cl_bench.plugins import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
+
+
+def readme_example() -> dict[str, str]:
+    """The files of the README's plugin example, keyed by path (marked by HTML comments)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- example-plugin: (\S+) -->\s*```\w*\n(.*?)```", text, flags=re.S)
+    return {path: body for path, body in blocks}
+
+
+BROKEN_PACKAGE = {
+    "pyproject.toml": textwrap.dedent(
+        """
+        [build-system]
+        requires = ["setuptools>=64"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "broken-cl-plugins"
+        version = "0.0.1"
+        [project.entry-points.cl_bench]
+        broken_import = "broken_cl_plugins.import_fails"
+        broken_hook = "broken_cl_plugins.hook_fails"
+        """
+    ),
+    "broken_cl_plugins/__init__.py": "",
+    "broken_cl_plugins/import_fails.py": "raise RuntimeError('this plugin is broken on purpose')\n",
+    "broken_cl_plugins/hook_fails.py": textwrap.dedent(
+        """
+        import cl_bench
+
+        @cl_bench.hookimpl
+        def cl_bench_methods():
+            raise ValueError("hook exploded")
+        """
+    ),
+}
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    for name, body in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    """The README example and a broken plugin package, pip-installed into one folder."""
+    base = tmp_path_factory.mktemp("plugins")
+    example = readme_example()
+    assert "pyproject.toml" in example and any(p.endswith(".py") for p in example), "README lost its plugin example"
+    packages = [_write(base / "example", example), _write(base / "broken", BROKEN_PACKAGE)]
+    site = base / "site"
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", str(site), *map(str, packages)],
+        check=True,
+        capture_output=True,
+    )
+    return site
+
+
+def clbench(site: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "cl_bench", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_builtins_register_through_entry_points(registry):
+    assert BUILTIN_METHODS <= set(registry.methods())
+    assert {"embedded-mtil", "embedded-cil"} <= set(registry.scenarios())
+    assert {"tiny-clip", "clip-vit-b16"} <= set(registry.backbones())
+    assert registry.all("method")["seq-lora"].plugin == "seq_lora"  # the entry-point name
+
+
+def test_installed_third_party_plugin_is_found_and_runs(plugin_site, tmp_path):
+    listing = clbench(plugin_site, "ls")
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(r"^bitfit\s", listing.stdout, flags=re.M)
+    out = tmp_path / "runs"
+    ran = clbench(plugin_site, "run", "--method", "bitfit", "--iters", "3", "--quiet", "--out", str(out), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (result,) = out.glob("*.json")
+    data = json.loads(result.read_text())
+    assert data["method"]["name"] == "bitfit" and data["method"]["plugin"] == "bitfit"
+    assert data["status"] == "complete" and data["params"]["trainable"][0] > 0
+
+
+def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_site):
+    listing = clbench(plugin_site, "ls")
+    assert listing.returncode == 0
+    assert "plugin 'broken_import': cannot be loaded (RuntimeError: this plugin is broken on purpose)" in listing.stdout
+    assert "plugin 'broken_hook': cl_bench_methods() failed (ValueError: hook exploded)" in listing.stdout
+    assert re.search(r"^bitfit\s", listing.stdout, flags=re.M) and re.search(r"^seq-lora\s", listing.stdout, flags=re.M)
+    assert "Traceback" not in listing.stderr
+
+
+def test_unknown_method_is_a_one_line_did_you_mean_with_exit_code_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cl_bench", "run", "--method", "seqlora", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("clbench: error")]
+    assert len(lines) == 1 and "did you mean 'seq-lora'?" in lines[0] and "Known: " in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_listing_and_help_do_not_import_torch():
+    code = "import sys, contextlib, io\nfrom cl_bench.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n    main(['ls'])\nprint('torch' in sys.modules, 'avalanche' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+class _Plugin:
+    def __init__(self, *specs, fail=None):
+        self.specs, self.fail = specs, fail
+
+    @hookimpl
+    def cl_bench_methods(self):
+        if self.fail:
+            raise self.fail
+        return list(self.specs)
+
+
+def test_duplicates_and_wrong_types_are_reported_not_fatal():
+    first = MethodSpec(name="same", factory=dict, summary="first")
+    registry = Registry([_Plugin(first), _Plugin(MethodSpec(name="same", factory=dict, summary="second"), "not a spec")], entry_points=False)
+    assert registry.methods() == {"same": first}
+    messages = [str(e) for e in registry.errors]
+    assert any("already provided" in m for m in messages) and any("returned str" in m for m in messages)
+
+
+def test_get_unknown_lists_known_names_and_suggests():
+    registry = Registry([_Plugin(MethodSpec(name="moram", factory=dict, summary=""))], entry_points=False)
+    with pytest.raises(UserError, match=r"unknown method 'mooram'; did you mean 'moram'\? Known: moram\."):
+        registry.get("method", "mooram")
+
+
+def test_run_event_failures_are_returned_not_raised():
+    seen = []
+
+    class Logger:
+        @hookimpl
+        def cl_bench_run_event(self, event):  # declares only what it needs, as pluggy allows
+            seen.append(event)
+
+    class Broken:
+        @hookimpl
+        def cl_bench_run_event(self, event, payload):
+            raise OSError("disk full")
+
+    registry = Registry([Logger(), Broken()], entry_points=False)
+    failures = registry.emit("run_start", {"run_id": "x"})
+    assert seen == ["run_start"] and len(failures) == 1 and "disk full" in str(failures[0])

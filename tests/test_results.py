@@ -1,0 +1,81 @@
+"""Result files: validation catches tampering and malformed files; writes are atomic."""
+
+import copy
+import json
+
+import pytest
+
+from cl_bench.cli import main
+from cl_bench.errors import UserError
+from cl_bench.results import load, load_valid, validate, write_json
+
+from toys import result_document
+
+ACC = [[20.0, 30.0], [80.0, 35.0], [70.0, 90.0]]
+CONTROL = [[60.0], [58.0], [50.0]]
+
+
+def test_a_consistent_document_is_valid():
+    validate(result_document(ACC, CONTROL))
+    validate(result_document(ACC[:2], CONTROL[:2], status="partial"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["metrics"].__setitem__("last", d["metrics"]["last"] + 0.5), "metric 'last' is"),
+        (lambda d: d["acc_matrix"][2].__setitem__(0, 71.0), "metric 'last' is"),
+        (lambda d: d["metrics"].__setitem__("bwt", None), "metric 'bwt' is None"),
+        (lambda d: d["metrics"].pop("fwt"), "metrics must be exactly"),
+        (lambda d: d.__setitem__("schema", "cl_bench.result/0"), "schema is"),
+        (lambda d: d.__setitem__("status", "done"), "status must be"),
+        (lambda d: d.pop("timings"), "'timings' is missing"),
+        (lambda d: d.__setitem__("seed", "0"), "'seed' must be a int"),
+        (lambda d: d["acc_matrix"].pop(), "a complete run has 3 rows"),
+        (lambda d: d["acc_matrix"][1].__setitem__(1, 101.0), "percentages in [0, 100]"),
+        (lambda d: d["control_matrix"].pop(), "control_matrix has 2 rows"),
+        (lambda d: d["config"].__setitem__("method", "other"), "config.method is 'other'"),
+        (lambda d: d.__setitem__("status", "partial"), "a partial result carries no metrics"),
+    ],
+)
+def test_tampered_or_malformed_documents_are_rejected(edit, message):
+    document = copy.deepcopy(result_document(ACC, CONTROL))
+    edit(document)
+    with pytest.raises(UserError) as info:
+        validate(document, "r.json")
+    assert message in str(info.value) and str(info.value).startswith("r.json: ")
+
+
+def test_files_that_are_not_json_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": NaN}')
+    with pytest.raises(UserError, match="not a valid JSON result file"):
+        load(bad)
+    bad.write_text("{ truncated")
+    with pytest.raises(UserError, match="not a valid JSON result file"):
+        load(bad)
+    with pytest.raises(UserError, match="not found"):
+        load(tmp_path / "missing.json")
+
+
+def test_validate_command_accepts_and_rejects(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    write_json(good, result_document(ACC, CONTROL))
+    assert main(["validate", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    tampered = json.loads(good.read_text())
+    tampered["metrics"]["avg"] = 99.0
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    assert main(["validate", str(tmp_path / "tampered.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metric 'avg' is 99.0" in err and "Traceback" not in err
+    assert load_valid(good).metrics["last"] == pytest.approx(80.0)
+
+
+def test_writes_are_atomic(tmp_path):
+    target = tmp_path / "r.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(ValueError):
+        write_json(target, {"a": float("nan")})  # refused before anything replaces the old file
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind

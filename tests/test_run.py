@@ -1,0 +1,128 @@
+"""Whole runs on the embedded default (few iterations): result files, resume, events, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cl_bench import RunConfig, hookimpl, run
+from cl_bench.cli import main
+from cl_bench.errors import UserError
+from cl_bench.results import validate
+from cl_bench.strategy import ClStrategy
+
+
+def config(tmp_path, **kwargs) -> RunConfig:
+    return RunConfig(out=str(tmp_path), progress=False, **kwargs)
+
+
+def test_seq_lora_run_writes_a_valid_self_describing_result(tmp_path):
+    result = run(config(tmp_path, method="seq-lora", iters=3))
+    data = json.loads(result.path.read_text())
+    validate(data)
+    assert data["status"] == "complete" and len(data["acc_matrix"]) == 4 and len(data["control_matrix"][0]) == 1
+    assert data["method"]["hyperparameters"]["iters"] == 3 and data["method"]["hyperparameters"]["rank"] == 8
+    assert data["scenario"]["task_order"] == ["letters", "digits", "fashion"]
+    assert data["scenario"]["data"]["domains"]["fashion"]["train"]["size"] == 3000
+    assert len(data["backbone"]["weights_sha256"]) == 64 and data["versions"]["avalanche"] == "0.6.0"
+    assert [e["iters"] for e in data["timings"]["experiences"]] == [3, 3, 3]
+    assert data["params"]["trainable"] == [data["params"]["final"] - data["params"]["backbone"]] * 3
+    assert not list(tmp_path.glob("*.ckpt")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_zeroshot_rows_all_equal_row_zero(tmp_path):
+    result = run(config(tmp_path, method="zeroshot"))
+    assert all(row == result.acc_matrix[0] for row in result.acc_matrix)
+    assert all(row == result.control_matrix[0] for row in result.control_matrix)
+    assert result.metrics["zs_retention"] == 1.0 and result.metrics["bwt"] == 0.0
+
+
+def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
+    result = run(config(tmp_path, method="finetune", iters=5, scenario="embedded-cil"))
+    assert result.data["params"]["trainable"][0] == result.data["params"]["backbone"] - 1  # all but the logit scale
+    assert len(result.acc_matrix) == 6 and result.acc_matrix[1] != result.acc_matrix[0]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    whole = run(config(tmp_path / "whole", method="seq-lora", iters=4))
+    calls = {"n": 0}
+    original = ClStrategy.train
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClStrategy, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tmp_path / "split", method="seq-lora", iters=4))
+    monkeypatch.setattr(ClStrategy, "train", original)
+    (partial,) = (tmp_path / "split").glob("*.json")
+    assert json.loads(partial.read_text())["status"] == "partial" and list((tmp_path / "split").glob("*.ckpt"))
+    resumed = run(config(tmp_path / "split", method="seq-lora", iters=4, resume=True))
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
+    assert resumed.metrics == whole.metrics and not list((tmp_path / "split").glob("*.ckpt"))
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
+    cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
+    from cl_bench.plugins import Registry
+    from cl_bench.runner import _Run
+
+    checkpoint = _Run(cfg, Registry()).checkpoint_path
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="cannot be read"):
+        run(cfg)
+    import torch
+
+    torch.save({"format": "cl_bench.checkpoint/1", "identity": "{}", "next_task": 1}, checkpoint)
+    with pytest.raises(UserError, match="another configuration"):
+        run(cfg)
+
+
+class EventLog:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def cl_bench_run_event(self, event, payload):
+        self.events.append((event, payload))
+
+
+def test_run_events_reach_loggers_in_order(tmp_path):
+    log = EventLog()
+    result = run(config(tmp_path, method="zeroshot"), plugins=[log])
+    names = [e for e, _ in log.events]
+    assert names == ["run_start", "experience_end", "experience_end", "experience_end", "run_end"]
+    assert log.events[-1][1]["result"]["metrics"] == result.metrics
+    assert [p["task"] for e, p in log.events if e == "experience_end"] == [0, 1, 2]
+
+
+def test_cli_run_prints_the_matrix_and_metrics(tmp_path, capsys):
+    assert main(["run", "--method", "seq-lora", "--iters", "2", "--quiet", "--out", str(tmp_path), "--set", "method.rank=2"]) == 0
+    out = capsys.readouterr().out
+    for word in ("zero-shot", "after letters", "symbols (control)", "last", "transfer", "forgetting", "zs_retention", "result:"):
+        assert word in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "method.rnak=2"], "did you mean 'rank'"),
+        (["--set", "method.rank=two"], "method.rank expects an integer"),
+        (["--set", "nonsense"], "--set expects key=value"),
+        (["--scenario", "embedded-mtl"], "did you mean 'embedded-mtil'"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+        (["--precision", "fp8"], "precision must be"),
+        (["--backbone", "clip-vit-b16", "--pretrained", "/nowhere/weights.safetensors"], "/nowhere/weights.safetensors not found"),
+        (["--config", "/nowhere/run.toml"], "not found"),
+    ],
+)
+def test_bad_run_input_is_one_line_exit_2(tmp_path, capsys, args, message):
+    assert main(["run", "--quiet", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,81 @@
+"""Typed parameters, run configuration and configuration files."""
+
+import json
+
+import pytest
+
+from cl_bench.errors import UserError
+from cl_bench.spec import TRAIN_DEFAULTS, MethodSpec, RunConfig, coerce, load_config_file, resolve_params
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [("8", 1, 8), (8.0, 1, 8), ("0.5", 1.0, 0.5), (3, 1.0, 3.0), ("true", False, True), ("off", True, False), ("x", "y", "x"), ("q,k , v", ["q"], ["q", "k", "v"]), ([1, 2], [0], [1, 2])],
+)
+def test_values_take_the_type_of_their_default(value, default, expected):
+    assert coerce("p", value, default) == expected
+    assert type(coerce("p", value, default)) is type(expected)
+
+
+@pytest.mark.parametrize(("value", "default"), [("abc", 1), (1.5, 1), (True, 1), ("maybe", False), ("1e", 1.0), (3, "s"), ({"a": 1}, [1])])
+def test_wrong_types_are_one_line_errors_naming_the_expected_type(value, default):
+    with pytest.raises(UserError) as info:
+        coerce("method.rank", value, default)
+    message = str(info.value)
+    assert "method.rank expects" in message and "\n" not in message
+
+
+def test_unknown_parameter_suggests_the_closest_name():
+    with pytest.raises(UserError, match=r"unknown method parameter 'rnak'; did you mean 'rank'\?"):
+        resolve_params("method 'x'", "method", {"rank": 8, "alpha": 16.0}, {"rnak": 4})
+
+
+def test_method_params_resolve_through_defaults_profiles_and_user_values():
+    spec = MethodSpec(name="m", factory=dict, summary="", defaults={"rank": 8, "lr": 1e-3}, profiles={"tiny-clip": {"lr": 1e-2, "iters": 10}})
+    assert spec.resolve("other", {})["lr"] == 1e-3
+    tiny = spec.resolve("tiny-clip", {"rank": "4"})
+    assert (tiny["lr"], tiny["iters"], tiny["rank"], tiny["batch_size"]) == (1e-2, 10, 4, TRAIN_DEFAULTS["batch_size"])
+
+
+def test_run_config_set_routes_dotted_keys_and_checks_fields():
+    config = RunConfig()
+    config.set("method.rank", "4")
+    config.set("scenario.order", "II")
+    config.set("seed", "3")
+    config.set("iters", "7")
+    assert config.method_params == {"rank": "4"} and config.scenario_params == {"order": "II"}
+    assert (config.seed, config.iters) == (3, 7)
+    with pytest.raises(UserError, match="unknown setting 'sed'; did you mean 'seed'"):
+        config.set("sed", "1")
+    with pytest.raises(UserError, match="seed expects an integer"):
+        config.set("seed", "one")
+
+
+def test_identity_ignores_where_a_run_executes():
+    a, b = RunConfig(out="a", device="cpu", progress=False), RunConfig(out="b", device="cuda")
+    assert a.identity_json() == b.identity_json()
+    assert a.identity_json() != RunConfig(seed=1).identity_json()
+
+
+def test_config_files_in_toml_yaml_json_and_result_files(tmp_path):
+    (tmp_path / "run.toml").write_text('method = "finetune"\nseed = 2\n[method_params]\nlr = 0.01\n')
+    (tmp_path / "run.yaml").write_text("method: finetune\nseed: 2\nmethod_params:\n  lr: 0.01\n")
+    (tmp_path / "run.json").write_text(json.dumps({"method": "finetune", "seed": 2, "method_params": {"lr": 0.01}}))
+    (tmp_path / "result.json").write_text(json.dumps({"schema": "cl_bench.result/1", "config": {"method": "finetune", "seed": 2, "method_params": {"lr": 0.01}}}))
+    for name in ("run.toml", "run.yaml", "run.json", "result.json"):
+        config = RunConfig.from_dict(load_config_file(str(tmp_path / name)))
+        assert (config.method, config.seed, config.method_params) == ("finetune", 2, {"lr": 0.01})
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path):
+    (tmp_path / "bad.toml").write_text("method = \n")
+    with pytest.raises(UserError, match="cannot be parsed"):
+        load_config_file(str(tmp_path / "bad.toml"))
+    with pytest.raises(UserError, match="not found"):
+        load_config_file(str(tmp_path / "missing.toml"))
+    (tmp_path / "run.ini").write_text("x")
+    with pytest.raises(UserError, match="use a .toml"):
+        load_config_file(str(tmp_path / "run.ini"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="table of settings"):
+        load_config_file(str(tmp_path / "list.json"))

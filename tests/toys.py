@@ -1,0 +1,93 @@
+"""A toy stream and a toy CLIP, small enough for unit tests."""
+
+from __future__ import annotations
+
+import torch
+
+TOY_ARCH = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1, "mlp_ratio": 2.0},
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+}
+
+
+def toy_model(seed: int = 0):
+    """A randomly initialised, very small ClipModel (split attention, open_clip tokenizer)."""
+    from cl_bench.backbones.tiny_clip import build_clip, wrap
+
+    torch.manual_seed(seed)
+    return wrap(build_clip(TOY_ARCH), TOY_ARCH, None)
+
+
+def toy_images(num_classes: int, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class c is a bright 6x6 square at a class-specific place, plus noise: learnable in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(num_classes * per_class, 1, 28, 28, generator=generator) * 0.3
+    targets = torch.arange(num_classes).repeat_interleave(per_class)
+    for index, cls in enumerate(targets.tolist()):
+        row, col = divmod(cls, 4)
+        images[index, 0, row * 7 : row * 7 + 6, col * 7 : col * 7 + 6] += 0.7
+    return images, targets
+
+
+def toy_stream(protocol: str = "mtil", tasks: int = 2, classes_per_task: int = 2, per_class: int = 8, control: bool = True):
+    """A Stream over toy images with the given protocol (domain-il shares one label space)."""
+    from cl_bench.stream import Stream, build_benchmark, classification_dataset
+
+    shared = protocol == "domain-il"
+    total = classes_per_task if shared else tasks * classes_per_task
+    task_classes = [list(range(classes_per_task)) if shared else list(range(t * classes_per_task, (t + 1) * classes_per_task)) for t in range(tasks)]
+    images, targets = toy_images(total + (2 if control else 0), per_class)
+    train, test = [], []
+    for t, classes in enumerate(task_classes):
+        mask = torch.isin(targets, torch.tensor(classes))
+        shift = 0.05 * t if shared else 0.0  # a different "domain" per task
+        train.append(classification_dataset(images[mask] + shift, targets[mask]))
+        test.append(classification_dataset(images[mask] + shift, targets[mask]))
+    names = [f"class {i}" for i in range(total)]
+    control_sets, control_names, control_classes = [], [], []
+    if control:
+        mask = targets >= total
+        control_sets.append(classification_dataset(images[mask], targets[mask]))
+        names += ["control a", "control b"]
+        control_names, control_classes = ["toy control"], [[total, total + 1]]
+    return Stream(
+        name=f"toy-{protocol}",
+        version="1",
+        protocol=protocol,
+        benchmark=build_benchmark(train, test, control_sets),
+        class_names=names,
+        task_names=[f"task {t}" for t in range(tasks)],
+        task_classes=task_classes,
+        control_names=control_names,
+        control_classes=control_classes,
+        preload=True,
+    )
+
+
+def result_document(acc: list[list[float]], control: list[list[float]], status: str = "complete") -> dict:
+    """A minimal, self-consistent result document (schema cl_bench.result/1)."""
+    from cl_bench import metrics
+    from cl_bench.results import SCHEMA
+
+    tasks = [f"task {i}" for i in range(len(acc[0]))]
+    return {
+        "schema": SCHEMA,
+        "run_id": "toy",
+        "created": "2026-01-01T00:00:00+00:00",
+        "status": status,
+        "config": {"method": "m", "scenario": "s", "backbone": "b", "seed": 0},
+        "method": {"name": "m", "version": "1", "hyperparameters": {}},
+        "scenario": {"name": "s", "protocol": "mtil", "task_order": tasks, "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "backbone": {"name": "b"},
+        "seed": 0,
+        "versions": {},
+        "hardware": {},
+        "acc_matrix": acc,
+        "control_matrix": control,
+        "metrics": metrics.compute(acc, control if control and control[0] else None) if status == "complete" else {},
+        "timings": {},
+        "params": {},
+    }
