@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import math
 import random
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -221,7 +222,12 @@ class ClStrategy(SupervisedTemplate):
         self._refresh_listeners()
         if self.progress and self.optimizer is not None:
             self._bar = tqdm(
-                total=len(self.dataloader), desc=f"task {self.task + 1}/{self.stream.num_tasks} {info.name}", unit="it", leave=False, dynamic_ncols=True
+                total=len(self.dataloader),
+                desc=f"task {self.task + 1}/{self.stream.num_tasks} {info.name}",
+                unit="it",
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2 if sys.stderr.isatty() else 15.0,  # keep logs short when not on a terminal
             )
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):

@@ -1,7 +1,8 @@
 """Plugin discovery through installed entry points, failure isolation, did-you-mean.
 
-The third-party plugin is the README's example, written out from the README itself, installed
-with pip into a folder, and found by a fresh `clbench` process through importlib.metadata.
+The third-party plugin (tests/plugin_example, the README's example) and a broken one
+(tests/plugin_broken) are installed with pip into a folder and found by a fresh `clbench`
+process through importlib.metadata, never registered by hand.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from cl_bench.errors import UserError
 from cl_bench.plugins import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
+BROKEN = Path(__file__).resolve().parent / "plugin_broken"
 BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
 
 
@@ -32,49 +35,16 @@ def readme_example() -> dict[str, str]:
     return {path: body for path, body in blocks}
 
 
-BROKEN_PACKAGE = {
-    "pyproject.toml": textwrap.dedent(
-        """
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "broken-cl-plugins"
-        version = "0.0.1"
-        [project.entry-points.cl_bench]
-        broken_import = "broken_cl_plugins.import_fails"
-        broken_hook = "broken_cl_plugins.hook_fails"
-        """
-    ),
-    "broken_cl_plugins/__init__.py": "",
-    "broken_cl_plugins/import_fails.py": "raise RuntimeError('this plugin is broken on purpose')\n",
-    "broken_cl_plugins/hook_fails.py": textwrap.dedent(
-        """
-        import cl_bench
-
-        @cl_bench.hookimpl
-        def cl_bench_methods():
-            raise ValueError("hook exploded")
-        """
-    ),
-}
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for name, body in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body, encoding="utf-8")
-    return root
+def test_readme_shows_exactly_the_tested_plugin():
+    files = {str(p.relative_to(EXAMPLE)): p.read_text(encoding="utf-8") for p in EXAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert readme_example() == files
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    """The README example and a broken plugin package, pip-installed into one folder."""
+    """The example plugin and a broken plugin package from the test tree, pip-installed into one folder."""
     base = tmp_path_factory.mktemp("plugins")
-    example = readme_example()
-    assert "pyproject.toml" in example and any(p.endswith(".py") for p in example), "README lost its plugin example"
-    packages = [_write(base / "example", example), _write(base / "broken", BROKEN_PACKAGE)]
+    packages = [shutil.copytree(source, base / source.name) for source in (EXAMPLE, BROKEN)]  # build outside the tree
     site = base / "site"
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 
 import pytest
 
@@ -72,9 +73,14 @@ def test_validate_command_accepts_and_rejects(tmp_path, capsys):
     assert load_valid(good).metrics["last"] == pytest.approx(80.0)
 
 
-def test_writes_are_atomic(tmp_path):
+def test_writes_are_atomic_and_readable_by_others(tmp_path):
     target = tmp_path / "r.json"
-    write_json(target, {"a": 1})
+    old = os.umask(0o022)
+    try:
+        write_json(target, {"a": 1})
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
     with pytest.raises(ValueError):
         write_json(target, {"a": float("nan")})  # refused before anything replaces the old file
     assert json.loads(target.read_text()) == {"a": 1}

@@ -1,0 +1,1 @@
+"""Plugins that fail on purpose, for the failure-isolation test."""
