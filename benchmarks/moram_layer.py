@@ -1,0 +1,125 @@
+"""Forward+backward time and memory of RankOneMemoryLinear, side by side with
+(a) a dense LoRA of the same total rank and (b) the official formulation restated plainly
+(concatenate every atom each call, softmax over every atom with -inf outside the top k).
+
+    python benchmarks/moram_layer.py [--repeats 15] [--device cpu|cuda]
+
+Sizes: ViT-B/16 (768 -> 768, 16 images x 197 tokens) and tiny-clip (64 -> 64 attention and
+64 -> 256 MLP, 64 images x 17 tokens), at 1, 5 and 10 tasks of 16 atoms (tiny-clip: 8).
+Memory is what autograd keeps for the backward pass (on CUDA also the peak allocation).
+Goal: ours <= 1.0x (b) everywhere and <= 1.05x (a) at 10 tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cl_bench.methods.moram import RankOneMemoryLinear
+
+
+class OfficialRestated(nn.Module):
+    """The official training forward: old atoms frozen, new ones trainable, concatenated every call."""
+
+    def __init__(self, base: nn.Linear, old: int, new: int, topk: int, temperature: float) -> None:
+        super().__init__()
+        self.base, self.topk, self.temperature = base, topk, temperature
+        self.old_A = nn.Parameter(torch.randn(old, base.in_features) * 0.02, requires_grad=False)
+        self.old_B = nn.Parameter(torch.randn(base.out_features, old) * 0.02, requires_grad=False)
+        self.new_A = nn.Parameter(torch.randn(new, base.in_features) * 0.02)
+        self.new_B = nn.Parameter(torch.zeros(base.out_features, new))
+
+    def forward(self, x):
+        a = torch.cat([self.old_A, self.new_A], dim=0)
+        b = torch.cat([self.old_B, self.new_B], dim=1)
+        projection = x @ a.T
+        normed = F.normalize(projection, p=2, dim=-1)
+        values, index = torch.topk(normed, k=max(self.topk, 2), dim=-1)
+        masked = torch.full_like(normed, float("-inf")).scatter_(-1, index, values)
+        weights = F.softmax(masked / self.temperature, dim=-1)
+        return self.base(x) + (projection * weights) @ b.T
+
+
+class DenseLoRA(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) * 0.02)
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.T) @ self.B.T
+
+
+def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass (distinct storages)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum().backward()
+    return sum(storages.values())
+
+
+def timed(module: nn.Module, x: torch.Tensor, repeats: int, device: torch.device) -> float:
+    def step():
+        module(x).square().mean().backward()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def variants(d_in: int, d_out: int, rank: int, tasks: int, device: torch.device):
+    torch.manual_seed(0)
+    base = nn.Linear(d_in, d_out).to(device).requires_grad_(False)
+    ours = RankOneMemoryLinear(base, rank=rank, topk=rank, temperature=0.01, threshold=0.2).to(device)
+    for _ in range(tasks):
+        ours.add_task()
+    with torch.no_grad():
+        ours.frozen_B.normal_(0, 0.02)
+    official = OfficialRestated(base, rank * (tasks - 1), rank, rank, 0.01).to(device)
+    lora = DenseLoRA(base, rank * tasks).to(device)
+    return {"ours": ours.train(), "official (b)": official.train(), "dense LoRA (a)": lora.train()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sizes = [("ViT-B/16 768->768", 768, 768, 16, 16 * 197), ("tiny-clip 64->64", 64, 64, 8, 64 * 17), ("tiny-clip 64->256", 64, 256, 8, 64 * 17)]
+    print(f"device {device}, {torch.get_num_threads()} threads; forward+backward, median of {args.repeats}")
+    print(f"{'layer':20} {'tasks':>5} {'ours ms':>9} {'(b) ms':>9} {'(a) ms':>9} {'ours/(b)':>9} {'ours/(a)':>9} {'saved MB ours/(b)/(a)':>24}")
+    for label, d_in, d_out, rank, tokens in sizes:
+        x = torch.randn(tokens, d_in, device=device, requires_grad=True)
+        for tasks in (1, 5, 10):
+            modules = variants(d_in, d_out, rank, tasks, device)
+            ms = {name: timed(m, x, args.repeats, device) * 1000 for name, m in modules.items()}
+            mb = {name: saved_bytes(m, x) / 2**20 for name, m in modules.items()}
+            o, b, a = ms["ours"], ms["official (b)"], ms["dense LoRA (a)"]
+            memory = "/".join(f"{mb[n]:.1f}" for n in ("ours", "official (b)", "dense LoRA (a)"))
+            print(f"{label:20} {tasks:5d} {o:9.2f} {b:9.2f} {a:9.2f} {o / b:9.3f} {o / a:9.3f} {memory:>24}")
+    print("ratios below 1 mean ours is faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""`moram` and `mora`: continual learning with an incremental mixture of rank-1 associative memories.
+
+MoRAM (arXiv 2506.21035, "Little by Little: Continual Learning via Incremental Mixture of Rank-1
+Associative Memory Experts"; official code Artificer-AI-Lab/MoRAM, Apache-2.0) and MoRA, the
+same paper's v1-v2 formulation ("... Self-Activated Sparse Mixture-of-Rank Adaptive Learning").
+Both use one layer, `RankOneMemoryLinear` (layer.py), so their leaderboard rows are a controlled
+comparison; they differ in whether the rank-pruning mask also applies while training.
+Heavy imports live in layer.py and method.py, loaded when a run starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cl_bench import MethodSpec, hookimpl
+
+__all__ = ["RankOneMemoryLinear", "cl_bench_methods"]
+
+PAPER = "https://arxiv.org/abs/2506.21035"
+# The official CLIP settings (XTAIL/runner_moram.sh and XTAIL/main.py): ViT-B/16, both encoders,
+# q, k, v, out and MLP fc, proj; 16 atoms per task, top-16, τ 0.01, δ 0.2; AdamW lr 5e-4,
+# betas (0.9, 0.9999), no weight decay, cosine, 500 iterations, batch 64.
+CLIP_DEFAULTS: dict[str, Any] = {
+    "rank": 16,
+    "topk": 16,
+    "temperature": 0.01,
+    "threshold": 0.2,
+    "mask_in_training": False,
+    "balance_weight": 0.0,
+    "layers": ["q", "k", "v", "out", "fc", "proj"],
+    "towers": ["image", "text"],
+    "lr": 5e-4,
+    "iters": 500,
+    "batch_size": 64,
+    "weight_decay": 0.0,
+    "warmup_iters": 0,
+}
+TINY_CLIP_PROFILE: dict[str, Any] = {"rank": 8, "topk": 8, "lr": 2e-3, "iters": 200}
+
+
+def __getattr__(name: str):
+    if name == "RankOneMemoryLinear":  # the public layer, imported lazily (it needs torch)
+        from .layer import RankOneMemoryLinear
+
+        return RankOneMemoryLinear
+    raise AttributeError(name)
+
+
+@hookimpl
+def cl_bench_methods() -> list[MethodSpec]:
+    factory = "cl_bench.methods.moram.method:RankOneMemories"
+    return [
+        MethodSpec(
+            name="moram",
+            factory=factory,
+            summary="MoRAM: a growing memory of rank-1 atoms per layer, self-activated top-k mixture; old atoms frozen",
+            paper=PAPER,
+            defaults=CLIP_DEFAULTS,
+            profiles={"tiny-clip": TINY_CLIP_PROFILE},
+            version="1",
+        ),
+        MethodSpec(
+            name="mora",
+            factory=factory,
+            summary="MoRA (2506.21035 v1-v2; not 'MoRA: High-Rank Updating', 2405.12130): MoRAM's layer with rank pruning also in training",
+            paper="https://arxiv.org/abs/2506.21035v1",
+            defaults={**CLIP_DEFAULTS, "mask_in_training": True},
+            profiles={"tiny-clip": TINY_CLIP_PROFILE},
+            version="1",
+        ),
+    ]

@@ -1,0 +1,135 @@
+"""`RankOneMemoryLinear`: a frozen Linear plus a growing memory of rank-1 atoms (MoRAM / MoRA).
+
+For input x, with atoms (a_i, b_i) accumulated over tasks:
+
+    p = x Aᵀ                       one projection per atom (A: atoms x d_in)
+    s = p / ‖p‖₂                    normalised over the atoms
+    w = softmax(top_k(s) / τ)       k = min(max(topk, 2), atoms); atoms outside the top k get 0
+    w ← w · 1[s ≥ δ]                the rank-pruning mask, at evaluation only (unless mask_in_training),
+                                    without renormalising
+    y = W₀ x + b + (p ⊙ w) Bᵀ       (B: d_out x atoms)
+
+This is the forward of the official code (Artificer-AI-Lab/MoRAM, XTAIL/loralib/moram.py), computed
+differently where it is faster and equal in value:
+- frozen atoms stay stacked in two non-trainable tensors, grown once per task by `add_task`, and the
+  new block is separate; the A side and the B side each take one matmul for the frozen stack and one
+  for the new block, so autograd never forms gradients for frozen atoms (the official code
+  concatenates every call and computes the gradient of the whole stack);
+- the softmax runs over the k selected scores and is scattered back, which equals a softmax over
+  a vector with -inf outside the top k.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RankOneMemoryLinear(nn.Module):
+    def __init__(
+        self,
+        base: nn.Linear,
+        rank: int,
+        topk: int,
+        temperature: float,
+        threshold: float,
+        mask_in_training: bool = False,
+    ) -> None:
+        super().__init__()
+        if rank < 1 or topk < 1 or temperature <= 0:
+            raise ValueError("rank and topk must be at least 1 and the temperature positive")
+        self.base = base  # kept, never copied; frozen by the strategy (and here)
+        for param in base.parameters():
+            param.requires_grad_(False)
+        self.rank, self.topk, self.temperature, self.threshold = rank, topk, float(temperature), float(threshold)
+        self.mask_in_training = mask_in_training
+        self.balance: Tensor | None = None  # n·Σ P_i², recorded by the last forward when `track_balance`
+        self.track_balance = False
+        like = base.weight
+        self.frozen_A = nn.Parameter(like.new_zeros(0, base.in_features), requires_grad=False)
+        self.frozen_B = nn.Parameter(like.new_zeros(base.out_features, 0), requires_grad=False)
+        self.new_A = nn.Parameter(like.new_zeros(0, base.in_features))
+        self.new_B = nn.Parameter(like.new_zeros(base.out_features, 0))
+        self._register_load_state_dict_pre_hook(self._resize_to_incoming)
+
+    # ------------------------------------------------------------------ growth
+
+    @property
+    def num_atoms(self) -> int:
+        return self.frozen_A.shape[0] + self.new_A.shape[0]
+
+    def add_task(self) -> None:
+        """Freeze every atom so far and append `rank` new ones (A kaiming-uniform, B zero)."""
+        with torch.no_grad():
+            frozen_A = torch.cat([self.frozen_A, self.new_A])
+            frozen_B = torch.cat([self.frozen_B, self.new_B], dim=1)
+        self.frozen_A = nn.Parameter(frozen_A, requires_grad=False)
+        self.frozen_B = nn.Parameter(frozen_B, requires_grad=False)
+        new_A = self.frozen_A.new_empty(self.rank, self.base.in_features)
+        nn.init.kaiming_uniform_(new_A, a=math.sqrt(5))
+        self.new_A = nn.Parameter(new_A)
+        self.new_B = nn.Parameter(self.frozen_B.new_zeros(self.base.out_features, self.rank))
+
+    def atoms_A(self) -> Tensor:
+        """All atoms' input vectors, stacked: (atoms, d_in)."""
+        return torch.cat([self.frozen_A, self.new_A])
+
+    def atoms_B(self) -> Tensor:
+        """All atoms' output vectors, stacked: (d_out, atoms)."""
+        return torch.cat([self.frozen_B, self.new_B], dim=1)
+
+    def _resize_to_incoming(self, state, prefix, *args) -> None:
+        """Let a fresh layer load a state with any number of atoms (checkpoints of grown memories)."""
+        for name in ("frozen_A", "frozen_B", "new_A", "new_B"):
+            incoming = state.get(prefix + name)
+            current = getattr(self, name)
+            if incoming is not None and incoming.shape != current.shape:
+                setattr(self, name, nn.Parameter(current.new_empty(incoming.shape), requires_grad=current.requires_grad))
+
+    # ------------------------------------------------------------------ forward
+
+    @property
+    def weight(self) -> Tensor:  # open_clip reads .weight.dtype of MLP layers
+        return self.base.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base(x)
+        frozen, new = self.frozen_A.shape[0], self.new_A.shape[0]
+        if frozen + new == 0:
+            return out
+        parts = [F.linear(x, a) for a, n in ((self.frozen_A, frozen), (self.new_A, new)) if n]
+        projection = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        weights = self.mixture_weights(projection)
+        weighted = projection * weights
+        if frozen:
+            out = out + F.linear(weighted[..., :frozen], self.frozen_B)
+        if new:
+            out = out + F.linear(weighted[..., frozen:], self.new_B)
+        return out
+
+    def mixture_weights(self, projection: Tensor) -> Tensor:
+        """w for each atom, from the projections p = x Aᵀ (last dimension: atoms)."""
+        scores = F.normalize(projection, p=2, dim=-1)
+        atoms = scores.shape[-1]
+        k = min(max(self.topk, 2), atoms)
+        if k == atoms:
+            weights = torch.softmax(scores / self.temperature, dim=-1)
+        else:
+            top, index = scores.topk(k, dim=-1)
+            weights = torch.zeros_like(scores).scatter(-1, index, torch.softmax(top / self.temperature, dim=-1))
+        if self.track_balance and self.training:
+            usage = weights.reshape(-1, atoms).mean(dim=0)
+            self.balance = atoms * usage.square().sum()
+        if self.threshold > 0 and (self.mask_in_training or not self.training):
+            weights = weights * (scores >= self.threshold).to(weights.dtype)
+        return weights
+
+    def extra_repr(self) -> str:
+        return f"atoms={self.num_atoms}, rank={self.rank}, topk={self.topk}, temperature={self.temperature}, threshold={self.threshold}, mask_in_training={self.mask_in_training}"

@@ -1,0 +1,202 @@
+"""RankOneMemoryLinear and the moram/mora methods against an independent restatement of the maths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cl_bench.methods.moram import RankOneMemoryLinear
+from cl_bench.methods.moram.method import RankOneMemories
+from cl_bench.spec import TRAIN_DEFAULTS
+from cl_bench.strategy import ClStrategy
+
+from toys import toy_model, toy_stream
+
+HP = {
+    "rank": 2,
+    "topk": 3,
+    "temperature": 0.5,
+    "threshold": 0.2,
+    "mask_in_training": False,
+    "balance_weight": 0.0,
+    "layers": ["q", "k", "v", "out", "fc", "proj"],
+    "towers": ["image", "text"],
+}
+
+
+def reference_forward(layer: RankOneMemoryLinear, x: torch.Tensor, training: bool, mask_in_training: bool) -> torch.Tensor:
+    """The official formulation, written out: concatenate every atom, -inf outside the top k, full softmax."""
+    a = torch.cat([layer.frozen_A, layer.new_A])
+    b = torch.cat([layer.frozen_B, layer.new_B], dim=1)
+    projection = x @ a.T
+    normed = projection / projection.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    k = min(max(layer.topk, 2), a.shape[0])
+    values, index = torch.topk(normed, k=k, dim=-1)
+    masked = torch.full_like(normed, float("-inf")).scatter(-1, index, values)
+    weights = torch.softmax(masked / layer.temperature, dim=-1)
+    if layer.threshold > 0 and (mask_in_training or not training):
+        weights = weights * (normed >= layer.threshold).float()
+    return x @ layer.base.weight.T + layer.base.bias + (projection * weights) @ b.T
+
+
+def grown_layer(tasks: int, mask_in_training: bool = False, threshold: float = 0.2) -> RankOneMemoryLinear:
+    torch.manual_seed(tasks)
+    layer = RankOneMemoryLinear(nn.Linear(12, 10), rank=2, topk=3, temperature=0.5, threshold=threshold, mask_in_training=mask_in_training)
+    for _ in range(tasks):
+        layer.add_task()
+        with torch.no_grad():
+            layer.new_B.normal_()  # trained atoms have non-zero B
+    return layer
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("mask_in_training", [False, True])
+def test_forward_matches_the_official_formulation(tasks, training, mask_in_training):
+    layer = grown_layer(tasks, mask_in_training).train(training)
+    x = torch.randn(4, 5, 12)
+    expected = reference_forward(layer, x, training, mask_in_training)
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    # the mask really matters in the cases where it applies
+    unmasked = grown_layer(tasks, mask_in_training, threshold=0.0).train(training)
+    if mask_in_training or not training:
+        assert not torch.allclose(unmasked(x), expected, atol=1e-5)
+
+
+def test_gradients_match_the_official_formulation_and_skip_frozen_atoms():
+    layer = grown_layer(3).train()
+    x = torch.randn(6, 12, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    layer(x).square().sum().backward()
+    reference_forward(layer, x2, True, False).square().sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-4)
+    assert layer.frozen_A.grad is None and layer.frozen_B.grad is None
+    assert layer.new_A.grad is not None and layer.new_B.grad is not None
+
+
+def test_topk_keeps_at_least_two_atoms_and_at_most_all():
+    layer = RankOneMemoryLinear(nn.Linear(8, 8), rank=4, topk=1, temperature=1.0, threshold=0.0).train()
+    layer.add_task()
+    layer.add_task()  # 8 atoms, k = max(1, 2) = 2
+    weights = layer.mixture_weights(torch.randn(5, 8))
+    assert ((weights > 0).sum(-1) == 2).all() and torch.allclose(weights.sum(-1), torch.ones(5))
+    wide = RankOneMemoryLinear(nn.Linear(8, 8), rank=3, topk=16, temperature=1.0, threshold=0.0)
+    wide.add_task()  # 3 atoms < topk: all three active
+    assert ((wide.mixture_weights(torch.randn(5, 3)) > 0).sum(-1) == 3).all()
+
+
+def test_eval_mask_is_not_renormalised():
+    layer = RankOneMemoryLinear(nn.Linear(4, 4), rank=4, topk=4, temperature=1.0, threshold=0.5).eval()
+    layer.add_task()
+    projection = torch.tensor([[3.0, 2.0, 1.0, 0.5]])
+    normed = projection / projection.norm()
+    full = torch.softmax(normed, dim=-1)
+    assert torch.allclose(layer.mixture_weights(projection), full * (normed >= 0.5))
+    assert layer.mixture_weights(projection).sum() < 1
+
+
+def test_add_task_appends_rank_atoms_and_freezes_the_old():
+    layer = RankOneMemoryLinear(nn.Linear(6, 5), rank=3, topk=3, temperature=0.1, threshold=0.2)
+    assert layer.num_atoms == 0 and layer(torch.ones(2, 6)).shape == (2, 5)
+    layer.add_task()
+    first_A = layer.new_A.detach().clone()
+    assert torch.count_nonzero(layer.new_B) == 0 and layer.new_A.abs().sum() > 0
+    layer.add_task()
+    assert layer.atoms_A().shape == (6, 6) and layer.atoms_B().shape == (5, 6)
+    assert torch.equal(layer.frozen_A, first_A) and not layer.frozen_A.requires_grad
+    assert layer.base.weight.data_ptr() == layer.weight.data_ptr()  # the base weight is the original, not a copy
+
+
+def test_state_dict_round_trips_grown_atoms_into_a_fresh_layer():
+    grown = grown_layer(3).eval()
+    fresh = RankOneMemoryLinear(nn.Linear(12, 10), rank=2, topk=3, temperature=0.5, threshold=0.2).eval()
+    fresh.load_state_dict(grown.state_dict())
+    x = torch.randn(3, 12)
+    assert fresh.num_atoms == 6 and torch.equal(fresh(x), grown(x))
+    assert not fresh.frozen_A.requires_grad and fresh.new_A.requires_grad
+
+
+def test_balance_term_is_n_times_the_sum_of_squared_mean_weights():
+    layer = RankOneMemoryLinear(nn.Linear(4, 4), rank=4, topk=4, temperature=1.0, threshold=0.0).train()
+    layer.add_task()
+    layer.track_balance = True
+    projection = torch.randn(3, 2, 4)
+    weights = layer.mixture_weights(projection)
+    usage = weights.reshape(-1, 4).mean(0)
+    assert layer.balance == pytest.approx(4 * float((usage**2).sum()))
+
+
+def make_moram(hparams=None, tasks=2, precision="fp32", iters=4):
+    stream = toy_stream("mtil", tasks=tasks)
+    model = toy_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.set_classes(stream.prompts())
+    method = RankOneMemories({**HP, **(hparams or {})})
+    method.setup(model, stream)
+    hp = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": 4, "lr": 1e-2}
+    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hp, precision=precision, progress=False)
+    return strategy, model, method, stream
+
+
+def test_fresh_atoms_leave_the_backbone_outputs_unchanged():
+    strategy, model, method, stream = make_moram()
+    plain = toy_model()
+    plain.set_classes(stream.prompts())
+    for memory in method.layers:
+        memory.add_task()  # new atoms, B = 0
+    images = torch.rand(5, 1, 28, 28)
+    for mode in (True, False):
+        model.train(mode)
+        plain.train(mode)
+        with torch.no_grad():
+            assert torch.allclose(model(images)[:, :2], plain(images)[:, :2], atol=1e-6)
+
+
+def test_old_atoms_are_bit_identical_after_the_next_task_and_only_new_atoms_train():
+    strategy, model, method, stream = make_moram()
+    train = stream.benchmark.streams["train"]
+    strategy.train(train[0])
+    after_first = {id(m): (m.new_A.detach().clone(), m.new_B.detach().clone()) for m in method.layers}
+    assert any(b.abs().sum() > 0 for _, b in after_first.values())  # task 1 learned something
+    strategy.train(train[1])
+    for memory in method.layers:
+        a, b = after_first[id(memory)]
+        assert torch.equal(memory.frozen_A, a) and torch.equal(memory.frozen_B, b)
+    per_layer = sum(HP["rank"] * (m.base.in_features + m.base.out_features) for m in method.layers)
+    assert sum(p.numel() for p in strategy.trainable) == per_layer
+    optimised = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for m in method.layers for p in (m.new_A, m.new_B)}
+    assert strategy.optimizer.defaults["betas"] == (0.9, 0.9999)
+
+
+def test_text_to_image_term_matches_the_official_soft_target_cross_entropy():
+    strategy, model, method, stream = make_moram(tasks=2)
+    method.before_experience(model, stream.experience(1))  # task 2: seen prompts = 2 + 2
+    model.set_label_space([2, 3])
+    torch.manual_seed(0)
+    outputs = torch.full((6, model.num_classes), float("-inf"))
+    outputs[:, 2:4] = torch.randn(6, 2) * 3
+    targets = torch.tensor([2, 3, 3, 2, 2, 3])
+    # official: rows = every seen class prompt (task 1 rows have no positives), soft targets mask[c, b]
+    t_logits = torch.cat([torch.randn(2, 6), outputs[:, 2:4].T])
+    mask = torch.zeros(4, 6)
+    mask[2 + (targets - 2), torch.arange(6)] = 1.0
+    expected = F.cross_entropy(t_logits, mask)
+    assert method.extra_loss(model, (torch.zeros(6), targets), outputs) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_bf16_autocast_runs_on_cpu():
+    strategy, model, method, stream = make_moram(precision="bf16", iters=3)
+    strategy.train(stream.benchmark.streams["train"][0])
+    assert all(torch.isfinite(m.new_B).all() for m in method.layers)
+    assert any(m.new_B.abs().sum() > 0 for m in method.layers)
+
+
+def test_mora_variant_prunes_in_training(registry):
+    specs = registry.methods()
+    assert specs["mora"].defaults["mask_in_training"] is True and specs["moram"].defaults["mask_in_training"] is False
+    assert "2405.12130" in specs["mora"].summary
+    assert specs["moram"].factory == specs["mora"].factory  # one implementation, two specs
