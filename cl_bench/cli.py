@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(handler=cmd_ls)
 
     run = commands.add_parser("run", help="run one method on one stream and write a result file", formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--method", help="method name (default seq-lora)")
+    run.add_argument("--method", help="method name (default moram)")
     run.add_argument("--scenario", help="stream name (default embedded-mtil)")
     run.add_argument("--backbone", help="backbone name (default tiny-clip)")
     run.add_argument("--seed", help="training seed (default 0); it never changes the task or class order")

@@ -246,7 +246,7 @@ def resolve_params(owner: str, prefix: str, defaults: Mapping[str, Any], given: 
 class RunConfig:
     """Everything that defines a run. The result file stores it, so a run can be repeated."""
 
-    method: str = "seq-lora"
+    method: str = "moram"
     scenario: str = "embedded-mtil"
     backbone: str = "tiny-clip"
     seed: int = 0

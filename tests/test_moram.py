@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_bench.methods.moram import RankOneMemoryLinear
+from cl_bench.methods.moram import layer as layer_module
 from cl_bench.methods.moram.method import RankOneMemories
 from cl_bench.spec import TRAIN_DEFAULTS
 from cl_bench.strategy import ClStrategy
@@ -51,10 +52,17 @@ def grown_layer(tasks: int, mask_in_training: bool = False, threshold: float = 0
     return layer
 
 
+@pytest.fixture(params=["concatenated", "split"])
+def matmul_path(request, monkeypatch):
+    """Run a test through both computation paths of the layer (see RankOneMemoryLinear._split)."""
+    monkeypatch.setattr(layer_module, "SPLIT_WORK", 0 if request.param == "split" else 1 << 62)
+    return request.param
+
+
 @pytest.mark.parametrize("tasks", [1, 3])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("mask_in_training", [False, True])
-def test_forward_matches_the_official_formulation(tasks, training, mask_in_training):
+def test_forward_matches_the_official_formulation(tasks, training, mask_in_training, matmul_path):
     layer = grown_layer(tasks, mask_in_training).train(training)
     x = torch.randn(4, 5, 12)
     expected = reference_forward(layer, x, training, mask_in_training)
@@ -65,7 +73,7 @@ def test_forward_matches_the_official_formulation(tasks, training, mask_in_train
         assert not torch.allclose(unmasked(x), expected, atol=1e-5)
 
 
-def test_gradients_match_the_official_formulation_and_skip_frozen_atoms():
+def test_gradients_match_the_official_formulation_and_skip_frozen_atoms(matmul_path):
     layer = grown_layer(3).train()
     x = torch.randn(6, 12, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
@@ -155,7 +163,7 @@ def test_fresh_atoms_leave_the_backbone_outputs_unchanged():
             assert torch.allclose(model(images)[:, :2], plain(images)[:, :2], atol=1e-6)
 
 
-def test_old_atoms_are_bit_identical_after_the_next_task_and_only_new_atoms_train():
+def test_old_atoms_are_bit_identical_after_the_next_task_and_only_new_atoms_train(matmul_path):
     strategy, model, method, stream = make_moram()
     train = stream.benchmark.streams["train"]
     strategy.train(train[0])

@@ -44,8 +44,9 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     assert len(result.acc_matrix) == 6 and result.acc_matrix[1] != result.acc_matrix[0]
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    whole = run(config(tmp_path / "whole", method="seq-lora", iters=4))
+@pytest.mark.parametrize("method", ["seq-lora", "moram"])  # moram's atoms grow per task: the checkpoint must regrow them
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
+    whole = run(config(tmp_path / "whole", method=method, iters=4))
     calls = {"n": 0}
     original = ClStrategy.train
 
@@ -57,11 +58,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ClStrategy, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path / "split", method="seq-lora", iters=4))
+        run(config(tmp_path / "split", method=method, iters=4))
     monkeypatch.setattr(ClStrategy, "train", original)
     (partial,) = (tmp_path / "split").glob("*.json")
     assert json.loads(partial.read_text())["status"] == "partial" and list((tmp_path / "split").glob("*.ckpt"))
-    resumed = run(config(tmp_path / "split", method="seq-lora", iters=4, resume=True))
+    resumed = run(config(tmp_path / "split", method=method, iters=4, resume=True))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
     assert resumed.metrics == whole.metrics and not list((tmp_path / "split").glob("*.ckpt"))
 

@@ -12,11 +12,13 @@ For input x, with atoms (a_i, b_i) accumulated over tasks:
 This is the forward of the official code (Artificer-AI-Lab/MoRAM, XTAIL/loralib/moram.py), computed
 differently where it is faster and equal in value:
 - frozen atoms stay stacked in two non-trainable tensors, grown once per task by `add_task`, and the
-  new block is separate; the A side and the B side each take one matmul for the frozen stack and one
-  for the new block, so autograd never forms gradients for frozen atoms (the official code
-  concatenates every call and computes the gradient of the whole stack);
-- the softmax runs over the k selected scores and is scattered back, which equals a softmax over
-  a vector with -inf outside the top k.
+  new block is separate; when training at sizes where it pays (ViT-B/16 layers), the A side and the
+  B side each take one matmul for the frozen stack and one for the new block, so autograd never
+  forms gradients for frozen atoms (the official code concatenates every call and computes the
+  gradient of the whole stack); small layers and evaluation concatenate, which takes fewer ops;
+- the top k are chosen on p (the same atoms as on s), only the k chosen scores are normalised, the
+  softmax runs over them, and p ⊙ w is scattered back from the k products: equal to a softmax over
+  a vector with -inf outside the top k, with fewer full-size operations.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+# Wasted weight-gradient multiply-adds above which the frozen stack gets its own matmuls (see _split).
+SPLIT_WORK = 1 << 26
 
 
 class RankOneMemoryLinear(nn.Module):
@@ -75,10 +81,14 @@ class RankOneMemoryLinear(nn.Module):
 
     def atoms_A(self) -> Tensor:
         """All atoms' input vectors, stacked: (atoms, d_in)."""
+        if not (self.frozen_A.shape[0] and self.new_A.shape[0]):
+            return self.new_A if self.new_A.shape[0] else self.frozen_A
         return torch.cat([self.frozen_A, self.new_A])
 
     def atoms_B(self) -> Tensor:
         """All atoms' output vectors, stacked: (d_out, atoms)."""
+        if not (self.frozen_B.shape[1] and self.new_B.shape[1]):
+            return self.new_B if self.new_B.shape[1] else self.frozen_B
         return torch.cat([self.frozen_B, self.new_B], dim=1)
 
     def _resize_to_incoming(self, state, prefix, *args) -> None:
@@ -104,32 +114,56 @@ class RankOneMemoryLinear(nn.Module):
         frozen, new = self.frozen_A.shape[0], self.new_A.shape[0]
         if frozen + new == 0:
             return out
-        parts = [F.linear(x, a) for a, n in ((self.frozen_A, frozen), (self.new_A, new)) if n]
-        projection = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        weights = self.mixture_weights(projection)
-        weighted = projection * weights
-        if frozen:
-            out = out + F.linear(weighted[..., :frozen], self.frozen_B)
-        if new:
-            out = out + F.linear(weighted[..., frozen:], self.new_B)
-        return out
+        if frozen and new and self._split(x, frozen):
+            projection = torch.cat([F.linear(x, self.frozen_A), F.linear(x, self.new_A)], dim=-1)
+            weighted = self.weighted_projection(projection)
+            return out + F.linear(weighted[..., :frozen], self.frozen_B) + F.linear(weighted[..., frozen:], self.new_B)
+        projection = F.linear(x, self.atoms_A())
+        return out + F.linear(self.weighted_projection(projection), self.atoms_B())
 
-    def mixture_weights(self, projection: Tensor) -> Tensor:
-        """w for each atom, from the projections p = x Aᵀ (last dimension: atoms)."""
-        scores = F.normalize(projection, p=2, dim=-1)
-        atoms = scores.shape[-1]
+    def _split(self, x: Tensor, frozen: int) -> bool:
+        """Use separate matmuls for the frozen stack when that saves real work.
+
+        With the atoms concatenated, autograd forms the weight gradient of the whole stack
+        (tokens x frozen x (d_in + d_out) wasted multiply-adds); split, it costs a few more ops.
+        In evaluation there is no weight gradient, so concatenating is always cheaper.
+        """
+        if not (torch.is_grad_enabled() and self.new_A.requires_grad):
+            return False
+        tokens = x.numel() // x.shape[-1]
+        return tokens * frozen * (self.base.in_features + self.base.out_features) >= SPLIT_WORK
+
+    def _select(self, projection: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        """(indices of the active atoms or None for all, their projections, their weights w).
+
+        Top-k of s = p / ‖p‖ picks the same atoms as top-k of p (each row is scaled by a positive
+        number), so only the k selected scores are normalised.
+        """
+        norm = projection.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # as F.normalize
+        atoms = projection.shape[-1]
         k = min(max(self.topk, 2), atoms)
         if k == atoms:
-            weights = torch.softmax(scores / self.temperature, dim=-1)
+            index, top = None, projection
         else:
-            top, index = scores.topk(k, dim=-1)
-            weights = torch.zeros_like(scores).scatter(-1, index, torch.softmax(top / self.temperature, dim=-1))
+            top, index = projection.topk(k, dim=-1)
+        scores = top / norm
+        weights = torch.softmax(scores / self.temperature, dim=-1)
         if self.track_balance and self.training:
-            usage = weights.reshape(-1, atoms).mean(dim=0)
-            self.balance = atoms * usage.square().sum()
+            full = weights if index is None else torch.zeros_like(projection).scatter(-1, index, weights)
+            self.balance = atoms * full.reshape(-1, atoms).mean(dim=0).square().sum()
         if self.threshold > 0 and (self.mask_in_training or not self.training):
             weights = weights * (scores >= self.threshold).to(weights.dtype)
-        return weights
+        return index, top, weights
+
+    def mixture_weights(self, projection: Tensor) -> Tensor:
+        """w for every atom, from the projections p = x Aᵀ (last dimension: atoms)."""
+        index, _, weights = self._select(projection)
+        return weights if index is None else torch.zeros_like(projection).scatter(-1, index, weights)
+
+    def weighted_projection(self, projection: Tensor) -> Tensor:
+        """p ⊙ w, built from the k active atoms only."""
+        index, top, weights = self._select(projection)
+        return top * weights if index is None else torch.zeros_like(projection).scatter(-1, index, top * weights)
 
     def extra_repr(self) -> str:
         return f"atoms={self.num_atoms}, rank={self.rank}, topk={self.topk}, temperature={self.temperature}, threshold={self.threshold}, mask_in_training={self.mask_in_training}"
