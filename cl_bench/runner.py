@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import UserError
 from .plugins import Registry
-from .results import SCHEMA, RunResult, write_atomic, write_json
+from .results import SCHEMA, RunResult, load_valid, write_atomic, write_json
 from .spec import RunConfig, resolve_factory
 
 CHECKPOINT_FORMAT = "cl_bench.checkpoint/1"
@@ -244,6 +244,12 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
     state = _Run(config, registry)
+    if config.resume and not state.checkpoint_path.is_file():
+        if state.result_path.is_file():  # nothing left to do if this configuration already finished
+            finished = load_valid(state.result_path)
+            if finished.status == "complete":
+                return finished
+        print(f"clbench: no checkpoint for this configuration in {state.checkpoint_path.parent}; starting from the first task", file=sys.stderr)
     scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
     for check, argument in ((scenario_spec.check_data, config.data_root), (backbone_spec.check_weights, state.backbone_params)):
         problem = check(argument) if check else None

@@ -67,6 +67,18 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method
     assert resumed.metrics == whole.metrics and not list((tmp_path / "split").glob("*.ckpt"))
 
 
+def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, monkeypatch, capsys):
+    first = run(config(tmp_path, method="zeroshot", resume=True))
+    assert "starting from the first task" in capsys.readouterr().err  # nothing to resume yet
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(ClStrategy, "train", no_training)
+    again = run(config(tmp_path, method="zeroshot", resume=True))
+    assert again.path == first.path and again.data == first.data
+
+
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
     from cl_bench.plugins import Registry
