@@ -50,6 +50,25 @@ class AdaptableLayer:
         setattr(self.parent, self.attr, new)
 
 
+class LinearAdapter(nn.Module):
+    """Base for a module that replaces an adaptable Linear and keeps it, unchanged, as `self.base`.
+
+    It exposes the base's `weight` and `bias`, since open_clip reads `.weight.dtype` of MLP layers.
+    """
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -29,12 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_bench.backbones.clip import LinearAdapter
+
 
 # Wasted weight-gradient multiply-adds above which the frozen stack gets its own matmuls (see _split).
 SPLIT_WORK = 1 << 26
 
 
-class RankOneMemoryLinear(nn.Module):
+class RankOneMemoryLinear(LinearAdapter):
     def __init__(
         self,
         base: nn.Linear,
@@ -44,10 +46,9 @@ class RankOneMemoryLinear(nn.Module):
         threshold: float,
         mask_in_training: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(base)  # kept, never copied; frozen by the strategy (and here)
         if rank < 1 or topk < 1 or temperature <= 0:
             raise ValueError("rank and topk must be at least 1 and the temperature positive")
-        self.base = base  # kept, never copied; frozen by the strategy (and here)
         for param in base.parameters():
             param.requires_grad_(False)
         self.rank, self.topk, self.temperature, self.threshold = rank, topk, float(temperature), float(threshold)
@@ -100,14 +101,6 @@ class RankOneMemoryLinear(nn.Module):
                 setattr(self, name, nn.Parameter(current.new_empty(incoming.shape), requires_grad=current.requires_grad))
 
     # ------------------------------------------------------------------ forward
-
-    @property
-    def weight(self) -> Tensor:  # open_clip reads .weight.dtype of MLP layers
-        return self.base.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base.bias
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.base(x)

@@ -9,28 +9,20 @@ import torch
 from torch import Tensor, nn
 
 from cl_bench import Method
+from cl_bench.backbones.clip import LinearAdapter
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(LinearAdapter):
     """y = W x + b + (alpha / r) · B A x, with W, b frozen; A kaiming-uniform, B zero (so ΔW = 0 at start)."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
+        super().__init__(base)
         if rank < 1:
             raise ValueError("LoRA rank must be at least 1")
-        self.base = base
         self.scaling = alpha / rank
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-
-    @property
-    def weight(self) -> Tensor:  # open_clip reads .weight.dtype of MLP layers
-        return self.base.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base.bias
 
     def delta_weight(self) -> Tensor:
         return self.scaling * self.lora_B @ self.lora_A
