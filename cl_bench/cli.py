@@ -42,7 +42,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name, reg in registry.all("backbone").items():
         spec = reg.spec
         problem = spec.check_weights(dict(spec.defaults)) if spec.check_weights else None
-        backbones.append((name, spec.kind, "weights: present" if not problem else "weights: need --pretrained", spec.summary))
+        backbones.append((name, spec.kind, "weights: present" if not problem else "weights: missing", spec.summary))
     for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones)):
         print(f"{title}:")
         print(tabulate(rows, tablefmt="plain") if rows else "  (none)")

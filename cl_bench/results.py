@@ -40,6 +40,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "params": dict,
 }
 TOLERANCE = 1e-6
+_KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
 
 @dataclass
@@ -126,7 +127,7 @@ def validate(data: Any, source: str = "result") -> None:
         if key not in data:
             raise bad(f"required field '{key}' is missing")
         if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
-            raise bad(f"field '{key}' must be a {getattr(kind, '__name__', kind)}")
+            raise bad(f"field '{key}' must be {_KINDS[kind]}")
     if data["status"] not in STATUSES:
         raise bad(f"status must be one of {', '.join(STATUSES)}, not {data['status']!r}")
     for section, field in (("method", "name"), ("scenario", "name"), ("scenario", "protocol"), ("backbone", "name")):

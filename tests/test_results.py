@@ -31,7 +31,7 @@ def test_a_consistent_document_is_valid():
         (lambda d: d.__setitem__("schema", "cl_bench.result/0"), "schema is"),
         (lambda d: d.__setitem__("status", "done"), "status must be"),
         (lambda d: d.pop("timings"), "'timings' is missing"),
-        (lambda d: d.__setitem__("seed", "0"), "'seed' must be a int"),
+        (lambda d: d.__setitem__("seed", "0"), "'seed' must be an integer"),
         (lambda d: d["acc_matrix"].pop(), "a complete run has 3 rows"),
         (lambda d: d["acc_matrix"][1].__setitem__(1, 101.0), "percentages in [0, 100]"),
         (lambda d: d["control_matrix"].pop(), "control_matrix has 2 rows"),

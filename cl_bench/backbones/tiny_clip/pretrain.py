@@ -30,7 +30,7 @@ ARCH: dict[str, Any] = {
     "std": [0.5, 0.5, 0.5],
 }
 CAPTION_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
-DEFAULTS = {"steps": 3000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup": 150, "seed": 0}
+DEFAULTS = {"steps": 2000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup": 150, "seed": 0}
 
 
 def gather_pretraining_data(registry=None) -> dict[str, Any]:
@@ -54,19 +54,15 @@ def _stack(sources: dict[str, Any]):
     class_names: list[str] = []
     images, labels = [], []
     for split in sources.values():
-        index = {name: class_names.index(name) if name in class_names else None for name in split.class_names}
-        for name in split.class_names:
-            if index[name] is None:
-                class_names.append(name)
-                index[name] = len(class_names) - 1
-        mapping = np.array([index[n] for n in split.class_names])
+        class_names.extend(name for name in split.class_names if name not in class_names)
+        mapping = np.array([class_names.index(name) for name in split.class_names])
         images.append(torch.from_numpy(split.images).unsqueeze(1).float().div_(255.0))
         labels.append(torch.from_numpy(mapping[split.labels]))
     return torch.cat(images), torch.cat(labels).long(), class_names
 
 
 def _jitter(x, generator):
-    """Random translation by up to 2 pixels (pad and crop), the same for the whole batch row-wise."""
+    """One random translation of up to 2 pixels (pad, then crop) for the whole batch."""
     import torch
     import torch.nn.functional as F
 
@@ -135,6 +131,7 @@ def zero_shot_report(model) -> dict[str, float]:
     import torch
 
     from ...plugins import Registry
+    from ...spec import resolve_factory
     from ...stream import Stream
 
     report: dict[str, float] = {}
@@ -142,8 +139,6 @@ def zero_shot_report(model) -> dict[str, float]:
     for name, spec in Registry().scenarios().items():
         if spec.pretraining_data is None:
             continue
-        from ...spec import resolve_factory
-
         stream: Stream = resolve_factory(spec.factory)(spec.resolve({}), None)
         model.set_classes(stream.prompts())
         sets = [(f"{name}/{t}", stream.benchmark.streams["test"][i].dataset, stream.label_space(0, i)) for i, t in enumerate(stream.task_names)]
