@@ -31,7 +31,6 @@ class RankOneMemories(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
         self.hparams = dict(hparams)
         self.layers: list[RankOneMemoryLinear] = []
-        self.tasks = 0
         self.seen_prompts = 0  # classes of every task so far, as the official text-to-image term counts them
 
     def setup(self, model, stream) -> None:
@@ -45,7 +44,6 @@ class RankOneMemories(Method):
     def before_experience(self, model, experience) -> None:
         for memory in self.layers:
             memory.add_task()
-        self.tasks += 1
         self.seen_prompts = sum(len(c) for c in experience.stream.task_classes[: experience.index + 1])
 
     def trainable_parameters(self, model):
@@ -67,10 +65,5 @@ class RankOneMemories(Method):
     def make_optimizer(self, params, hparams):
         return torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], betas=(0.9, 0.9999))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"tasks": self.tasks, "seen_prompts": self.seen_prompts}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        # The layers resize themselves to the checkpoint's atoms when the model state loads.
-        self.tasks = int(state["tasks"])
-        self.seen_prompts = int(state["seen_prompts"])
+    # No state of its own to checkpoint: the atoms live in the model, and each layer resizes
+    # itself to a checkpoint's atoms when the model state loads.
