@@ -62,7 +62,6 @@ class PlainLoop:
         strategy.adapted_dataset = experience.dataset.train()
         strategy.make_train_dataloader()  # the very batches the strategy will draw
         self.batches = iter(strategy.dataloader)
-        own = {id(p): p for p in self.model.parameters()}
         original = {id(p): name for name, p in model.named_parameters()}
         named = dict(self.model.named_parameters())
         params = [named[original[id(p)]] for p in method.trainable_parameters(model)]
@@ -72,19 +71,23 @@ class PlainLoop:
             p.requires_grad_(True)
         text = {id(p) for p in self.model.tower_parameters("text")}
         self.model.set_text_trainable(any(id(p) in text for p in params))
-        assert len(own) == len(named)
         self.optimizer = torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"])
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / hparams["iters"])))
         self.model.set_label_space(strategy.stream.task_classes[0])
         self.model.train()
 
-    def step(self) -> None:
-        x, y = next(self.batches)
+    def step(self) -> bool:
+        """One iteration; False once the batches are used up (Naive runs whole epochs)."""
+        batch = next(self.batches, None)
+        if batch is None:
+            return False
+        x, y = batch
         self.optimizer.zero_grad()
         loss = F.cross_entropy(self.model(x).float(), y)
         loss.backward()
         self.optimizer.step()
         self.schedule.step()
+        return True
 
 
 class PairedClock(SupervisedPlugin):
@@ -102,14 +105,13 @@ class PairedClock(SupervisedPlugin):
 
     def after_training_iteration(self, strategy, **kwargs):
         ended = time.perf_counter()
-        self.ours.append(ended - self._resumed)
-        if self.plain is not None:
-            self.plain.step()
+        if self.plain is not None and self.plain.step():  # only paired iterations count
+            self.ours.append(ended - self._resumed)
             self.reference.append(time.perf_counter() - ended)
         self._resumed = time.perf_counter()
 
 
-def build(size: str, lora: dict, stream, batch_size: int, iters: int, clock: SupervisedPlugin, template=None):
+def build(size: str, lora: dict, stream, batch_size: int, iters: int, clock: SupervisedPlugin):
     from cl_bench.backbones import tiny_clip
 
     torch.manual_seed(0)
