@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,21 @@ class AdaptableLayer:
 
     def replace(self, new: nn.Module) -> None:
         setattr(self.parent, self.attr, new)
+
+
+@runtime_checkable
+class Conditioning(Protocol):
+    """Model states chosen per input, for methods whose weights depend on the input's task.
+
+    `ClipModel.forward` asks `assign` for each image's state (an int for the whole batch, or a
+    long tensor with one state per image), then, for each state present, calls `activate(state)`
+    and scores those images with image and text features computed in that state. Text features
+    are cached per label space and state. MoE-LoRA uses it to pick a task's router at test time.
+    """
+
+    def assign(self, model: ClipModel, images: Tensor) -> int | Tensor: ...
+
+    def activate(self, state: int) -> None: ...
 
 
 class LinearAdapter(nn.Module):
@@ -107,6 +123,7 @@ class ClipModel(nn.Module):
         self._label_key: tuple[int, ...] = ()
         self._text_cache: dict[tuple[int, ...], Tensor] = {}
         self._text_trainable = True  # safe default: recompute text features while training
+        self.conditioning: Conditioning | None = None
 
     # ------------------------------------------------------------------ towers
 
@@ -136,6 +153,13 @@ class ClipModel(nn.Module):
                 continue
             if (id(param) in visual) == (tower == "image"):
                 yield param
+
+    def residual_blocks(self, tower: str) -> list[nn.Module]:
+        """The transformer blocks of one tower, input side first (each has ln_1, attn, ln_2, mlp)."""
+        if tower not in TOWERS:
+            raise UserError(f"unknown tower {tower!r}; towers: image, text")
+        transformer = self.clip.visual.transformer if tower == "image" else self.clip.transformer
+        return list(transformer.resblocks)
 
     def adaptable_layers(self, towers: Sequence[str] = TOWERS, kinds: Sequence[str] = LAYER_KINDS) -> list[AdaptableLayer]:
         """The attention (q, k, v, out) and MLP (fc, proj) Linears of the chosen towers."""
@@ -209,18 +233,41 @@ class ClipModel(nn.Module):
         summed = features.new_zeros(len(class_ids), features.shape[1]).index_add_(0, owners, features)
         return F.normalize(summed, dim=-1)
 
-    def _label_space_text(self) -> Tensor:
+    def _label_space_text(self, state: int | None) -> Tensor:
         cacheable = not (self._text_trainable and torch.is_grad_enabled())
-        if cacheable and self._label_key in self._text_cache:
-            return self._text_cache[self._label_key]
+        key = (self._label_key, state)
+        if cacheable and key in self._text_cache:
+            return self._text_cache[key]
         features = self.class_text_features(self.label_space)
         if cacheable:
-            self._text_cache[self._label_key] = features.detach()
+            self._text_cache[key] = features.detach()
         return features
 
-    def forward(self, images: Tensor) -> Tensor:
+    def set_conditioning(self, conditioning: Conditioning | None) -> None:
+        """Let a method put the model in a state chosen per input (see `Conditioning`)."""
+        self.conditioning = conditioning
+        self.invalidate_text_cache()
+
+    def _scores(self, images: Tensor, state: int | None) -> Tensor:
         image_features = self.encode_image(images)
-        text_features = self._label_space_text()
-        scores = self.logit_scale * image_features @ text_features.t().to(image_features.dtype)
+        text_features = self._label_space_text(state)
+        return self.logit_scale * image_features @ text_features.t().to(image_features.dtype)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.conditioning is None:
+            scores = self._scores(images, None)
+        else:
+            states = self.conditioning.assign(self, images)
+            if isinstance(states, int):  # one state for the whole batch (training, for instance)
+                self.conditioning.activate(states)
+                scores = self._scores(images, states)
+            else:  # one pass per state present: image and text features both depend on it
+                scores = None
+                for state in states.unique().tolist():
+                    rows = (states == state).nonzero().squeeze(1)
+                    self.conditioning.activate(state)
+                    part = self._scores(images[rows], state)
+                    scores = part.new_zeros(len(images), part.shape[1]) if scores is None else scores
+                    scores = scores.index_copy(0, rows, part)
         full = scores.new_full((scores.shape[0], self.num_classes), float("-inf"))
         return full.index_copy(1, self.label_space, scores)
