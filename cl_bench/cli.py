@@ -31,12 +31,14 @@ def _registry():
 def cmd_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from .spec import data_root_or_env
+
     registry = _registry()
     methods = [(name, reg.spec.version, reg.plugin, reg.spec.summary) for name, reg in registry.all("method").items()]
     scenarios = []
     for name, reg in registry.all("scenario").items():
         spec = reg.spec
-        problem = spec.check_data(args.data_root) if spec.check_data else None
+        problem = spec.check_data(data_root_or_env(args.data_root)) if spec.check_data else None
         scenarios.append((name, spec.protocol, f"{spec.num_tasks} tasks", "data: present" if not problem else "data: MISSING", spec.summary))
     backbones = []
     for name, reg in registry.all("backbone").items():
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ls = commands.add_parser("ls", help="list methods, scenarios (protocol, tasks, data) and backbones")
-    ls.add_argument("--data-root", help="where real data sets live (to report whether they are present)")
+    ls.add_argument("--data-root", help="where real data sets live, to report whether they are present (or CL_BENCH_DATA)")
     ls.set_defaults(handler=cmd_ls)
 
     run = commands.add_parser("run", help="run one method on one stream and write a result file", formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,7 +24,7 @@ from typing import Any
 from .errors import UserError
 from .plugins import Registry
 from .results import SCHEMA, RunResult, load_valid, write_atomic, write_json
-from .spec import RunConfig, resolve_factory
+from .spec import RunConfig, data_root_or_env, resolve_factory
 
 CHECKPOINT_FORMAT = "cl_bench.checkpoint/1"
 # Third-party warnings that say nothing to a cl_bench user.
@@ -251,7 +251,8 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
                 return finished
         print(f"clbench: no checkpoint for this configuration in {state.checkpoint_path.parent}; starting from the first task", file=sys.stderr)
     scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
-    for check, argument in ((scenario_spec.check_data, config.data_root), (backbone_spec.check_weights, state.backbone_params)):
+    data_root = data_root_or_env(config.data_root)
+    for check, argument in ((scenario_spec.check_data, data_root), (backbone_spec.check_weights, state.backbone_params)):
         problem = check(argument) if check else None
         if problem:
             raise UserError(problem)
@@ -263,7 +264,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
 
     seed_everything(config.seed)
     model = resolve_factory(backbone_spec.factory)(state.backbone_params)
-    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(config.data_root, model.image_size))
+    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(data_root, model.image_size))
     for param in model.parameters():
         param.requires_grad_(False)
     state.params["backbone"] = sum(p.numel() for p in model.parameters())

@@ -266,7 +266,7 @@ class RunConfig:
     progress: bool = True
 
     # Fields that name where and how a run executes, not what it computes.
-    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size")
+    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,6 +310,13 @@ class RunConfig:
 
     def identity_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def data_root_or_env(data_root: str | None) -> str | None:
+    """The data root given on the command line or in a config, else $CL_BENCH_DATA, else None."""
+    import os
+
+    return data_root or os.environ.get("CL_BENCH_DATA") or None
 
 
 def load_config_file(path: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from cl_bench import hookimpl
 from cl_bench.spec import ScenarioSpec
 
@@ -34,6 +36,7 @@ LETTER_SIZES = {"pretrain": 12, "train": 80, "test": 40}
 # tiny-clip saw letters in four regular faces only; the stream draws from all sixteen.
 LETTER_PRETRAIN_FONTS = (0, 4, 8, 12)
 SYMBOL_SIZES = {"pretrain": 30, "test": 50}
+PRINTED_DIGIT_SIZES = {"train": 80, "test": 50}  # embedded-dil's printed domain
 CIL_CLASS_ORDER = (0, 9, 2, 7, 4, 1, 8, 3, 6, 5)  # fixed and recorded; the run seed never changes it
 
 
@@ -96,28 +99,33 @@ def _metadata(domains: list[Domain]) -> dict[str, Any]:
     }
 
 
-def build_mtil(params: dict[str, Any], context: Any = None):
-    """embedded-mtil: letters, digits, fashion; each task its own classes; symbols as control."""
+def _assemble(name: str, protocol: str, tasks: list[Domain], params: dict[str, Any], shared_classes: bool = False, metadata_extra: dict | None = None):
+    """A stream over whole domains, one task each; symbols as the control set.
+
+    Each domain adds its classes to the stream's (or, with `shared_classes`, every domain uses the
+    first one's classes: domain-incremental).
+    """
     from cl_bench.stream import Stream, build_benchmark, classification_dataset
 
-    # The last task is the one farthest from the control set, so lost zero-shot ability shows.
-    tasks = [letters(), digits(), fashion()]
     control = symbols()
     class_names: list[str] = []
     task_classes, train, test = [], [], []
     for domain in tasks:
-        offset = len(class_names)
-        class_names.extend(domain.class_names)
-        task_classes.append(list(range(offset, len(class_names))))
+        if shared_classes and class_names:
+            offset = 0
+        else:
+            offset = len(class_names)
+            class_names.extend(domain.class_names)
+        task_classes.append(list(range(offset, offset + len(domain.class_names))))
         train.append(classification_dataset(*_tensors(domain.splits["train"], offset)))
         test.append(classification_dataset(*_tensors(domain.splits["test"], offset)))
     offset = len(class_names)
     class_names.extend(control.class_names)
     control_data = classification_dataset(*_tensors(control.splits["test"], offset))
     return Stream(
-        name="embedded-mtil",
+        name=name,
         version=VERSION,
-        protocol="mtil",
+        protocol=protocol,
         benchmark=build_benchmark(train, test, [control_data]),
         class_names=class_names,
         task_names=[d.name for d in tasks],
@@ -126,9 +134,57 @@ def build_mtil(params: dict[str, Any], context: Any = None):
         control_names=[control.name],
         control_classes=[list(range(offset, len(class_names)))],
         preload=True,
-        metadata=_metadata([*tasks, control]),
+        metadata={**_metadata([*tasks, control]), **(metadata_extra or {})},
         params=params,
     )
+
+
+def build_mtil(params: dict[str, Any], context: Any = None):
+    """embedded-mtil: letters, digits, fashion; each task its own classes; symbols as control."""
+    # The last task is the one farthest from the control set, so lost zero-shot ability shows.
+    return _assemble("embedded-mtil", "mtil", [letters(), digits(), fashion()], params)
+
+
+@lru_cache(maxsize=None)
+def printed_digits() -> Domain:
+    # Fonts and jitter drawn afresh (seeds 400+): tiny-clip pre-trained on other renderings.
+    return Domain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
+
+
+@lru_cache(maxsize=None)
+def rotated_digits() -> Domain:
+    # The handwritten splits turned a quarter turn: a standard shifted domain (as rotated MNIST).
+    def turn(images: data.Images) -> data.Images:
+        provenance = {"parts": [images.provenance], "transform": "rotated 90 degrees anticlockwise"}
+        return data.Images(np.ascontiguousarray(np.rot90(images.images, 1, axes=(1, 2))), images.labels, images.class_names, provenance)
+
+    return Domain("rotated", {k: turn(v) for k, v in digits().splits.items() if k in ("train", "test")})
+
+
+def build_dil(params: dict[str, Any], context: Any = None):
+    """embedded-dil: handwritten, printed and rotated digits, one shared 10-class label space."""
+    handwritten = Domain("handwritten", {k: v for k, v in digits().splits.items() if k in ("train", "test")})
+    return _assemble("embedded-dil", "domain-il", [handwritten, printed_digits(), rotated_digits()], params, shared_classes=True)
+
+
+def build_xtail(params: dict[str, Any], context: Any = None):
+    """embedded-xtail: letters, digits, fashion with `shots` training images per class, scored over all 46 classes."""
+    from cl_bench.errors import UserError
+
+    shots = params["shots"]
+    if shots < 0:
+        raise UserError(f"scenario.shots must be 0 (every training image) or a positive count, not {shots}")
+    tasks = []
+    for index, domain in enumerate((letters(), digits(), fashion())):
+        train = domain.splits["train"]
+        if shots:
+            smallest = int(np.bincount(train.labels).min())
+            if shots > smallest:
+                raise UserError(f"scenario.shots={shots} exceeds the {smallest} training images per class of {domain.name}")
+            # A fixed draw (the run seed never changes which images are the shots), recorded in the result.
+            train = train.subset(data.per_class_splits(train.labels, {"train": shots}, seed=500 + index)["train"])
+        tasks.append(Domain(domain.name, {**domain.splits, "train": train}))
+    return _assemble("embedded-xtail", "x-tail", tasks, params, metadata_extra={"shots": shots, "shot_seeds": [500, 501, 502]})
 
 
 def build_cil(params: dict[str, Any], context: Any = None):
@@ -197,6 +253,26 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             summary="letters -> digits -> fashion, each task its own classes (task-aware); packaged data, CPU-sized",
             protocol="mtil",
             num_tasks=3,
+            version=VERSION,
+            check_data=data_problem,
+            pretraining_data=pretraining_data,
+        ),
+        ScenarioSpec(
+            name="embedded-dil",
+            factory=build_dil,
+            summary="digits handwritten -> printed -> rotated 90 degrees, one shared 10-class label space (domain-incremental)",
+            protocol="domain-il",
+            num_tasks=3,
+            version=VERSION,  # scikit-learn digits and matplotlib fonts only: nothing to check
+            pretraining_data=pretraining_data,
+        ),
+        ScenarioSpec(
+            name="embedded-xtail",
+            factory=build_xtail,
+            summary="letters -> digits -> fashion, 16 training images per class, scored over all 46 classes with no task id",
+            protocol="x-tail",
+            num_tasks=3,
+            defaults={"shots": 16},
             version=VERSION,
             check_data=data_problem,
             pretraining_data=pretraining_data,

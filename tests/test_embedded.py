@@ -43,6 +43,39 @@ def test_cil_stream_has_no_class_leak_between_tasks(registry):
         resolve_factory(registry.scenarios()["embedded-cil"].factory)({"tasks": 3})
 
 
+def test_dil_domains_share_one_label_space_and_differ_in_images(registry):
+    stream = build(registry, "embedded-dil")
+    assert stream.protocol == "domain-il" and stream.task_names == ["handwritten", "printed", "rotated"]
+    assert stream.task_classes == [list(range(10))] * 3 and stream.class_names[:10] == list(packaged_data.DIGIT_CLASSES)
+    for t in range(3):
+        assert targets(stream.benchmark.streams["train"][t]) == set(range(10)) == targets(stream.benchmark.streams["test"][t])
+        assert stream.label_space(0, t) == stream.label_space(3, t) == list(range(10))
+    handwritten, printed, rotated = (stream.benchmark.streams["test"][t].dataset for t in range(3))
+    first = handwritten[0][0]
+    assert torch.equal(rotated[0][0], torch.rot90(first, 1, dims=(1, 2)))  # the same digit, a quarter turn
+    assert not torch.equal(printed[0][0], first)
+    assert registry.scenarios()["embedded-dil"].check_data is None  # needs no Fashion-MNIST
+
+
+def test_xtail_trains_on_few_shots_and_scores_over_the_union(registry):
+    stream = build(registry, "embedded-xtail")
+    assert stream.protocol == "x-tail" and stream.task_names == ["letters", "digits", "fashion"]
+    union = list(range(46))
+    assert len(set(stream.class_names[:46])) == 46 and sorted(c for t in stream.task_classes for c in t) == union
+    for t, classes in enumerate(stream.task_classes):
+        train_targets = [int(stream.benchmark.streams["train"][t].dataset[i][1]) for i in range(len(stream.benchmark.streams["train"][t].dataset))]
+        assert sorted(set(train_targets)) == classes and all(train_targets.count(c) == 16 for c in classes)
+        assert stream.label_space(0, t) == stream.label_space(t + 1, t) == union  # no task id, every domain's classes
+    full_test = build(registry, "embedded-mtil").benchmark.streams["test"]
+    assert [len(e.dataset) for e in stream.benchmark.streams["test"]] == [len(e.dataset) for e in full_test]  # test untouched
+    assert stream.metadata["shots"] == 16 and stream.metadata["domains"]["letters"]["train"]["size"] == 26 * 16
+    again = build(registry, "embedded-xtail")  # the shots are a fixed draw, not the run seed's
+    assert stream.metadata["domains"]["digits"]["train"]["sha256"] == again.metadata["domains"]["digits"]["train"]["sha256"]
+    assert len(build(registry, "embedded-xtail", shots=0).benchmark.streams["train"][0].dataset) == 26 * 80
+    with pytest.raises(UserError, match="exceeds the 80 training images per class of letters"):
+        build(registry, "embedded-xtail", shots=81)
+
+
 def test_per_class_splits_are_disjoint_and_exact():
     labels = np.repeat(np.arange(4), 30)
     splits = packaged_data.per_class_splits(labels, {"a": 5, "b": 10, "c": 15}, seed=0)
@@ -55,7 +88,7 @@ def test_per_class_splits_are_disjoint_and_exact():
 
 
 def test_splits_of_every_domain_share_no_image():
-    for domain in (embedded.fashion(), embedded.digits(), embedded.letters(), embedded.symbols()):
+    for domain in (embedded.fashion(), embedded.digits(), embedded.letters(), embedded.symbols(), embedded.printed_digits(), embedded.rotated_digits()):
         seen: dict[bytes, str] = {}
         for split, images in domain.splits.items():
             for image in images.images:
@@ -64,7 +97,7 @@ def test_splits_of_every_domain_share_no_image():
 
 
 def test_control_classes_are_never_trained_by_any_embedded_stream(registry):
-    for name in ("embedded-mtil", "embedded-cil"):
+    for name in ("embedded-mtil", "embedded-cil", "embedded-dil", "embedded-xtail"):
         stream = build(registry, name)
         control_names = {stream.class_names[c] for c in stream.control_classes[0]}
         trained_names = {stream.class_names[c] for classes in stream.task_classes for c in classes}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cl_bench.errors import UserError
-from cl_bench.spec import TRAIN_DEFAULTS, MethodSpec, RunConfig, coerce, load_config_file, resolve_params
+from cl_bench.spec import TRAIN_DEFAULTS, MethodSpec, RunConfig, coerce, data_root_or_env, load_config_file, resolve_params
 
 
 @pytest.mark.parametrize(
@@ -52,9 +52,16 @@ def test_run_config_set_routes_dotted_keys_and_checks_fields():
 
 
 def test_identity_ignores_where_a_run_executes():
-    a, b = RunConfig(out="a", device="cpu", progress=False), RunConfig(out="b", device="cuda")
+    a, b = RunConfig(out="a", device="cpu", progress=False), RunConfig(out="b", device="cuda", data_root="/mnt/data")
     assert a.identity_json() == b.identity_json()
     assert a.identity_json() != RunConfig(seed=1).identity_json()
+
+
+def test_data_root_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.delenv("CL_BENCH_DATA", raising=False)
+    assert data_root_or_env(None) is None
+    monkeypatch.setenv("CL_BENCH_DATA", "/data")
+    assert data_root_or_env(None) == "/data" and data_root_or_env("/given") == "/given"
 
 
 def test_config_files_in_toml_yaml_json_and_result_files(tmp_path):
