@@ -12,10 +12,8 @@ from cl_bench.methods.moe_lora import experts as experts_module
 from cl_bench.methods.moe_lora.experts import ExpertPool
 from cl_bench.methods.moe_lora.method import MoELoRA
 from cl_bench.methods.moe_lora.selector import TaskSelector
-from cl_bench.spec import TRAIN_DEFAULTS
-from cl_bench.strategy import ClStrategy
 
-from toys import toy_model, toy_stream
+from toys import toy_model, toy_strategy
 
 HP = {
     "expert": "lora",
@@ -103,15 +101,8 @@ def test_training_noise_and_balance_loss_match_a_hand_count(monkeypatch):
 
 
 def make_moe(tasks: int = 2, iters: int = 6, hparams=None):
-    stream = toy_stream("mtil", tasks=tasks)
-    model = toy_model()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
     method = MoELoRA({**HP, **(hparams or {})})
-    method.setup(model, stream)
-    hp = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": 8, "lr": 5e-2}
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hp, progress=False)
+    strategy, model, stream = toy_strategy(method, tasks=tasks, iters=iters, batch_size=8, lr=5e-2)
     return strategy, model, method, stream
 
 

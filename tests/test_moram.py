@@ -10,10 +10,8 @@ from torch import nn
 from cl_bench.methods.moram import RankOneMemoryLinear
 from cl_bench.methods.moram import layer as layer_module
 from cl_bench.methods.moram.method import RankOneMemories
-from cl_bench.spec import TRAIN_DEFAULTS
-from cl_bench.strategy import ClStrategy
 
-from toys import toy_model, toy_stream
+from toys import toy_model, toy_strategy
 
 HP = {
     "rank": 2,
@@ -137,15 +135,8 @@ def test_balance_term_is_n_times_the_sum_of_squared_mean_weights():
 
 
 def make_moram(hparams=None, tasks=2, precision="fp32", iters=4):
-    stream = toy_stream("mtil", tasks=tasks)
-    model = toy_model()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
     method = RankOneMemories({**HP, **(hparams or {})})
-    method.setup(model, stream)
-    hp = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": 4, "lr": 1e-2}
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hp, precision=precision, progress=False)
+    strategy, model, stream = toy_strategy(method, tasks=tasks, iters=iters, precision=precision)
     return strategy, model, method, stream
 
 

@@ -67,6 +67,22 @@ def toy_stream(protocol: str = "mtil", tasks: int = 2, classes_per_task: int = 2
     )
 
 
+def toy_strategy(method, tasks: int = 2, iters: int = 4, batch_size: int = 4, lr: float = 1e-2, precision: str = "fp32"):
+    """A frozen toy model with `method` set up on a toy MTIL stream, and the strategy that trains it."""
+    from cl_bench.spec import TRAIN_DEFAULTS
+    from cl_bench.strategy import ClStrategy
+
+    stream = toy_stream("mtil", tasks=tasks)
+    model = toy_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.set_classes(stream.prompts())
+    method.setup(model, stream)
+    hparams = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": batch_size, "lr": lr}
+    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, precision=precision, progress=False)
+    return strategy, model, stream
+
+
 def result_document(acc: list[list[float]], control: list[list[float]], status: str = "complete") -> dict:
     """A minimal, self-consistent result document (schema cl_bench.result/1)."""
     from cl_bench import metrics
