@@ -95,6 +95,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import SUMMARY_METRICS, collect, render_report, write_plots
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(SUMMARY_METRICS)
+    results = collect(args.paths)
+    text = render_report(results, args.format, metrics)
+    if args.plot:
+        written = write_plots(results, args.plot)
+        print(f"clbench: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clbench",
@@ -127,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--format", choices=("text", "md"), default="text", help="table format of the printed results")
     run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser("report", help="tables of mean ± std over seeds per stream and method, from result files")
+    report.add_argument("paths", nargs="+", metavar="PATH", help="result files or folders (searched recursively)")
+    report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
+    report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
+    report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
+    report.set_defaults(handler=cmd_report)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
     validate.add_argument("files", nargs="+", metavar="FILE")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .metrics import METRICS
 
-FORMATS = {"md": "github", "latex": "latex_booktabs", "text": "simple", "html": "html", "csv": "csv"}
+FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
 
 
 def render_table(frame, fmt: str = "text", floatfmt: str = ".2f") -> str:
@@ -49,3 +50,264 @@ def format_run(result: Mapping[str, Any], fmt: str = "text") -> str:
     if result.get("metrics"):
         parts += ["", render_table(metrics_frame(result), fmt, floatfmt=".3f")]
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------- many runs
+
+SUMMARY_METRICS = ("last", "avg", "transfer", "plasticity", "bwt", "forgetting", "zs_retention")
+REPORT_FORMATS = ("text", "md", "latex", "html", "csv")
+
+
+def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every valid result file under `paths` (files, or folders searched recursively).
+
+    An invalid file stops with a one-line error naming it; a run that appears twice (same run id)
+    counts once, the newer file.
+    """
+    from .errors import UserError
+    from .results import load_valid
+
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"'{given}' is neither a result file nor a folder")
+    newest: dict[str, dict[str, Any]] = {}
+    for file in files:
+        data = load_valid(file).data
+        held = newest.get(data["run_id"])
+        if held is None or data["created"] > held["created"]:
+            newest[data["run_id"]] = data
+    if not newest:
+        raise UserError(f"no result files under {', '.join(str(p) for p in paths)}")
+    return list(newest.values())
+
+
+def _variant_labels(results: list[dict[str, Any]]) -> list[str]:
+    """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ."""
+    import json
+
+    def identity(data):
+        config = {k: v for k, v in data["config"].items() if k != "seed"}
+        return json.dumps(config, sort_keys=True, default=str)
+
+    by_method: dict[str, set[str]] = {}
+    for data in results:
+        by_method.setdefault(data["method"]["name"], set()).add(identity(data))
+    labels = []
+    for data in results:
+        name = data["method"]["name"]
+        if len(by_method[name]) == 1:
+            labels.append(name)
+            continue
+        others = [d for d in results if d["method"]["name"] == name and identity(d) != identity(data)]
+        mine = {**data["method"]["hyperparameters"], "backbone": data["backbone"]["name"]}
+        differ = sorted(k for k, v in mine.items() if any({**d["method"]["hyperparameters"], "backbone": d["backbone"]["name"]}.get(k) != v for d in others))
+        labels.append(f"{name} ({', '.join(f'{k}={mine[k]}' for k in differ)})" if differ else name)
+    return labels
+
+
+def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, Any]:
+    """One frame per scenario (name, version): a row per method variant, mean and std over seeds.
+
+    Columns: `seeds`, then `<metric>` and `<metric>_std` (ddof=1; NaN for one seed), `trainable`
+    (parameters trained per task, mean over tasks) and `train_s` (training seconds per run).
+    Only complete runs count.
+    """
+    import pandas as pd
+
+    complete = [d for d in results if d["status"] == "complete"]
+    labels = _variant_labels(complete)
+    records = []
+    for data, label in zip(complete, labels):
+        scenario = data["scenario"]
+        trainable = data["params"].get("trainable") or [0]
+        records.append(
+            {
+                "scenario": scenario_label(scenario),
+                "method": label,
+                "seed": data["seed"],
+                **{m: data["metrics"].get(m) for m in metrics},
+                "trainable": sum(trainable) / len(trainable),
+                "train_s": sum(e.get("train", 0.0) for e in data["timings"].get("experiences", [])),
+            }
+        )
+    frame = pd.DataFrame.from_records(records)
+    tables = {}
+    for scenario, part in frame.groupby("scenario", sort=True):
+        grouped = part.groupby("method", sort=True)
+        table = grouped[list(metrics)].mean()
+        stds = grouped[list(metrics)].std(ddof=1).add_suffix("_std")
+        table = pd.concat([grouped["seed"].nunique().rename("seeds"), table, stds, grouped[["trainable", "train_s"]].mean()], axis=1)
+        tables[scenario] = table
+    return tables
+
+
+def scenario_label(scenario: Mapping[str, Any]) -> str:
+    """A stream's name, version, protocol and parameters: runs under different labels never share a table."""
+    params = "".join(f", {k}={v}" for k, v in sorted((scenario.get("params") or {}).items()))
+    return f"{scenario['name']} (v{scenario.get('version', '?')}, {scenario['protocol']}{params})"
+
+
+def best_rows(table, metric: str) -> set[str]:
+    """The rows holding the best mean of `metric` (largest; smallest for forgetting)."""
+    from .metrics import LOWER_IS_BETTER
+
+    values = table[metric].dropna()
+    if values.empty:
+        return set()
+    best = values.min() if metric in LOWER_IS_BETTER else values.max()
+    return set(values.index[values == best])
+
+
+def _cell(mean, std, digits: int, fmt: str, best: bool) -> str:
+    import math
+
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    plus = {"latex": r" $\pm$ ", "html": " &plusmn; "}.get(fmt, " ± ")
+    text = f"{mean:.{digits}f}" + ("" if std is None or math.isnan(std) else f"{plus}{std:.{digits}f}")
+    if best:
+        text = {"md": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(fmt, f"{text} *")
+    return text
+
+
+def display_frame(table, metrics: Sequence[str], fmt: str):
+    """A table of strings: mean ± std per metric, the best of each column marked."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=table.index)
+    out["seeds"] = table["seeds"].astype(int)
+    for metric in metrics:
+        digits = 3 if metric == "zs_retention" else 2
+        winners = best_rows(table, metric)
+        out[metric] = [_cell(table.at[row, metric], table.at[row, f"{metric}_std"], digits, fmt, row in winners) for row in table.index]
+    out["trainable"] = [f"{int(round(v)):,}" for v in table["trainable"]]
+    out["train s"] = [f"{v:.1f}" for v in table["train_s"]]
+    out.index = [html_escape(label) for label in out.index] if fmt == "html" else out.index
+    out.index.name = "method"
+    return out
+
+
+def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> str:
+    """Every scenario's table in one format; `html` is a self-contained page."""
+    from .errors import UserError
+
+    if fmt not in REPORT_FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        from .errors import unknown_name
+
+        raise unknown_name("metric", unknown[0], METRICS)
+    tables = summary_frames(results, metrics)
+    if not tables:
+        raise UserError("no complete runs among the result files (partial runs are not reported)")
+    parts = []
+    for scenario, table in tables.items():
+        if fmt == "csv":
+            parts.append(table.assign(scenario=scenario).to_csv())
+            continue
+        shown = render_table(display_frame(table, metrics, fmt), {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt))
+        title = {"md": f"### {scenario}", "latex": f"% {scenario}", "html": f"<h2>{html_escape(scenario)}</h2>"}.get(fmt, scenario)
+        parts.append(f"{title}\n\n{shown}")
+    body = "\n\n".join(parts)
+    if fmt == "html":
+        return html_page("cl_bench results", body)
+    return body
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (inline style, no scripts, no network resources)."""
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html_escape(title)}</title>\n'
+        f"<style>{style}</style>\n</head>\n<body>\n<h1>{html_escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
+    """A heat map of one run's accuracy matrix, control sets included, with every value written in."""
+    import numpy as np
+
+    plt = _pyplot()
+    frame = matrix_frame(result)
+    figure, axes = plt.subplots(figsize=(1.2 + 1.1 * frame.shape[1], 0.9 + 0.5 * frame.shape[0]))
+    image = axes.imshow(frame.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    axes.set_xticks(range(frame.shape[1]), frame.columns, rotation=30, ha="right")
+    axes.set_yticks(range(frame.shape[0]), frame.index)
+    for (i, j), value in np.ndenumerate(frame.to_numpy()):
+        axes.text(j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
+    axes.set_title(f"{result['method']['name']} on {result['scenario']['name']}, seed {result['seed']}", fontsize=10)
+    figure.colorbar(image, ax=axes, label="accuracy %")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path) -> Path:
+    """Mean accuracy over every task's test set after each task, one line per method (mean over seeds)."""
+    import numpy as np
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    labels = _variant_labels(list(results))
+    tasks = results[0]["scenario"]["task_order"]
+    for label in sorted(set(labels)):
+        curves = np.array([np.mean(d["acc_matrix"], axis=1) for d, lab in zip(results, labels) if lab == label])
+        axes.plot(range(len(tasks) + 1), curves.mean(axis=0), marker="o", label=f"{label} (n={len(curves)})")
+    axes.set_xticks(range(len(tasks) + 1), ["zero-shot", *(f"after {t}" for t in tasks)], rotation=20)
+    axes.set_ylabel("mean accuracy over all tasks %")
+    axes.set_title(scenario_label(results[0]["scenario"]), fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure, path: Path) -> Path:
+    from .results import write_atomic
+
+    plt = _pyplot()
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, metadata={"Date": None} if path.suffix == ".svg" else None))
+    plt.close(figure)
+    return path
+
+
+def write_plots(results: list[dict[str, Any]], folder: str | Path, suffix: str = ".png") -> list[Path]:
+    """Heat maps per complete run (<run id>.png) and accuracy over tasks per scenario (<scenario>.png)."""
+    folder = Path(folder)
+    complete = [d for d in results if d["status"] == "complete"]
+    written = [plot_matrix(d, folder / f"{d['run_id']}{suffix}") for d in complete]
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for data in complete:
+        by_scenario.setdefault(scenario_label(data["scenario"]), []).append(data)
+    for index, (label, part) in enumerate(sorted(by_scenario.items())):
+        name = part[0]["scenario"]["name"] if sum(1 for k in by_scenario if k.startswith(part[0]["scenario"]["name"] + " ")) == 1 else f"{part[0]['scenario']['name']}-{index}"
+        written.append(plot_accuracy_over_tasks(part, folder / f"{name}_accuracy{suffix}"))
+    return written

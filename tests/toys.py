@@ -83,27 +83,40 @@ def toy_strategy(method, tasks: int = 2, iters: int = 4, batch_size: int = 4, lr
     return strategy, model, stream
 
 
-def result_document(acc: list[list[float]], control: list[list[float]], status: str = "complete") -> dict:
+def result_document(
+    acc: list[list[float]],
+    control: list[list[float]],
+    status: str = "complete",
+    *,
+    method: str = "m",
+    seed: int = 0,
+    scenario: str = "s",
+    hyperparameters: dict | None = None,
+    trainable: list[int] | None = None,
+    train_seconds: float = 0.0,
+) -> dict:
     """A minimal, self-consistent result document (schema cl_bench.result/1)."""
     from cl_bench import metrics
     from cl_bench.results import SCHEMA
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
+    hyperparameters = dict(hyperparameters or {})
+    config = {"method": method, "scenario": scenario, "backbone": "b", "seed": seed, "method_params": hyperparameters}
     return {
         "schema": SCHEMA,
-        "run_id": "toy",
+        "run_id": f"{scenario}_{method}_{seed}_{sorted(hyperparameters.items())}",
         "created": "2026-01-01T00:00:00+00:00",
         "status": status,
-        "config": {"method": "m", "scenario": "s", "backbone": "b", "seed": 0},
-        "method": {"name": "m", "version": "1", "hyperparameters": {}},
-        "scenario": {"name": "s", "protocol": "mtil", "task_order": tasks, "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "config": config,
+        "method": {"name": method, "version": "1", "hyperparameters": hyperparameters},
+        "scenario": {"name": scenario, "version": "1", "protocol": "mtil", "task_order": tasks, "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
         "backbone": {"name": "b"},
-        "seed": 0,
+        "seed": seed,
         "versions": {},
         "hardware": {},
         "acc_matrix": acc,
         "control_matrix": control,
         "metrics": metrics.compute(acc, control if control and control[0] else None) if status == "complete" else {},
-        "timings": {},
-        "params": {},
+        "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
+        "params": {"trainable": trainable or [0] * len(tasks)},
     }

@@ -1,0 +1,113 @@
+"""`clbench report`: tables of mean ± std over seeds from synthetic result files with known numbers."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import statistics
+
+import pandas as pd
+import pytest
+
+from cl_bench.cli import main
+from cl_bench.errors import UserError
+from cl_bench.report import collect, render_report, summary_frames, write_plots
+from cl_bench.results import write_json
+
+from toys import result_document
+
+
+def matrix(final_first: float, final_second: float) -> list[list[float]]:
+    """Two tasks: learned to 90 and 80, then task 1 ends at `final_first`, task 2 at `final_second`."""
+    return [[50.0, 40.0], [90.0, 45.0], [final_first, final_second]]
+
+
+# method a over three seeds, method b over two; last = mean of the final row
+RUNS = {
+    ("a", 0): (70.0, 80.0),
+    ("a", 1): (74.0, 82.0),
+    ("a", 2): (66.0, 78.0),
+    ("b", 0): (88.0, 60.0),
+    ("b", 1): (86.0, 62.0),
+}
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    folder = tmp_path / "results"
+    for (method, seed), finals in RUNS.items():
+        write_json(folder / method / f"{seed}.json", result_document(matrix(*finals), [[90.0], [85.0], [72.0 if method == "a" else 81.0]], method=method, seed=seed, trainable=[100, 300], train_seconds=12.0))
+    return folder
+
+
+def test_means_and_sample_stds_match_a_hand_computation(results_dir):
+    (table,) = summary_frames(collect([results_dir])).values()
+    for method in ("a", "b"):
+        lasts = [sum(RUNS[(method, s)]) / 2 for s in range(3) if (method, s) in RUNS]
+        forgetting = [90.0 - RUNS[(method, s)][0] for s in range(3) if (method, s) in RUNS]
+        assert table.at[method, "seeds"] == len(lasts)
+        assert table.at[method, "last"] == pytest.approx(statistics.mean(lasts))
+        assert table.at[method, "last_std"] == pytest.approx(statistics.stdev(lasts))  # ddof = 1
+        assert table.at[method, "forgetting"] == pytest.approx(statistics.mean(forgetting))
+        assert table.at[method, "trainable"] == 200 and table.at[method, "train_s"] == pytest.approx(12.0)
+    assert table.at["a", "zs_retention"] == pytest.approx(0.8) and table.at["a", "zs_retention_std"] == pytest.approx(0.0)
+
+
+def test_markdown_marks_the_best_of_each_column(results_dir):
+    text = render_report(collect([results_dir]), "md", ["last", "forgetting", "transfer"])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| a ") or line.startswith("| b ")}
+    # last: a 75 vs b 74; forgetting: a 20 vs b 3 (smaller is better); transfer: both 45, a tie
+    assert rows["a"][1] == "**75.00 ± 3.00**" and rows["b"][1] == "74.00 ± 0.00"
+    assert rows["b"][2] == "**3.00 ± 1.41**" and not rows["a"][2].startswith("**")
+    assert rows["a"][3].startswith("**") and rows["b"][3].startswith("**")
+
+
+def test_html_is_a_self_contained_page_with_every_row_and_csv_round_trips(results_dir, tmp_path):
+    results = collect([results_dir])
+    page = render_report(results, "html")
+    assert page.startswith("<!DOCTYPE html>") and re.search(r"<td>a\s*</td>", page) and re.search(r"<td>b\s*</td>", page)
+    assert "http" not in page and "<script" not in page and "&plusmn;" in page
+    frame = pd.read_csv(io.StringIO(render_report(results, "csv")), index_col="method")
+    assert frame.at["a", "last"] == pytest.approx(75.0) and frame.at["b", "seeds"] == 2
+    latex = render_report(results, "latex", ["last"])
+    assert r"\textbf{75.00 $\pm$ 3.00}" in latex
+
+
+def test_partial_runs_are_left_out_and_a_duplicate_counts_once(results_dir):
+    write_json(results_dir / "partial.json", result_document(matrix(1, 1)[:2], [[90.0], [85.0]], status="partial", method="c"))
+    write_json(results_dir / "copy-of-a0.json", json.loads((results_dir / "a" / "0.json").read_text()))
+    (table,) = summary_frames(collect([results_dir])).values()
+    assert list(table.index) == ["a", "b"] and table.at["a", "seeds"] == 3
+
+
+def test_runs_that_differ_in_hyperparameters_get_their_own_rows(results_dir):
+    write_json(results_dir / "lr.json", result_document(matrix(70.0, 80.0), [[90.0], [85.0], [72.0]], method="a", hyperparameters={"lr": 0.5}))
+    (table,) = summary_frames(collect([results_dir])).values()
+    assert set(table.index) == {"a", "a (lr=0.5)", "b"} and table.at["a", "seeds"] == 3
+
+
+def test_plots_are_written_as_png(results_dir, tmp_path):
+    written = write_plots(collect([results_dir]), tmp_path / "plots")
+    assert len(written) == 5 + 1 and all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    assert (tmp_path / "plots" / "s_accuracy.png").is_file()
+
+
+def test_cli_report_prints_tables_and_refuses_bad_input_in_one_line(results_dir, tmp_path, capsys):
+    assert main(["report", str(results_dir), "--format", "md"]) == 0
+    assert "### s (v1, mtil)" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    document = result_document(matrix(70.0, 80.0), [[90.0], [85.0], [72.0]])
+    document["metrics"]["last"] = 99.0  # tampered
+    write_json(bad, document)
+    for args, message in (
+        (["report", str(bad)], "bad.json: metric 'last' is 99.0"),
+        (["report", str(tmp_path / "nowhere")], "neither a result file nor a folder"),
+        (["report", str(results_dir), "--metrics", "lats"], "did you mean 'last'"),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no result files"):
+        collect([tmp_path / "empty"])
