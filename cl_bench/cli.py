@@ -108,6 +108,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str, flag: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"{flag} needs at least one name")
+    return names
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .report import render_report
+    from .results import load_valid
+    from .sweep import execute, plan
+
+    try:
+        seeds = [int(s) for s in _names(args.seeds, "--seeds")]
+    except ValueError:
+        raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    args.method = args.scenario = args.seed = args.config = None
+    base = build_config(args)
+    grid = plan(base, _names(args.methods, "--methods"), _names(args.scenarios, "--scenarios"), seeds, _registry())
+    ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    print(f"sweep: {len(grid)} runs: {len(ran)} ran, {len(skipped)} already complete, {len(failed)} failed", file=sys.stderr)
+    for planned, log in failed:
+        print(f"sweep: failed: {planned.name} (log: {log})", file=sys.stderr)
+    finished = [load_valid(p.result_path).data for p in grid if p not in [f for f, _ in failed]]
+    if finished:
+        print(render_report(finished, args.format))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clbench",
@@ -147,6 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
+
+    sweep = commands.add_parser("sweep", help="run a grid of methods x scenarios x seeds as local processes, then report")
+    sweep.add_argument("--methods", required=True, help="comma-separated method names")
+    sweep.add_argument("--scenarios", required=True, help="comma-separated stream names")
+    sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at once (each gets an equal share of the CPU threads)")
+    sweep.add_argument("--force", action="store_true", help="redo runs whose complete result exists")
+    sweep.add_argument("--backbone", help="backbone name (default tiny-clip)")
+    sweep.add_argument("--iters", help="optimiser steps per experience for every method (method.iters)")
+    sweep.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
+    sweep.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    sweep.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
+    sweep.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
+    sweep.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting for every run (as in clbench run); repeatable")
+    sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
+    sweep.set_defaults(handler=cmd_sweep, resume=False)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
     validate.add_argument("files", nargs="+", metavar="FILE")

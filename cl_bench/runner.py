@@ -65,6 +65,12 @@ def run_id_for(config: RunConfig, versions: Iterable[str]) -> str:
     return f"{config.scenario}_{config.method}_{config.backbone}_seed{config.seed}_{digest}"
 
 
+def result_path_for(config: RunConfig, registry: Registry) -> Path:
+    """Where `config`'s result file goes (its run id names it), without building anything."""
+    versions = tuple(registry.get(kind, getattr(config, kind)).spec.version for kind in ("method", "scenario", "backbone"))
+    return Path(config.out) / f"{run_id_for(config, versions)}.json"
+
+
 def versions_info() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -153,11 +159,9 @@ class _Run:
         from .strategy import resolve_precision
 
         self.precision = resolve_precision(config.precision, self.device)
-        spec_versions = (method_spec.version, scenario_spec.version, backbone_spec.version)
-        self.run_id = run_id_for(config, spec_versions)
-        out = Path(config.out)
-        self.result_path = out / f"{self.run_id}.json"
-        self.checkpoint_path = out / f"{self.run_id}.ckpt"
+        self.result_path = result_path_for(config, registry)
+        self.run_id = self.result_path.stem
+        self.checkpoint_path = self.result_path.with_suffix(".ckpt")
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}

@@ -1,0 +1,108 @@
+"""`clbench sweep`: a grid of runs (methods x scenarios x seeds) as local processes.
+
+Each run is a `clbench run` child process with its configuration in a file, so a crash or a
+bad setting in one run cannot take the others down. Runs whose complete result already exists are
+skipped (so an interrupted sweep resumes), unless `force`. With several jobs, each child gets an
+equal share of the CPU threads: two PyTorch processes that each use every core run far slower
+than one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import UserError
+from .plugins import Registry
+from .results import load_valid
+from .runner import result_path_for
+from .spec import RunConfig
+
+
+@dataclass
+class Planned:
+    config: RunConfig
+    result_path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.method} on {self.config.scenario}, seed {self.config.seed}"
+
+
+def plan(base: RunConfig, methods: Sequence[str], scenarios: Sequence[str], seeds: Sequence[int], registry: Registry) -> list[Planned]:
+    """Every (method, scenario, seed) of the grid, with unknown names refused before anything runs."""
+    for kind, names in (("method", methods), ("scenario", scenarios)):
+        for name in names:
+            registry.get(kind, name)
+    grid = []
+    for scenario in scenarios:
+        for method in methods:
+            for seed in seeds:
+                config = replace(base, method=method, scenario=scenario, seed=seed, method_params=dict(base.method_params), scenario_params=dict(base.scenario_params), backbone_params=dict(base.backbone_params))
+                grid.append(Planned(config, result_path_for(config, registry)))
+    return grid
+
+
+def result_status(path: Path) -> str | None:
+    """"complete" or "partial" for a valid result file; None when it is missing, broken or tampered."""
+    if not path.is_file():
+        return None
+    try:
+        return load_valid(path).status
+    except UserError:
+        return None
+
+
+def is_complete(path: Path) -> bool:
+    return result_status(path) == "complete"
+
+
+def _run_child(planned: Planned, threads: int, log_dir: Path) -> tuple[Planned, int, Path]:
+    log = log_dir / f"{planned.result_path.stem}.log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory(prefix="clbench-sweep-") as folder:
+        config_file = Path(folder) / "config.json"
+        settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")}
+        config_file.write_text(json.dumps(settings))
+        command = [sys.executable, "-m", "cl_bench", "run", "--config", str(config_file), "--quiet", "--resume"]
+        with open(log, "w", encoding="utf-8") as handle:
+            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    return planned, code, log
+
+
+def execute(grid: Sequence[Planned], jobs: int = 1, force: bool = False, progress: bool = True) -> tuple[list[Planned], list[Planned], list[tuple[Planned, Path]]]:
+    """Run what the grid still needs; returns (ran, skipped, failed with their log files)."""
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    todo = [p for p in grid if force or not is_complete(p.result_path)]
+    skipped = [p for p in grid if p not in todo]
+    for planned in todo:
+        if force:  # redo from the first task
+            planned.result_path.with_suffix(".ckpt").unlink(missing_ok=True)
+        if force or result_status(planned.result_path) is None:  # a broken or tampered result is redone
+            planned.result_path.unlink(missing_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ran, failed = [], []
+    bar = tqdm(total=len(grid), initial=len(skipped), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / "logs") for planned in todo]
+        for future in as_completed(futures):
+            planned, code, log = future.result()
+            if code == 0 and is_complete(planned.result_path):
+                ran.append(planned)
+            else:
+                failed.append((planned, log))
+            bar.set_postfix_str(planned.name, refresh=False)
+            bar.update(1)
+    bar.close()
+    return ran, skipped, failed

@@ -1,0 +1,44 @@
+"""`clbench sweep`: a grid of child runs that skips complete results and reports failures."""
+
+from __future__ import annotations
+
+import json
+
+from cl_bench.cli import main
+
+
+def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "2", "--out", str(out), "--jobs", "2", "--quiet"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "2 runs: 2 ran, 0 already complete, 0 failed" in captured.err
+    assert "embedded-dil (v1, domain-il)" in captured.out and "seq-lora" in captured.out and "zeroshot" in captured.out
+    results = sorted(out.glob("*.json"))
+    assert len(results) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in results)
+    assert json.loads(results[0].read_text())["method"]["hyperparameters"]["iters"] == 2
+
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    assert main(args) == 0  # nothing left to do
+    assert "0 ran, 2 already complete" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+    tampered = next(p for p in results if "seq-lora" in p.name)
+    document = json.loads(tampered.read_text())
+    document["metrics"]["last"] += 1.0
+    tampered.write_text(json.dumps(document))
+    assert main(args) == 0  # a result that no longer validates is run again
+    assert "1 ran, 1 already complete" in capsys.readouterr().err
+
+
+def test_a_failing_run_is_reported_with_its_log_and_unknown_names_stop_at_once(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    bad = ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--set", "method.rank=0", "--out", str(out), "--quiet"]
+    assert main(bad) == 1
+    err = capsys.readouterr().err
+    assert "1 failed" in err and "failed: seq-lora on embedded-dil, seed 0 (log: " in err
+    log = next((out / "logs").glob("*.log"))
+    assert "rank" in log.read_text()
+    assert main(["sweep", "--methods", "seq-lora,mooram", "--scenarios", "embedded-dil", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown method 'mooram'; did you mean 'moram'?" in err[0]
