@@ -137,6 +137,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .leaderboard import publish
+
+    files = []
+    for given in args.results:
+        path = Path(given)
+        files.extend(sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")) if path.is_dir() else [path])
+    copies = publish(files, args.leaderboard)
+    print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html and plots/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clbench",
@@ -195,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
     sweep.set_defaults(handler=cmd_sweep, resume=False)
+
+    publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder, regenerating its tables and plots")
+    publish.add_argument("results", nargs="+", metavar="RESULT", help="result files or folders of them")
+    publish.add_argument("--leaderboard", default="leaderboard", help="leaderboard folder (default leaderboard)")
+    publish.set_defaults(handler=cmd_publish)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
     validate.add_argument("files", nargs="+", metavar="FILE")

@@ -204,21 +204,28 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
         from .errors import unknown_name
 
         raise unknown_name("metric", unknown[0], METRICS)
-    tables = summary_frames(results, metrics)
+    tables = render_tables(results, fmt, metrics)
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
     parts = []
-    for scenario, table in tables.items():
-        if fmt == "csv":
-            parts.append(table.assign(scenario=scenario).to_csv())
-            continue
-        shown = render_table(display_frame(table, metrics, fmt), {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt))
-        title = {"md": f"### {scenario}", "latex": f"% {scenario}", "html": f"<h2>{html_escape(scenario)}</h2>"}.get(fmt, scenario)
-        parts.append(f"{title}\n\n{shown}")
+    for scenario, shown in tables.items():
+        title = {"md": f"### {scenario}", "latex": f"% {scenario}", "html": f"<h2>{html_escape(scenario)}</h2>", "csv": ""}.get(fmt, scenario)
+        parts.append(f"{title}\n\n{shown}" if title else shown)
     body = "\n\n".join(parts)
     if fmt == "html":
         return html_page("cl_bench results", body)
     return body
+
+
+def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, str]:
+    """One rendered table per stream label (see `summary_frames`), without titles."""
+    rendered = {}
+    for scenario, table in summary_frames(results, metrics).items():
+        if fmt == "csv":
+            rendered[scenario] = table.assign(scenario=scenario).to_csv()
+        else:
+            rendered[scenario] = render_table(display_frame(table, metrics, fmt), {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt))
+    return rendered
 
 
 def html_escape(text: str) -> str:
@@ -249,6 +256,8 @@ def _pyplot():
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.hashsalt"] = "cl_bench"  # stable element ids: regenerated SVGs differ only when numbers do
+
     return plt
 
 
@@ -264,7 +273,8 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     axes.set_yticks(range(frame.shape[0]), frame.index)
     for (i, j), value in np.ndenumerate(frame.to_numpy()):
         axes.text(j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
-    axes.set_title(f"{result['method']['name']} on {result['scenario']['name']}, seed {result['seed']}", fontsize=10)
+    seed = result["seed"] if isinstance(result["seed"], str) else f"seed {result['seed']}"
+    axes.set_title(f"{result['method']['name']} on {result['scenario']['name']}, {seed}", fontsize=10)
     figure.colorbar(image, ax=axes, label="accuracy %")
     figure.tight_layout()
     return _save(figure, path)

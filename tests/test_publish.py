@@ -1,0 +1,87 @@
+"""`clbench publish`: what the leaderboard admits, what it refuses, and what it generates."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cl_bench.cli import main
+from cl_bench.results import write_json
+
+from toys import result_document
+
+ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
+CONTROL = [[90.0], [88.0], [81.0]]
+
+
+def write(folder, name, **kwargs):
+    path = folder / f"{name}.json"
+    write_json(path, result_document(ACC, CONTROL, **kwargs))
+    return path
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
+
+
+@pytest.fixture
+def board(tmp_path):
+    incoming = tmp_path / "incoming"
+    files = [write(incoming, f"{m}{s}", method=m, seed=s) for m in ("alpha", "beta") for s in (0, 1, 2)]
+    leaderboard = tmp_path / "leaderboard"
+    (tmp_path / "leaderboard").mkdir()
+    (leaderboard / "reported.json").write_text(json.dumps([{"method": "MoRAM", "scenario": "X-TAIL", "backbone": "ViT-B/16", "source": "arXiv 2506.21035", "metrics": {"transfer": 63.3, "avg": 72.7, "last": 80.9}}]))
+    assert main(["publish", *map(str, files), "--leaderboard", str(leaderboard)]) == 0
+    return leaderboard, incoming
+
+
+def test_publish_copies_results_and_generates_tables_page_and_svg_plots(board):
+    leaderboard, _ = board
+    copies = sorted((leaderboard / "results" / "s").rglob("*.json"))
+    assert [p.parent.name for p in copies] == ["alpha"] * 3 + ["beta"] * 3
+    readme = (leaderboard / "README.md").read_text()
+    assert "## s (v1, mtil)" in readme and re.search(r"^\| alpha +\| +3 \|", readme, re.M) and re.search(r"^\| beta +\| +3 \|", readme, re.M)
+    reported = readme.index("## Reported by the papers")
+    assert readme.index("| alpha") < reported and "80.9" in readme[reported:] and "80.9" not in readme[:reported]
+    page = (leaderboard / "index.html").read_text()
+    assert all(re.search(rf"<td>{m}\s*</td>", page) for m in ("alpha", "beta", "MoRAM"))
+    assert "http" not in page and "<script" not in page  # no network resources
+    plots = sorted(p.name for p in (leaderboard / "plots").iterdir())
+    assert plots == ["00-s-accuracy.svg", "00-s-alpha.svg", "00-s-beta.svg"] and all(f"plots/{p}" in page for p in plots)
+    assert not list(leaderboard.rglob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["metrics"].__setitem__("last", 99.0), "metric 'last' is 99.0 but the accuracy matrix gives"),
+        (lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}), "a partial run cannot be published"),
+        (lambda d: d.update(schema="cl_bench.result/2"), "schema is 'cl_bench.result/2'"),
+        (lambda d: d["scenario"].update(version="2"), "s version 2 (mtil) cannot share a table with version 1 (mtil)"),
+        (lambda d: d["scenario"].update(protocol="x-tail"), "s version 1 (x-tail) cannot share a table with version 1 (mtil)"),
+        (lambda d: None, "the same run (alpha on s, seed 0, same settings) is already in"),
+    ],
+    ids=["tampered", "partial", "schema", "stream-version", "protocol", "duplicate"],
+)
+def test_publish_refuses_in_one_line_and_writes_nothing(board, capsys, change, message):
+    leaderboard, incoming = board
+    document = json.loads((incoming / "alpha0.json").read_text())
+    change(document)
+    bad = incoming / "bad.json"
+    bad.write_text(json.dumps(document))
+    fine = write(incoming, "gamma0", method="gamma")  # a good file in the same call is not published either
+    before = snapshot(leaderboard)
+    capsys.readouterr()
+    assert main(["publish", str(fine), str(bad), "--leaderboard", str(leaderboard)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0] and message in err[0], err
+    assert snapshot(leaderboard) == before
+
+
+def test_the_same_run_twice_in_one_call_is_refused(tmp_path, capsys):
+    first = write(tmp_path / "a", "x", method="alpha")
+    second = write(tmp_path / "b", "x", method="alpha")
+    assert main(["publish", str(first), str(second), "--leaderboard", str(tmp_path / "lb")]) == 2
+    assert "already in" in capsys.readouterr().err and not (tmp_path / "lb").exists()
