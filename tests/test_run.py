@@ -44,7 +44,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     assert len(result.acc_matrix) == 6 and result.acc_matrix[1] != result.acc_matrix[0]
 
 
-@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora"])  # moram regrows atoms; moe-lora restores frozen experts and selectors
+@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p"])  # moram regrows atoms; moe-lora restores frozen experts and selectors; l2p its active pool
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
     calls = {"n": 0}
