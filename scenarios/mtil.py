@@ -1,0 +1,81 @@
+"""MTIL: eleven data sets learned one after another, each task scored over its own classes.
+
+Order I (default): Aircraft, Caltech101, CIFAR100, DTD, EuroSAT, Flowers, Food, MNIST, OxfordPet,
+StanfordCars, SUN397; order II (`--set scenario.order=II`): StanfordCars, Food, MNIST, OxfordPet,
+Flowers, SUN397, Aircraft, Caltech101, DTD, EuroSAT, CIFAR100. Full training splits
+(`scenario.shots=0`) or the few-shot protocol (`scenario.shots=5`: five images per class, a fixed
+draw). Class names and templates: ZSCL's (see `coop_names`); splits: CoOp's (see `coop_data`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cl_bench import hookimpl
+from cl_bench.spec import ScenarioSpec
+
+from .image_folder import no_root_message
+
+VERSION = "1"
+
+
+def check(data_root: str | None) -> str | None:
+    from . import coop_data
+    from .coop_names import MTIL_ORDERS
+
+    if data_root is None:
+        return no_root_message("mtil", "its 11 data sets (CoOp layout, CIFAR-100 and MNIST as torchvision keeps them)")
+    return coop_data.missing(Path(data_root), list(MTIL_ORDERS["I"]), "mtil")
+
+
+def build(params: dict[str, Any], context: Any):
+    from cl_bench.errors import UserError
+
+    from . import coop_data
+    from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
+    from .domains import assemble
+
+    order = str(params["order"]).upper()
+    if order not in MTIL_ORDERS:
+        raise UserError(f"scenario.order for mtil must be I or II, not {params['order']!r}")
+    shots = params["shots"]
+    if shots < 0:
+        raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
+    problem = check(context.data_root)
+    if problem:
+        raise UserError(problem)
+    root = Path(context.data_root)
+    domains = []
+    for key in MTIL_ORDERS[order]:
+        source = coop_data.load(root, key)
+
+        def name_of(label: int, source=source) -> str:
+            return mtil_name(source.layout.key, label, source.raw_names[label], source.folders[label])
+
+        domains.append(coop_data.to_domain(source, name_of, MTIL_TEMPLATES[key], shots))
+    metadata = {
+        "order": order,
+        "shots": shots,
+        "sources": {
+            "splits": "CoOp split_zhou_*.json (FGVC-Aircraft: images_variant_*.txt); CIFAR-100 and MNIST: torchvision train/test",
+            "class_names_and_templates": "ZSCL MTIL (MoE-Adapters4CL mtil/src/datasets), mapped onto CoOp's labels",
+        },
+    }
+    return assemble("mtil", VERSION, "mtil", domains, {**params, "order": order}, context.image_size, distinct_prompts=False, metadata=metadata)
+
+
+@hookimpl
+def cl_bench_scenarios() -> list[ScenarioSpec]:
+    return [
+        ScenarioSpec(
+            name="mtil",
+            factory=build,
+            summary="MTIL: 11 data sets (order I, or II via scenario.order), each scored over its own classes; scenario.shots=5 for few-shot",
+            protocol="mtil",
+            num_tasks=11,
+            defaults={"order": "I", "shots": 0},
+            version=VERSION,
+            check_data=check,
+        )
+    ]

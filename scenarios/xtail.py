@@ -1,0 +1,77 @@
+"""X-TAIL: the ten MTIL data sets without CIFAR-100, 16 training images per class, and every test
+image scored over the union of all ten data sets' classes with no task id.
+
+Task order: Aircraft, Caltech101, DTD, EuroSAT, Flowers, Food, MNIST, OxfordPet, StanfordCars,
+SUN397 (MoRAM's XTAIL default). Class names and one template per data set follow MoRAM's XTAIL
+code (see `coop_names`); names shared by several data sets are made unique as `domains` explains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cl_bench import hookimpl
+from cl_bench.spec import ScenarioSpec
+
+from .image_folder import no_root_message
+
+VERSION = "1"
+
+
+def check(data_root: str | None) -> str | None:
+    from . import coop_data
+    from .coop_names import XTAIL_ORDER
+
+    if data_root is None:
+        return no_root_message("xtail", "its 10 data sets (CoOp layout, MNIST as torchvision keeps it)")
+    return coop_data.missing(Path(data_root), list(XTAIL_ORDER), "xtail")
+
+
+def build(params: dict[str, Any], context: Any):
+    from cl_bench.errors import UserError
+
+    from . import coop_data
+    from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
+    from .domains import assemble
+
+    shots = params["shots"]
+    if shots < 0:
+        raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
+    problem = check(context.data_root)
+    if problem:
+        raise UserError(problem)
+    root = Path(context.data_root)
+    domains = []
+    for key in XTAIL_ORDER:
+        source = coop_data.load(root, key)
+
+        def name_of(label: int, source=source) -> str:
+            return xtail_name(source.layout.key, source.raw_names[label])
+
+        domains.append(coop_data.to_domain(source, name_of, XTAIL_TEMPLATES[key], shots))
+    metadata = {
+        "shots": shots,
+        "sources": {
+            "splits": "CoOp split_zhou_*.json (FGVC-Aircraft: images_variant_*.txt); MNIST: torchvision train/test",
+            "class_names_and_templates": "MoRAM XTAIL/scenario_datasets (Artificer-AI-Lab/MoRAM)",
+            "duplicate_names": "bracketed data set title in class_names; reference prompts kept unless two are identical",
+        },
+    }
+    return assemble("xtail", VERSION, "x-tail", domains, params, context.image_size, distinct_prompts=True, metadata=metadata)
+
+
+@hookimpl
+def cl_bench_scenarios() -> list[ScenarioSpec]:
+    return [
+        ScenarioSpec(
+            name="xtail",
+            factory=build,
+            summary="X-TAIL: 10 MTIL data sets (no CIFAR-100), 16 shots per class, scored over the union of all classes with no task id",
+            protocol="x-tail",
+            num_tasks=10,
+            defaults={"shots": 16},
+            version=VERSION,
+            check_data=check,
+        )
+    ]
