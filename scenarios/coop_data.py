@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +206,17 @@ def to_domain(source: Source, name_of: Callable[[int], str], templates: tuple[st
     record["train_size"] = len(train)
     labels = source.labels
     return Domain(layout.key, layout.title, tuple(labels), tuple(name_of(c) for c in labels), tuple(templates), train, source.test, record)
+
+
+def read_tasks(check: Callable[[str | None], str | None], data_root: str | None, keys: Sequence[str], shots: int, templates: Mapping[str, tuple[str, ...]], name_of: Callable[[Source, int], str]) -> list[Domain]:
+    """One task per data set of `keys`, after `check` has found the root complete."""
+    if shots < 0:
+        raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
+    problem = check(data_root)
+    if problem:
+        raise UserError(problem)
+    domains = []
+    for key in keys:
+        source = load(Path(data_root), key)
+        domains.append(to_domain(source, lambda label, source=source: name_of(source, label), templates[key], shots))
+    return domains

@@ -40,20 +40,11 @@ def build(params: dict[str, Any], context: Any):
     if order not in MTIL_ORDERS:
         raise UserError(f"scenario.order for mtil must be I or II, not {params['order']!r}")
     shots = params["shots"]
-    if shots < 0:
-        raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
-    problem = check(context.data_root)
-    if problem:
-        raise UserError(problem)
-    root = Path(context.data_root)
-    domains = []
-    for key in MTIL_ORDERS[order]:
-        source = coop_data.load(root, key)
 
-        def name_of(label: int, source=source) -> str:
-            return mtil_name(source.layout.key, label, source.raw_names[label], source.folders[label])
+    def name_of(source: coop_data.Source, label: int) -> str:
+        return mtil_name(source.layout.key, label, source.raw_names[label], source.folders[label])
 
-        domains.append(coop_data.to_domain(source, name_of, MTIL_TEMPLATES[key], shots))
+    domains = coop_data.read_tasks(check, context.data_root, MTIL_ORDERS[order], shots, MTIL_TEMPLATES, name_of)
     metadata = {
         "order": order,
         "shots": shots,

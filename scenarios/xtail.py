@@ -29,27 +29,16 @@ def check(data_root: str | None) -> str | None:
 
 
 def build(params: dict[str, Any], context: Any):
-    from cl_bench.errors import UserError
-
     from . import coop_data
     from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
     from .domains import assemble
 
     shots = params["shots"]
-    if shots < 0:
-        raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
-    problem = check(context.data_root)
-    if problem:
-        raise UserError(problem)
-    root = Path(context.data_root)
-    domains = []
-    for key in XTAIL_ORDER:
-        source = coop_data.load(root, key)
 
-        def name_of(label: int, source=source) -> str:
-            return xtail_name(source.layout.key, source.raw_names[label])
+    def name_of(source: coop_data.Source, label: int) -> str:
+        return xtail_name(source.layout.key, source.raw_names[label])
 
-        domains.append(coop_data.to_domain(source, name_of, XTAIL_TEMPLATES[key], shots))
+    domains = coop_data.read_tasks(check, context.data_root, XTAIL_ORDER, shots, XTAIL_TEMPLATES, name_of)
     metadata = {
         "shots": shots,
         "sources": {
