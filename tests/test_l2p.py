@@ -10,7 +10,7 @@ from cl_bench.methods.l2p.pool import L2P
 
 from toys import toy_model, toy_strategy
 
-HP = {"pool_size": 6, "length": 3, "top_n": 2, "pull_weight": 0.1, "init": "uniform"}
+HP = {"pool_size": 6, "length": 3, "top_n": 2, "pull_weight": 0.1, "init": "uniform", "diversify": False}
 
 
 def make_l2p(**overrides):
@@ -113,3 +113,21 @@ def test_training_moves_only_prompts_and_keys():
 def test_a_pool_smaller_than_top_n_is_refused():
     with pytest.raises(ValueError, match="top_n"):
         make_l2p(pool_size=2, top_n=3)
+
+
+def test_diversify_puts_prompts_unused_by_earlier_tasks_first_in_training_only():
+    strategy, model, method, stream = make_l2p(diversify=True)
+    strategy.train(stream.benchmark.streams["train"][0])
+    assert method.pool.history.sum() == 6 * 4 * 2 and method.pool.used.sum() == 0  # 6 iterations, 4 images, 2 prompts each
+    method.pool.history.copy_(torch.tensor([5.0, 0.0, 3.0, 1.0, 4.0, 2.0]))  # prompt 1 unused so far
+    share = method.pool.history / 15
+    query = torch.randn(5, 32)
+    cosine = F.normalize(query, dim=-1) @ F.normalize(method.pool.keys.detach(), dim=-1).t()
+    method.before_experience(model, stream.experience(1))
+    chosen, _ = method.pool.select(query)
+    for b in range(5):  # the unused prompt first, then the smallest (1 - cos) · share
+        weighted = [(float((1 - cosine[b, i]) * share[i]), i) for i in (0, 2, 3, 4, 5)]
+        assert chosen[b].tolist() == [1, min(weighted)[1]]
+    method.after_experience(model, stream.experience(1))
+    plain, _ = method.pool.select(query)
+    assert torch.equal(plain, cosine.topk(2, dim=1).indices)  # evaluation: cosine alone

@@ -24,6 +24,7 @@ CLIP_DEFAULTS: dict[str, Any] = {
     "length": 5,
     "top_n": 5,
     "pull_weight": 0.1,
+    "diversify": False,
     "init": "uniform",
     "lr": 0.015,
     "iters": 500,

@@ -52,15 +52,28 @@ class PromptPool(nn.Module):
             nn.init.uniform_(self.keys, -1.0, 1.0)
         else:
             raise ValueError(f"unknown prompt init {init!r}; use uniform or zero")
+        # How often each prompt was chosen while training: this task, and all earlier tasks.
+        self.register_buffer("used", torch.zeros(size))
+        self.register_buffer("history", torch.zeros(size))
+        self.diversify = False  # while training: L2P's optional frequency penalty on earlier prompts
         self.enabled = True  # off during the query pass
         self.active = False  # off before the first task: row 0 of the matrices is the pre-trained model
         self.selection: Tensor | None = None  # (batch, top_n) indices of the current forward
         self.similarity: Tensor | None = None  # (batch, top_n) cosines, differentiable in the keys
 
     def select(self, query: Tensor) -> tuple[Tensor, Tensor]:
-        """Indices and cosines of the `top_n` keys nearest each query (best first)."""
+        """Indices and cosines of the `top_n` keys nearest each query (best first).
+
+        With `diversify`, L2P's section 3.3: the distance 1 - cos is weighted by each prompt's
+        share of the selections in earlier tasks, so prompts no earlier task used come first
+        (ordered by cosine among themselves: the small constant breaks their tie).
+        """
         cosine = F.normalize(query.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).t()
-        best = cosine.detach().topk(self.top_n, dim=1).indices
+        score = cosine.detach()
+        if self.diversify:
+            share = self.history / self.history.sum().clamp_min(1.0)
+            score = -(1.0 - score) * (share + 1e-6)
+        best = score.topk(self.top_n, dim=1).indices
         return best, cosine.gather(1, best)
 
     def tokens(self, selection: Tensor) -> Tensor:
@@ -86,6 +99,8 @@ def attach(visual: nn.Module, pool: PromptPool) -> list[Any]:
         finally:
             pool.enabled = True
         pool.selection, pool.similarity = pool.select(features)
+        if module.training:
+            pool.used += torch.bincount(pool.selection.flatten(), minlength=pool.used.numel()).to(pool.used.dtype)
 
     def insert(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor] | None:
         if not (pool.enabled and pool.active):
@@ -117,6 +132,12 @@ class L2P(Method):
 
     def before_experience(self, model, experience) -> None:
         self.pool.active = True
+        self.pool.diversify = self.hparams["diversify"] and experience.index > 0
+
+    def after_experience(self, model, experience) -> None:
+        self.pool.history += self.pool.used
+        self.pool.used.zero_()
+        self.pool.diversify = False  # evaluation picks by cosine alone
 
     def trainable_parameters(self, model):
         return [self.pool.prompts, self.pool.keys]
