@@ -44,7 +44,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     assert len(result.acc_matrix) == 6 and result.acc_matrix[1] != result.acc_matrix[0]
 
 
-@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p"])  # moram regrows atoms; moe-lora restores frozen experts and selectors; l2p its active pool
+@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora"])  # moram regrows atoms; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
     calls = {"n": 0}
