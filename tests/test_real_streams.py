@@ -450,3 +450,20 @@ def test_names_tables_match_their_sources():
     assert sorted(class_il_data.CIFAR100_ORDER) == list(range(100))
     assert coop_names.MTIL_ORDERS["II"][0] == "stanford_cars" and set(coop_names.MTIL_ORDERS["I"]) == set(coop_names.MTIL_ORDERS["II"])
     assert set(coop_names.XTAIL_ORDER) == set(coop_names.MTIL_ORDERS["I"]) - {"cifar100"}
+
+
+def test_ls_shows_protocol_task_count_and_presence_of_each_real_stream(root, tmp_path, capsys, monkeypatch):
+    expected = {"split-cifar100": ("class-il", 10), "imagenet-r": ("class-il", 10), "domainnet": ("domain-il", 6), "mtil": ("mtil", 11), "xtail": ("x-tail", 10)}
+
+    def rows() -> dict[str, list[str]]:
+        assert main(["ls"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in expected}
+
+    monkeypatch.setenv("CL_BENCH_DATA", str(root))
+    listed = rows()
+    assert set(listed) == set(expected)
+    for name, row in listed.items():
+        assert row[1:4] == [expected[name][0], str(expected[name][1]), "tasks"] and row[4:6] == ["data:", "present"], row
+    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "empty"))
+    assert {name: row[5] for name, row in rows().items()} == dict.fromkeys(expected, "MISSING")
