@@ -1,0 +1,91 @@
+"""Time per training iteration of each parameter-efficient method, relative to seq-lora.
+
+    python benchmarks/method_iteration.py [--iters 100] [--methods seq-lora,eblora,...]
+
+Every method trains tiny-clip on embedded-mtil with its tiny-clip profile, through the shared
+strategy. The methods take turns task by task (all methods train task 1, then all train task 2,
+...), so that they see the same machine conditions; a plugin times each iteration (forward,
+loss, backward, optimiser step). Reported: the median iteration time, its ratio to seq-lora's,
+and the rest of each task's training call (per-task work outside the iterations: EBLoRA's two
+gradient passes, MoE-LoRA's selector, optimiser set-up), averaged over the tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from cl_bench.runner import ScenarioContext, quiet_third_party_warnings
+
+quiet_third_party_warnings()  # before Avalanche is imported: it warns about optional solvers
+
+from avalanche.core import SupervisedPlugin  # noqa: E402
+
+from cl_bench.plugins import Registry  # noqa: E402
+from cl_bench.spec import resolve_factory  # noqa: E402
+from cl_bench.strategy import ClStrategy, seed_everything  # noqa: E402
+
+METHODS = "seq-lora,eblora,moram,moe-lora,l2p"
+
+
+class IterationClock(SupervisedPlugin):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self._start = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def build(registry: Registry, name: str, iters: int):
+    seed_everything(0)
+    backbone = registry.backbones()["tiny-clip"]
+    model = resolve_factory(backbone.factory)(backbone.resolve({}))
+    scenario = registry.scenarios()["embedded-mtil"]
+    stream = resolve_factory(scenario.factory)(scenario.resolve({}), ScenarioContext(None, model.image_size))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.set_classes(stream.prompts())
+    spec = registry.methods()[name]
+    hparams = spec.resolve("tiny-clip", {"iters": iters})
+    method = resolve_factory(spec.factory)(hparams)
+    method.setup(model, stream)
+    clock = IterationClock()
+    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, plugins=[clock], progress=False)
+    return strategy, stream, clock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=100, help="iterations per task")
+    parser.add_argument("--methods", default=METHODS)
+    args = parser.parse_args()
+    registry = Registry()
+    names = args.methods.split(",")
+    runs = {name: build(registry, name, args.iters) for name in names}
+    outside: dict[str, list[float]] = {name: [] for name in names}
+    tasks = next(iter(runs.values()))[1].num_tasks
+    for task in range(tasks):
+        for name, (strategy, stream, clock) in runs.items():
+            before = sum(clock.times)
+            start = time.perf_counter()
+            strategy.train(stream.benchmark.streams["train"][task])
+            outside[name].append(time.perf_counter() - start - (sum(clock.times) - before))
+    reference = statistics.median(runs["seq-lora"][2].times) if "seq-lora" in runs else None
+    print(f"tiny-clip, embedded-mtil, {tasks} tasks x {args.iters} iterations, {torch.get_num_threads()} threads")
+    print(f"{'method':10} {'ms/iter':>8} {'vs seq-lora':>12} {'per-task work outside iterations':>34}")
+    for name, (_, _, clock) in runs.items():
+        median = statistics.median(clock.times)
+        ratio = f"{median / reference:12.2f}" if reference else f"{'-':>12}"
+        print(f"{name:10} {median * 1000:8.1f} {ratio} {statistics.mean(outside[name]) * 1000:31.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
