@@ -110,9 +110,13 @@ def test_training_moves_only_prompts_and_keys():
     assert not model._text_trainable  # the pool is image-side: text features stay cached
 
 
-def test_a_pool_smaller_than_top_n_is_refused():
-    with pytest.raises(ValueError, match="top_n"):
-        make_l2p(pool_size=2, top_n=3)
+def test_a_pool_smaller_than_top_n_is_a_one_line_error(tmp_path, capsys):
+    from cl_bench.cli import main
+
+    code = main(["run", "--method", "l2p", "--set", "method.pool_size=2", "--set", "method.top_n=3", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("clbench: error: l2p: top_n must be between 1 and the pool size 2") and "\n" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_diversify_puts_prompts_unused_by_earlier_tasks_first_in_training_only():

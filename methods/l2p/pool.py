@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import Method
+from cl_bench.errors import UserError
 
 
 class PromptPool(nn.Module):
@@ -124,9 +125,12 @@ class L2P(Method):
         hp = self.hparams
         visual = model.clip.visual
         if getattr(visual, "pool_type", "tok") != "tok" or getattr(visual, "attn_pool", None) is not None:
-            raise ValueError("l2p needs a visual tower that pools its class token (open_clip pool_type 'tok')")
+            raise UserError("l2p needs a visual tower that pools its class token (open_clip pool_type 'tok'); pick another backbone")
         width = visual.class_embedding.shape[-1]
-        pool = PromptPool(hp["pool_size"], hp["length"], width, visual.output_dim, hp["top_n"], hp["init"])
+        try:
+            pool = PromptPool(hp["pool_size"], hp["length"], width, visual.output_dim, hp["top_n"], hp["init"])
+        except ValueError as exc:
+            raise UserError(f"l2p: {exc} (set method.top_n, method.pool_size or method.init)") from None
         self.pool = pool.to(device=visual.class_embedding.device)
         self.handles = attach(visual, self.pool)
 
