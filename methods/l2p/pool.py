@@ -83,8 +83,8 @@ class PromptPool(nn.Module):
         return chosen.reshape(selection.shape[0], -1, self.prompts.shape[-1])
 
 
-def attach(visual: nn.Module, pool: PromptPool) -> list[Any]:
-    """Add `pool` to an open_clip visual tower; return the hook handles."""
+def attach(visual: nn.Module, pool: PromptPool) -> None:
+    """Add `pool` to an open_clip visual tower, with its two hooks."""
     visual.add_module("prompt_pool", pool)
 
     def query(module: nn.Module, args: tuple[Tensor, ...]) -> None:
@@ -112,14 +112,14 @@ def attach(visual: nn.Module, pool: PromptPool) -> list[Any]:
         prompts = pool.tokens(pool.selection).to(output.dtype)
         return (torch.cat([output[:, :1], prompts, output[:, 1:]], dim=1),)
 
-    return [visual.register_forward_pre_hook(query), visual.ln_pre.register_forward_pre_hook(insert)]
+    visual.register_forward_pre_hook(query)
+    visual.ln_pre.register_forward_pre_hook(insert)
 
 
 class L2P(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
         self.hparams = dict(hparams)
         self.pool: PromptPool | None = None
-        self.handles: list[Any] = []
 
     def setup(self, model, stream) -> None:
         hp = self.hparams
@@ -132,7 +132,7 @@ class L2P(Method):
         except ValueError as exc:
             raise UserError(f"l2p: {exc} (set method.top_n, method.pool_size or method.init)") from None
         self.pool = pool.to(device=visual.class_embedding.device)
-        self.handles = attach(visual, self.pool)
+        attach(visual, self.pool)
 
     def before_experience(self, model, experience) -> None:
         self.pool.active = True
