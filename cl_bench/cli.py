@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, one_line
 
 EXAMPLES = """examples:
   clbench ls
@@ -151,8 +151,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with cl_bench's one-line errors (and the usual exit code 2)."""
+
+    def error(self, message: str):
+        from .errors import clip
+
+        self.exit(2, f"clbench: error: {clip(message, 300)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clbench",
         description="cl_bench: continual learning of CLIP-like models, with methods as plugins.",
         epilog=EXAMPLES,
@@ -226,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"clbench: error: {exc}", file=sys.stderr)
+        print(f"clbench: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (a full disk, a permission): not a bug of ours
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"clbench: error: {one_line(exc.strerror or str(exc))}{where}; free space or fix the permissions and rerun", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clbench: interrupted (the last finished experience is checkpointed: rerun with --resume)", file=sys.stderr)

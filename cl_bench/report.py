@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import escape
 from .metrics import METRICS
 
 FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
@@ -20,13 +21,18 @@ def render_table(frame, fmt: str = "text", floatfmt: str = ".2f") -> str:
     return tabulate(frame, headers="keys", tablefmt=FORMATS[fmt], floatfmt=floatfmt, missingval="-")
 
 
-def matrix_frame(result: Mapping[str, Any]):
-    """The accuracy matrix with named rows (after which task) and columns (which test set)."""
+def matrix_frame(result: Mapping[str, Any], fmt: str = "text"):
+    """The accuracy matrix with named rows (after which task) and columns (which test set).
+
+    Task and control-set names come from the result file, escaped for `fmt` (a report format, or
+    "plot" for matplotlib).
+    """
     import pandas as pd
 
     scenario = result["scenario"]
-    tasks = scenario["task_order"]
-    controls = [f"{c['name']} (control)" for c in scenario.get("control_sets", [])]
+    text = escape.plot_text if fmt == "plot" else escape.for_format(fmt)
+    tasks = [text(t) for t in scenario["task_order"]]
+    controls = [f"{text(c['name'])} (control)" for c in scenario.get("control_sets", [])]
     rows = ["zero-shot", *(f"after {t}" for t in tasks)][: len(result["acc_matrix"])]
     data = [list(a) + list(c) for a, c in zip(result["acc_matrix"], result["control_matrix"])]
     return pd.DataFrame(data, index=pd.Index(rows, name="accuracy %"), columns=[*tasks, *controls])
@@ -42,11 +48,12 @@ def metrics_frame(result: Mapping[str, Any]):
 def format_run(result: Mapping[str, Any], fmt: str = "text") -> str:
     """What `clbench run` prints: a header, the accuracy matrix and the metrics."""
     timings = result.get("timings", {})
+    text = escape.for_format(fmt)
     header = (
-        f"{result['scenario']['name']} | {result['method']['name']} | {result['backbone']['name']} | "
-        f"seed {result['seed']} | {result['status']} | {timings.get('total', 0):.1f} s"
+        f"{text(result['scenario']['name'])} | {text(result['method']['name'])} | {text(result['backbone']['name'])} | "
+        f"seed {result['seed']} | {text(result['status'])} | {timings.get('total', 0):.1f} s"
     )
-    parts = [header, "", render_table(matrix_frame(result), fmt)]
+    parts = [header, "", render_table(matrix_frame(result, fmt), fmt)]
     if result.get("metrics"):
         parts += ["", render_table(metrics_frame(result), fmt, floatfmt=".3f")]
     return "\n".join(parts)
@@ -188,7 +195,10 @@ def display_frame(table, metrics: Sequence[str], fmt: str):
         out[metric] = [_cell(table.at[row, metric], table.at[row, f"{metric}_std"], digits, fmt, row in winners) for row in table.index]
     out["trainable"] = [f"{int(round(v)):,}" for v in table["trainable"]]
     out["train s"] = [f"{v:.1f}" for v in table["train_s"]]
-    out.index = [html_escape(label) for label in out.index] if fmt == "html" else out.index
+    text = escape.for_format(fmt)
+    out.index = [text(label) for label in out.index]  # labels hold names and values from result files
+    if fmt == "latex":  # latex_raw writes headers as they are
+        out.columns = [text(column) for column in out.columns]
     out.index.name = "method"
     return out
 
@@ -208,8 +218,9 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
     parts = []
+    text = escape.for_format(fmt)
     for scenario, shown in tables.items():
-        title = {"md": f"### {scenario}", "latex": f"% {scenario}", "html": f"<h2>{html_escape(scenario)}</h2>", "csv": ""}.get(fmt, scenario)
+        title = {"md": f"### {text(scenario)}", "latex": f"% {text(scenario)}", "html": f"<h2>{text(scenario)}</h2>", "csv": ""}.get(fmt, text(scenario))
         parts.append(f"{title}\n\n{shown}" if title else shown)
     body = "\n\n".join(parts)
     if fmt == "html":
@@ -228,12 +239,6 @@ def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     return rendered
 
 
-def html_escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
-
-
 def html_page(title: str, body: str) -> str:
     """A self-contained HTML page (inline style, no scripts, no network resources)."""
     style = (
@@ -242,8 +247,8 @@ def html_page(title: str, body: str) -> str:
         "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
     )
     return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html_escape(title)}</title>\n'
-        f"<style>{style}</style>\n</head>\n<body>\n<h1>{html_escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape.html(title)}</title>\n'
+        f"<style>{style}</style>\n</head>\n<body>\n<h1>{escape.html(title)}</h1>\n{body}\n</body>\n</html>\n"
     )
 
 
@@ -266,7 +271,7 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     import numpy as np
 
     plt = _pyplot()
-    frame = matrix_frame(result)
+    frame = matrix_frame(result, "plot")
     figure, axes = plt.subplots(figsize=(1.2 + 1.1 * frame.shape[1], 0.9 + 0.5 * frame.shape[0]))
     image = axes.imshow(frame.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
     axes.set_xticks(range(frame.shape[1]), frame.columns, rotation=30, ha="right")
@@ -274,7 +279,7 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     for (i, j), value in np.ndenumerate(frame.to_numpy()):
         axes.text(j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
     seed = result["seed"] if isinstance(result["seed"], str) else f"seed {result['seed']}"
-    axes.set_title(f"{result['method']['name']} on {result['scenario']['name']}, {seed}", fontsize=10)
+    axes.set_title(escape.plot_text(f"{result['method']['name']} on {result['scenario']['name']}, {seed}"), fontsize=10)
     figure.colorbar(image, ax=axes, label="accuracy %")
     figure.tight_layout()
     return _save(figure, path)
@@ -290,10 +295,10 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path) -> Pa
     tasks = results[0]["scenario"]["task_order"]
     for label in sorted(set(labels)):
         curves = np.array([np.mean(d["acc_matrix"], axis=1) for d, lab in zip(results, labels) if lab == label])
-        axes.plot(range(len(tasks) + 1), curves.mean(axis=0), marker="o", label=f"{label} (n={len(curves)})")
-    axes.set_xticks(range(len(tasks) + 1), ["zero-shot", *(f"after {t}" for t in tasks)], rotation=20)
+        axes.plot(range(len(tasks) + 1), curves.mean(axis=0), marker="o", label=escape.plot_text(f"{label} (n={len(curves)})"))
+    axes.set_xticks(range(len(tasks) + 1), ["zero-shot", *(f"after {escape.plot_text(t)}" for t in tasks)], rotation=20)
     axes.set_ylabel("mean accuracy over all tasks %")
-    axes.set_title(scenario_label(results[0]["scenario"]), fontsize=10)
+    axes.set_title(escape.plot_text(scenario_label(results[0]["scenario"])), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -311,13 +316,18 @@ def _save(figure, path: Path) -> Path:
 
 def write_plots(results: list[dict[str, Any]], folder: str | Path, suffix: str = ".png") -> list[Path]:
     """Heat maps per complete run (<run id>.png) and accuracy over tasks per scenario (<scenario>.png)."""
+    from .paths import MAX_SEGMENT, path_inside, safe_slug
+
     folder = Path(folder)
     complete = [d for d in results if d["status"] == "complete"]
-    written = [plot_matrix(d, folder / f"{d['run_id']}{suffix}") for d in complete]
+    for data in complete:  # every name is checked before the first plot is written
+        safe_slug(data["run_id"], "run_id", MAX_SEGMENT)
+        safe_slug(data["scenario"]["name"], "scenario name")
+    written = [plot_matrix(d, path_inside(folder, f"{d['run_id']}{suffix}", what="run_id")) for d in complete]
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for data in complete:
         by_scenario.setdefault(scenario_label(data["scenario"]), []).append(data)
     for index, (label, part) in enumerate(sorted(by_scenario.items())):
         name = part[0]["scenario"]["name"] if sum(1 for k in by_scenario if k.startswith(part[0]["scenario"]["name"] + " ")) == 1 else f"{part[0]['scenario']['name']}-{index}"
-        written.append(plot_accuracy_over_tasks(part, folder / f"{name}_accuracy{suffix}"))
+        written.append(plot_accuracy_over_tasks(part, path_inside(folder, f"{name}_accuracy{suffix}", what="scenario name")))
     return written

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics as metrics_lib
-from .errors import UserError
+from .errors import UserError, clip
 
 SCHEMA = "cl_bench.result/1"
 STATUSES = ("complete", "partial")
@@ -40,6 +40,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "params": dict,
 }
 TOLERANCE = 1e-6
+MAX_RESULT_BYTES = 64 << 20
 _KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
 
@@ -99,18 +100,34 @@ def load(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"result file '{path}' not found")
+    if file.stat().st_size > MAX_RESULT_BYTES:
+        raise UserError(f"{path}: over {MAX_RESULT_BYTES >> 20} MiB, too large for a result file")
     try:
         return json.loads(file.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a valid JSON result file ({str(exc).splitlines()[0]})") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints past Python's digit limit
+        raise UserError(f"{path}: not a valid JSON result file ({clip(str(exc))})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a result file (JSON nested too deeply)") from None
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete what an interrupted `write_atomic(path, ...)` left (hidden `.<name>.*.tmp` files)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else []:
+        stale.unlink(missing_ok=True)
 
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in a result file")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool); an integer too large for a float is no number either."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int of hundreds of digits
+        return False
 
 
 def validate(data: Any, source: str = "result") -> None:
@@ -158,7 +175,7 @@ def validate(data: Any, source: str = "result") -> None:
             if not isinstance(row, list) or len(row) != width:
                 raise bad(f"{name} row {i} must hold {width} numbers")
             for value in row:
-                if not _is_number(value) or not 0.0 <= value <= 100.0:
+                if not is_number(value) or not 0.0 <= value <= 100.0:
                     raise bad(f"{name} row {i} holds {value!r}; accuracies are percentages in [0, 100]")
 
     stored = data["metrics"]
@@ -175,7 +192,7 @@ def validate(data: Any, source: str = "result") -> None:
         if value is None or got is None:
             if value is not got:
                 raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
-        elif not _is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
+        elif not is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
             raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
 
 

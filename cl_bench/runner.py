@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -21,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from . import checkpoint
+from .errors import UserError, clip, shown
+from .paths import check_writable_folder
 from .plugins import Registry
-from .results import SCHEMA, RunResult, load_valid, write_atomic, write_json
-from .spec import RunConfig, data_root_or_env, resolve_factory
-
-CHECKPOINT_FORMAT = "cl_bench.checkpoint/1"
+from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
+from .spec import Method, RunConfig, as_method, data_root_or_env, resolve_factory
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
 
@@ -47,16 +46,20 @@ class ScenarioContext:
 
 
 def resolve_device(name: str):
+    """auto, cpu, cuda or cuda:N as a torch device (other torch devices are not supported)."""
     import torch
 
+    from .spec import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise UserError(f"unknown device {shown(name)}: use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -130,9 +133,10 @@ def _cpu_name() -> str:
 
 
 class _Run:
-    """The state of one run, shared by the steps below."""
+    """The state of one run, shared by the steps below. Building it checks every setting and does no work."""
 
     def __init__(self, config: RunConfig, registry: Registry) -> None:
+        config.check()
         self.config = config
         self.started = time.perf_counter()
         self.method_reg = registry.get("method", config.method)
@@ -148,8 +152,6 @@ class _Run:
             if getattr(config, key) is not None:
                 given[key] = getattr(config, key)
         self.hparams = method_spec.resolve(backbone_spec.name, given)
-        if self.hparams["iters"] < 1 or self.hparams["batch_size"] < 1:
-            raise UserError("iters and batch_size must be at least 1")
         self.scenario_params = scenario_spec.resolve(config.scenario_params)
         backbone_given = dict(config.backbone_params)
         if config.pretrained:
@@ -162,6 +164,8 @@ class _Run:
         self.result_path = result_path_for(config, registry)
         self.run_id = self.result_path.stem
         self.checkpoint_path = self.result_path.with_suffix(".ckpt")
+        self.method = build_method(method_spec.name, method_spec.factory, self.hparams)
+        check_writable_folder(config.out, "--out")
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
@@ -204,43 +208,66 @@ class _Run:
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, next_task: int, model, method) -> None:
-        import torch
+        progress = {"acc": self.acc_rows, "control": self.control_rows, "timings": self.timings, "params": self.params, "elapsed": self.elapsed_before + time.perf_counter() - self.started}
+        checkpoint.save(
+            self.checkpoint_path, run_id=self.run_id, identity=self.config.identity_json(), next_task=next_task, progress=progress, model=model.state_dict(), method=method.state_dict()
+        )
 
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "run_id": self.run_id,
-            "identity": self.config.identity_json(),
-            "next_task": next_task,
-            "progress": json.dumps(
-                {"acc": self.acc_rows, "control": self.control_rows, "timings": self.timings, "params": self.params, "elapsed": self.elapsed_before + time.perf_counter() - self.started}
-            ),
-            "model": model.state_dict(),
-            "method": method.state_dict(),
-        }
-        write_atomic(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
-
-    def load_checkpoint(self, model, method) -> int:
-        import torch
-
+    def load_checkpoint(self, model, method, stream) -> int:
         path = self.checkpoint_path
+        saved = checkpoint.load(path, identity=self.config.identity_json(), num_tasks=stream.num_tasks, num_controls=len(stream.control_names))
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, not a checkpoint, or holding objects we refuse to unpickle
-            raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over") from exc
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{path} is not a cl_bench checkpoint; delete it to start over")
-        if state.get("identity") != self.config.identity_json():
-            raise UserError(f"checkpoint {path} was written by a run with another configuration; delete it or drop --resume")
-        try:
-            progress = json.loads(state["progress"])
-            method.load_state_dict(state["method"])
-            model.load_state_dict(state["model"], strict=True)
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise UserError(f"checkpoint {path} does not fit this run ({str(exc).splitlines()[0]}); delete it to start over") from exc
+            method.load_state_dict(saved.method)
+            model.load_state_dict(saved.model, strict=True)
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            raise UserError(f"checkpoint {path} does not fit this run ({clip(str(exc))}); delete it to start over") from None
+        progress = saved.progress
         self.acc_rows, self.control_rows = progress["acc"], progress["control"]
         self.timings, self.params = progress["timings"], progress["params"]
         self.elapsed_before = float(progress["elapsed"])
-        return int(state["next_task"])
+        return saved.next_task
+
+    def unused_checkpoints(self) -> list[str]:
+        """The other checkpoints in --out, each with how its configuration differs from this run's."""
+        notes = []
+        mine = self.config.identity()
+        for other in sorted(self.checkpoint_path.parent.glob("*.ckpt")):
+            if other == self.checkpoint_path:
+                continue
+            try:
+                theirs = load(other.with_suffix(".json"))["config"]
+                differ = [f"{key} {clip(repr(theirs.get(key)), 40)} there, {clip(repr(value), 40)} here" for key, value in mine.items() if theirs.get(key) != value]
+                why = "another configuration: " + "; ".join(differ) if differ else "another cl_bench or plugin version"
+            except (UserError, KeyError, TypeError, AttributeError):
+                why = "its configuration is unknown: no readable partial result beside it"
+            notes.append(f"{other.name} ({why})")
+        return notes
+
+
+def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
+    """The method object for one run; a plugin's own ValueError about its settings is a one-line error."""
+    try:
+        made = resolve_factory(factory)(dict(hparams))
+    except ValueError as exc:
+        raise UserError(f"method '{name}': {clip(str(exc), 200)}") from None
+    return as_method(made, name)
+
+
+def check_finite(model, task_name: str, hparams: dict[str, Any]) -> None:
+    """Stop a diverged run before its checkpoint or result is written."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise UserError(
+                f"training diverged on task '{task_name}': {name} holds inf or nan; lower method.lr (now {hparams.get('lr')}); nothing of this task was saved"
+            )
+
+
+def write_result(path: Path, document: dict[str, Any]) -> None:
+    """Validate, then write atomically: a result this cl_bench cannot read back is never written."""
+    validate(document, str(path))
+    write_json(path, document)
 
 
 def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterable[object] = ()) -> RunResult:
@@ -248,12 +275,18 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
     state = _Run(config, registry)
+    for path in (state.result_path, state.checkpoint_path):
+        remove_stale_temporaries(path)  # what a kill during an atomic write of this run left
     if config.resume and not state.checkpoint_path.is_file():
         if state.result_path.is_file():  # nothing left to do if this configuration already finished
             finished = load_valid(state.result_path)
             if finished.status == "complete":
                 return finished
         print(f"clbench: no checkpoint for this configuration in {state.checkpoint_path.parent}; starting from the first task", file=sys.stderr)
+        for note in state.unused_checkpoints():
+            print(f"clbench: --resume left alone {note}", file=sys.stderr)
+    elif not config.resume and state.checkpoint_path.is_file():
+        print(f"clbench: starting over; {state.checkpoint_path} will be replaced (pass --resume to continue it)", file=sys.stderr)
     scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
     data_root = data_root_or_env(config.data_root)
     for check, argument in ((scenario_spec.check_data, data_root), (backbone_spec.check_weights, state.backbone_params)):
@@ -273,8 +306,11 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         param.requires_grad_(False)
     state.params["backbone"] = sum(p.numel() for p in model.parameters())
     model.set_classes(stream.prompts())
-    method = resolve_factory(method_spec.factory)(state.hparams)
-    method.setup(model, stream)
+    method = state.method
+    try:
+        method.setup(model, stream)
+    except ValueError as exc:  # a setting that only the model's shapes refute (a rank too large, ...)
+        raise UserError(f"method '{method_spec.name}': {clip(str(exc), 200)}") from None
     model.to(state.device)
     plugin = AccuracyMatrix(stream)
     strategy = ClStrategy(
@@ -292,7 +328,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     )
     first_task = 0
     if config.resume and state.checkpoint_path.is_file():
-        first_task = state.load_checkpoint(model, method)
+        first_task = state.load_checkpoint(model, method, stream)
         model.to(state.device)
         for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
             plugin.acc[row], plugin.control[row] = acc, control
@@ -313,6 +349,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         if state.device.type == "cuda":
             torch.cuda.synchronize(state.device)
         trained = time.perf_counter() - began
+        check_finite(model, stream.task_names[task], state.hparams)
         state.params["trainable"].append(sum(p.numel() for p in strategy.trainable))
         state.params["added"].append(sum(p.numel() for p in model.parameters()) - before)
         began = time.perf_counter()
@@ -325,12 +362,12 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         )
         if task + 1 < stream.num_tasks:
             state.save_checkpoint(task + 1, model, method)
-            write_json(state.result_path, state.document("partial", stream, model))
+            write_result(state.result_path, state.document("partial", stream, model))
         emit(registry, "experience_end", {"run_id": state.run_id, "task": task, "acc_row": acc, "control_row": control, "timings": state.timings["experiences"][-1]})
 
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)
-    write_json(state.result_path, document)
+    write_result(state.result_path, document)
     state.checkpoint_path.unlink(missing_ok=True)
     emit(registry, "run_end", {"run_id": state.run_id, "path": str(state.result_path), "result": document})
     return RunResult(document, state.result_path)

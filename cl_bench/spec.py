@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import UserError, unknown_name
+from .errors import UserError, clip, shown, unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -81,7 +83,9 @@ class MethodSpec:
             if key not in base:
                 raise UserError(f"method '{self.name}' profile '{backbone}' sets unknown parameter '{key}'")
         base.update(self.profiles.get(backbone, {}))
-        return resolve_params(f"method '{self.name}'", "method", base, given)
+        resolved = resolve_params(f"method '{self.name}'", "method", base, given)
+        check_training(resolved)
+        return resolved
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,47 @@ class Method(Protocol):
         """Restore what `state_dict` returned; the model is restored after this call."""
 
 
+METHOD_HOOKS = ("setup", "before_experience", "trainable_parameters", "extra_loss", "make_optimizer", "after_experience", "state_dict", "load_state_dict")
+
+
+def as_method(candidate: Any, name: str) -> Method:
+    """A factory's product as a `Method`: every hook it leaves out falls back to `Method`'s default.
+
+    A plugin need not subclass `Method`: a duck-typed object gets the missing hooks from a
+    subclass made for it, which forwards the hooks it has (and every other attribute) to it.
+    """
+    if candidate is None or isinstance(candidate, (type, str, int, float, bool, list, dict, tuple)):
+        raise UserError(f"method '{name}': its factory returned {shown(candidate)}, not a method object; fix the plugin's factory")
+    for hook in METHOD_HOOKS:
+        if hasattr(candidate, hook) and not callable(getattr(candidate, hook)):
+            raise UserError(f"method '{name}': its '{hook}' is {type(getattr(candidate, hook)).__name__}, not a callable; fix the plugin")
+    if isinstance(candidate, Method):  # a subclass, or a duck type with every hook
+        return candidate
+    present = {hook: _forward(hook) for hook in METHOD_HOOKS if hasattr(candidate, hook)}
+    completed = type(f"Completed{type(candidate).__name__}", (_Forwarding,), present)
+    return completed(candidate)
+
+
+def _forward(hook: str):
+    def forward(self, *args, **kwargs):
+        return getattr(self.wrapped, hook)(*args, **kwargs)
+
+    forward.__name__ = hook
+    return forward
+
+
+class _Forwarding(Method):
+    """Base of the completions `as_method` makes: attributes not defined here come from `wrapped`."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+
 # --------------------------------------------------------------------------------------------
 # Typed parameters
 
@@ -184,7 +229,7 @@ def _type_name(default: Any) -> str:
 
 def coerce(label: str, value: Any, default: Any) -> Any:
     """Convert `value` (a string from the command line, or a TOML/JSON value) to `default`'s type."""
-    wrong = UserError(f"{label} expects {_type_name(default)} (default {default!r}), got {value!r}")
+    wrong = UserError(f"{label} expects {_type_name(default)} (default {shown(default)}), got {shown(value)}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -209,14 +254,15 @@ def coerce(label: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool):
             raise wrong
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise wrong from None
-        raise wrong
+        try:
+            number = float(value.strip() if isinstance(value, str) else value) if isinstance(value, (int, float, str)) else None
+        except (ValueError, OverflowError):
+            raise wrong from None
+        if number is None:
+            raise wrong
+        if not math.isfinite(number):
+            raise UserError(f"{label} must be a finite number, got {shown(value)}")
+        return number
     if isinstance(default, (list, tuple)):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
@@ -226,6 +272,21 @@ def coerce(label: str, value: Any, default: Any) -> Any:
     if isinstance(value, str):
         return value
     raise wrong
+
+
+# Ranges of the training parameters every method has: (lowest allowed, whether the lowest itself is allowed).
+TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size": (1, True), "lr": (0.0, False), "weight_decay": (0.0, True), "warmup_iters": (0, True)}
+
+
+def check_training(hparams: Mapping[str, Any]) -> None:
+    """Refuse training parameters outside their range (before any work, not after a task has trained)."""
+    for key, (lowest, inclusive) in TRAIN_RANGES.items():
+        value = hparams.get(key)
+        if value is None:
+            continue
+        if value < lowest or (value == lowest and not inclusive):
+            bound = f"at least {lowest}" if inclusive else f"greater than {lowest}"
+            raise UserError(f"method.{key} must be {bound}, got {shown(value)}")
 
 
 def resolve_params(owner: str, prefix: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,6 +301,11 @@ def resolve_params(owner: str, prefix: str, defaults: Mapping[str, Any], given: 
 
 # --------------------------------------------------------------------------------------------
 # Run configuration
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch and random accept it too
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -301,6 +367,22 @@ class RunConfig:
         else:
             setattr(self, key, coerce(key, value, default))
 
+    def check(self) -> None:
+        """Refuse values of the right type but outside their range; called before any work."""
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be between 0 and {MAX_SEED} (2^32 - 1), got {shown(self.seed)}")
+        if self.eval_batch_size < 1:
+            raise UserError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.num_workers < 0:
+            raise UserError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise UserError(f"unknown device {shown(self.device)}: use auto, cpu, cuda or cuda:N")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be {', '.join(PRECISIONS)}, not {shown(self.precision)}")
+        for key in ("iters", "batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+
     def identity(self) -> dict[str, Any]:
         """The part of the config that determines the numbers (for run ids and resume checks)."""
         data = self.to_dict()
@@ -319,14 +401,27 @@ def data_root_or_env(data_root: str | None) -> str | None:
     return data_root or os.environ.get("CL_BENCH_DATA") or None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+# Values a configuration may expand to, counting every reference again: YAML aliases can make a
+# few hundred bytes stand for billions of values ("billion laughs").
+MAX_CONFIG_VALUES = 10_000
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a TOML, YAML or JSON run configuration (a result file's `config` section works too)."""
     from pathlib import Path
 
+    from .results import SCHEMA
+
     file = Path(path)
     if not file.is_file():
         raise UserError(f"config file '{path}' not found")
-    text = file.read_text(encoding="utf-8")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"config file '{path}' is over {MAX_CONFIG_BYTES >> 20} MiB; a run configuration is a few lines")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     suffix = file.suffix.lower()
     try:
         if suffix == ".toml":
@@ -345,10 +440,28 @@ def load_config_file(path: str) -> dict[str, Any]:
             raise UserError(f"config file '{path}': use a .toml, .yaml or .json file")
     except UserError:
         raise
-    except Exception as exc:  # parse errors of three libraries
-        raise UserError(f"config file '{path}' cannot be parsed: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # parse errors of three libraries, nesting too deep (RecursionError)
+        raise UserError(f"config file '{path}' cannot be parsed: {clip(str(exc) or type(exc).__name__)}") from None
+    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise UserError(f"config file '{path}' expands to over {MAX_CONFIG_VALUES} values (YAML aliases?); write the settings out plainly")
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a table of settings")
-    if "schema" in data and isinstance(data.get("config"), dict):
+    if "schema" in data:
+        if data["schema"] != SCHEMA or not isinstance(data.get("config"), dict):
+            raise UserError(f"config file '{path}' is a {shown(data['schema'])} document, neither a run configuration nor a {SCHEMA} result file")
         data = data["config"]  # a result file: repeat its run
     return data
+
+
+def _expanded_size(data: Any, cap: int) -> int:
+    """How many values `data` holds, counting shared ones each time; stops counting past `cap`."""
+    count, pending = 0, [data]
+    while pending and count <= cap:
+        value = pending.pop()
+        count += 1
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return count

@@ -99,6 +99,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         from .errors import UserError
 
         raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        from .errors import UserError
+
+        raise UserError("precision fp16 needs a CUDA device (on CPU the run would be fp32); use fp32 or bf16, or --device cuda")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -91,7 +91,12 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
         run(cfg)
     import torch
 
+    from cl_bench import checkpoint as checkpoints
+
     torch.save({"format": "cl_bench.checkpoint/1", "identity": "{}", "next_task": 1}, checkpoint)
+    with pytest.raises(UserError, match="is not a cl_bench.checkpoint/2 checkpoint"):
+        run(cfg)
+    checkpoints.save(checkpoint, run_id="x", identity="{}", next_task=1, progress={}, model={}, method={})
     with pytest.raises(UserError, match="another configuration"):
         run(cfg)
 

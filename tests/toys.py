@@ -96,6 +96,9 @@ def result_document(
     train_seconds: float = 0.0,
 ) -> dict:
     """A minimal, self-consistent result document (schema cl_bench.result/1)."""
+    import hashlib
+    import json
+
     from cl_bench import metrics
     from cl_bench.results import SCHEMA
 
@@ -104,7 +107,7 @@ def result_document(
     config = {"method": method, "scenario": scenario, "backbone": "b", "seed": seed, "method_params": hyperparameters}
     return {
         "schema": SCHEMA,
-        "run_id": f"{scenario}_{method}_{seed}_{sorted(hyperparameters.items())}",
+        "run_id": f"{scenario}_{method}_seed{seed}_{hashlib.sha256(json.dumps(hyperparameters, sort_keys=True).encode()).hexdigest()[:8]}",
         "created": "2026-01-01T00:00:00+00:00",
         "status": status,
         "config": config,
