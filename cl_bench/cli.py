@@ -124,6 +124,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in _names(args.seeds, "--seeds")]
     except ValueError:
         raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     args.method = args.scenario = args.seed = args.config = None
     base = build_config(args)
     grid = plan(base, _names(args.methods, "--methods"), _names(args.scenarios, "--scenarios"), seeds, _registry())

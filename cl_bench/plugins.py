@@ -14,7 +14,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import unknown_name
+from .errors import shown, unknown_name
+from .paths import slug_problem
 from .spec import BackboneSpec, MethodSpec, ScenarioSpec
 
 
@@ -89,6 +90,8 @@ class Registry:
                     self.errors.append(
                         PluginError(impl.plugin_name, f"{hook_name}() returned {type(spec).__name__}, not {spec_type.__name__}")
                     )
+                elif slug_problem(spec.name):  # names become file names: refused here, not at the first run
+                    self.errors.append(PluginError(impl.plugin_name, f"{kind} name {shown(spec.name)} {slug_problem(spec.name)}; ignored"))
                 elif spec.name in found:
                     self.errors.append(
                         PluginError(impl.plugin_name, f"{kind} '{spec.name}' is already provided by plugin '{found[spec.name].plugin}'; ignored")

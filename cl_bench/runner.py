@@ -165,6 +165,11 @@ class _Run:
         self.run_id = self.result_path.stem
         self.checkpoint_path = self.result_path.with_suffix(".ckpt")
         self.method = build_method(method_spec.name, method_spec.factory, self.hparams)
+        self.data_root = data_root_or_env(config.data_root)
+        for check_present, argument in ((scenario_spec.check_data, self.data_root), (backbone_spec.check_weights, self.backbone_params)):
+            problem = check_present(argument) if check_present else None
+            if problem:
+                raise UserError(problem)
         check_writable_folder(config.out, "--out")
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
@@ -244,6 +249,11 @@ class _Run:
         return notes
 
 
+def check(config: RunConfig, registry: Registry) -> Path:
+    """Check every setting of `config` as `run` would, without doing any work; returns its result path."""
+    return _Run(config, registry).result_path
+
+
 def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
     """The method object for one run; a plugin's own ValueError about its settings is a one-line error."""
     try:
@@ -288,11 +298,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     elif not config.resume and state.checkpoint_path.is_file():
         print(f"clbench: starting over; {state.checkpoint_path} will be replaced (pass --resume to continue it)", file=sys.stderr)
     scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
-    data_root = data_root_or_env(config.data_root)
-    for check, argument in ((scenario_spec.check_data, data_root), (backbone_spec.check_weights, state.backbone_params)):
-        problem = check(argument) if check else None
-        if problem:
-            raise UserError(problem)
+    data_root = state.data_root
 
     import torch
 

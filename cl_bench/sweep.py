@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import UserError
 from .plugins import Registry
 from .results import load_valid
-from .runner import result_path_for
+from .runner import check
 from .spec import RunConfig
 
 
@@ -37,7 +37,7 @@ class Planned:
 
 
 def plan(base: RunConfig, methods: Sequence[str], scenarios: Sequence[str], seeds: Sequence[int], registry: Registry) -> list[Planned]:
-    """Every (method, scenario, seed) of the grid, with unknown names refused before anything runs."""
+    """Every (method, scenario, seed) of the grid; any bad name or setting is refused before anything runs."""
     for kind, names in (("method", methods), ("scenario", scenarios)):
         for name in names:
             registry.get(kind, name)
@@ -46,7 +46,12 @@ def plan(base: RunConfig, methods: Sequence[str], scenarios: Sequence[str], seed
         for method in methods:
             for seed in seeds:
                 config = replace(base, method=method, scenario=scenario, seed=seed, method_params=dict(base.method_params), scenario_params=dict(base.scenario_params), backbone_params=dict(base.backbone_params))
-                grid.append(Planned(config, result_path_for(config, registry)))
+                planned = Planned(config, Path())
+                try:
+                    planned.result_path = check(config, registry)
+                except UserError as exc:
+                    raise UserError(f"{planned.name}: {exc}") from None
+                grid.append(planned)
     return grid
 
 

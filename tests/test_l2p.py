@@ -115,7 +115,7 @@ def test_a_pool_smaller_than_top_n_is_a_one_line_error(tmp_path, capsys):
 
     code = main(["run", "--method", "l2p", "--set", "method.pool_size=2", "--set", "method.top_n=3", "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("clbench: error: l2p: top_n must be between 1 and the pool size 2") and "\n" not in err
+    assert code == 2 and err.startswith("clbench: error: method 'l2p': top_n must be between 1 and the pool size 2") and "\n" not in err
     assert not list(tmp_path.iterdir())  # nothing written
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from cl_bench import RunConfig
 from cl_bench.cli import main
+from cl_bench.plugins import Registry
+from cl_bench.runner import check
 
 
 def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):
@@ -33,12 +36,17 @@ def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):
 
 def test_a_failing_run_is_reported_with_its_log_and_unknown_names_stop_at_once(tmp_path, capsys):
     out = tmp_path / "sweep"
-    bad = ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--set", "method.rank=0", "--out", str(out), "--quiet"]
-    assert main(bad) == 1
+    failing = ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--out", str(out), "--quiet"]
+    out.mkdir()
+    result_path = check(RunConfig(method="seq-lora", scenario="embedded-dil", seed=0, iters=1, out=str(out)), Registry())
+    result_path.with_suffix(".ckpt").write_bytes(b"not a checkpoint")  # the child's --resume refuses it
+    assert main(failing) == 1
     err = capsys.readouterr().err
     assert "1 failed" in err and "failed: seq-lora on embedded-dil, seed 0 (log: " in err
     log = next((out / "logs").glob("*.log"))
-    assert "rank" in log.read_text()
+    assert "cannot be read" in log.read_text()
+    assert main([*failing, "--set", "method.rank=0"]) == 2  # a bad setting stops the sweep before any run
+    assert "seq-lora on embedded-dil, seed 0: method 'seq-lora': LoRA rank must be at least 1" in capsys.readouterr().err
     assert main(["sweep", "--methods", "seq-lora,mooram", "--scenarios", "embedded-dil", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown method 'mooram'; did you mean 'moram'?" in err[0]

@@ -35,13 +35,25 @@ from cl_bench import Method
 from cl_bench.errors import UserError
 
 
+PROMPT_INITS = ("uniform", "zero")
+
+
+def check_pool(size: int, length: int, top_n: int, init: str) -> None:
+    """The pool's own limits, checked by the method's factory too (before any work)."""
+    if length < 1:
+        raise ValueError(f"prompt length must be at least 1, not {length}")
+    if not 1 <= top_n <= size:
+        raise ValueError(f"top_n must be between 1 and the pool size {size}, not {top_n}")
+    if init not in PROMPT_INITS:
+        raise ValueError(f"unknown prompt init {init!r}; use uniform or zero")
+
+
 class PromptPool(nn.Module):
     """M prompts of `length` tokens of width `width`, one key of size `key_dim` each."""
 
     def __init__(self, size: int, length: int, width: int, key_dim: int, top_n: int, init: str = "uniform") -> None:
         super().__init__()
-        if not 1 <= top_n <= size:
-            raise ValueError(f"top_n must be between 1 and the pool size {size}, not {top_n}")
+        check_pool(size, length, top_n, init)
         self.top_n = top_n
         self.prompts = nn.Parameter(torch.empty(size, length, width))
         self.keys = nn.Parameter(torch.empty(size, key_dim))
@@ -51,8 +63,6 @@ class PromptPool(nn.Module):
         elif init == "zero":
             nn.init.zeros_(self.prompts)
             nn.init.uniform_(self.keys, -1.0, 1.0)
-        else:
-            raise ValueError(f"unknown prompt init {init!r}; use uniform or zero")
         # How often each prompt was chosen while training: this task, and all earlier tasks.
         self.register_buffer("used", torch.zeros(size))
         self.register_buffer("history", torch.zeros(size))
@@ -118,6 +128,7 @@ def attach(visual: nn.Module, pool: PromptPool) -> None:
 
 class L2P(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
+        check_pool(hparams["pool_size"], hparams["length"], hparams["top_n"], hparams["init"])
         self.hparams = dict(hparams)
         self.pool: PromptPool | None = None
 
@@ -127,10 +138,7 @@ class L2P(Method):
         if getattr(visual, "pool_type", "tok") != "tok" or getattr(visual, "attn_pool", None) is not None:
             raise UserError("l2p needs a visual tower that pools its class token (open_clip pool_type 'tok'); pick another backbone")
         width = visual.class_embedding.shape[-1]
-        try:
-            pool = PromptPool(hp["pool_size"], hp["length"], width, visual.output_dim, hp["top_n"], hp["init"])
-        except ValueError as exc:
-            raise UserError(f"l2p: {exc} (set method.top_n, method.pool_size or method.init)") from None
+        pool = PromptPool(hp["pool_size"], hp["length"], width, visual.output_dim, hp["top_n"], hp["init"])
         self.pool = pool.to(device=visual.class_embedding.device)
         attach(visual, self.pool)
 

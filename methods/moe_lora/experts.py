@@ -45,6 +45,16 @@ def prob_in_top_k(clean: Tensor, noisy: Tensor, noise_std: Tensor, top_values: T
     return torch.where(inside, prob_in, prob_out)
 
 
+def check_pool(experts: int, rank: int, top_k: int, kind: str) -> None:
+    """The pool's own limits, checked by the method's factory too (before any work)."""
+    if kind not in EXPERT_KINDS:
+        raise ValueError(f"expert must be one of {EXPERT_KINDS}, not {kind!r}")
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, not {rank}")
+    if not 1 <= top_k <= experts:
+        raise ValueError(f"top_k must be between 1 and the number of experts ({experts}), not {top_k}")
+
+
 class ExpertPool(nn.Module):
     """`experts` low-rank experts of one block and tower, and `tasks` routers (all starting at zero)."""
 
@@ -62,10 +72,7 @@ class ExpertPool(nn.Module):
         noise_epsilon: float = 1e-2,
     ) -> None:
         super().__init__()
-        if kind not in EXPERT_KINDS:
-            raise ValueError(f"expert must be one of {EXPERT_KINDS}, not {kind!r}")
-        if not 1 <= top_k <= experts:
-            raise ValueError(f"top_k must be between 1 and the number of experts ({experts}), not {top_k}")
+        check_pool(experts, rank, top_k, kind)
         self.width, self.num_experts, self.rank, self.top_k = width, experts, rank, top_k
         self.kind, self.scale, self.dropout, self.noise_epsilon = kind, scale, dropout, noise_epsilon
         # One Parameter per expert, so a frozen expert is simply left out of the optimiser.

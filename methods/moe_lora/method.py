@@ -20,7 +20,7 @@ from torch import Tensor
 
 from cl_bench import Method
 
-from .experts import ExpertMLP, ExpertPool
+from .experts import ExpertMLP, ExpertPool, check_pool
 from .selector import TaskSelector
 
 
@@ -49,6 +49,7 @@ class TaskRouting:
 
 class MoELoRA(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
+        check_pool(hparams["experts"], hparams["rank"], hparams["top_k"], hparams["expert"])
         self.hparams = dict(hparams)
         self.pools: list[ExpertPool] = []
         self.routing: TaskRouting | None = None

@@ -36,6 +36,12 @@ from cl_bench.backbones.clip import LinearAdapter
 SPLIT_WORK = 1 << 26
 
 
+def check_settings(rank: int, topk: int, temperature: float) -> None:
+    """The layer's own limits, checked by the method's factory too (before any work)."""
+    if rank < 1 or topk < 1 or temperature <= 0:
+        raise ValueError(f"rank and topk must be at least 1 and the temperature positive (got rank {rank}, topk {topk}, temperature {temperature})")
+
+
 class RankOneMemoryLinear(LinearAdapter):
     def __init__(
         self,
@@ -47,8 +53,7 @@ class RankOneMemoryLinear(LinearAdapter):
         mask_in_training: bool = False,
     ) -> None:
         super().__init__(base)  # kept, never copied; frozen by the strategy (and here)
-        if rank < 1 or topk < 1 or temperature <= 0:
-            raise ValueError("rank and topk must be at least 1 and the temperature positive")
+        check_settings(rank, topk, temperature)
         for param in base.parameters():
             param.requires_grad_(False)
         self.rank, self.topk, self.temperature, self.threshold = rank, topk, float(temperature), float(threshold)

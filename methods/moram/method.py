@@ -24,11 +24,12 @@ from torch import Tensor
 
 from cl_bench import Method
 
-from .layer import RankOneMemoryLinear
+from .layer import RankOneMemoryLinear, check_settings
 
 
 class RankOneMemories(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
+        check_settings(hparams["rank"], hparams["topk"], hparams["temperature"])
         self.hparams = dict(hparams)
         self.layers: list[RankOneMemoryLinear] = []
         self.seen_prompts = 0  # classes of every task so far, as the official text-to-image term counts them

@@ -12,13 +12,17 @@ from cl_bench import Method
 from cl_bench.backbones.clip import LinearAdapter
 
 
+def check_rank(rank: int) -> None:
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+
+
 class LoRALinear(LinearAdapter):
     """y = W x + b + (alpha / r) · B A x, with W, b frozen; A kaiming-uniform, B zero (so ΔW = 0 at start)."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
         super().__init__(base)
-        if rank < 1:
-            raise ValueError("LoRA rank must be at least 1")
+        check_rank(rank)
         self.scaling = alpha / rank
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
@@ -35,6 +39,7 @@ class SeqLoRA(Method):
     """One LoRA per adapted layer, kept and trained across every task."""
 
     def __init__(self, hparams: dict[str, Any]) -> None:
+        check_rank(hparams["rank"])
         self.rank = hparams["rank"]
         self.alpha = hparams["alpha"]
         self.layers = hparams["layers"]
