@@ -99,6 +99,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import SUMMARY_METRICS, collect, render_report, write_plots
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(SUMMARY_METRICS)
+    if args.plot:
+        from .paths import check_writable_folder
+
+        check_writable_folder(args.plot, "--plot")
     results = collect(args.paths)
     text = render_report(results, args.format, metrics)
     if args.plot:

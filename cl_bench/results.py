@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics as metrics_lib
-from .errors import UserError, clip
+from .errors import UserError, clip, shown
 
 SCHEMA = "cl_bench.result/1"
 STATUSES = ("complete", "partial")
@@ -139,23 +139,23 @@ def validate(data: Any, source: str = "result") -> None:
     if not isinstance(data, dict):
         raise bad("a result file holds one JSON object")
     if data.get("schema") != SCHEMA:
-        raise bad(f"schema is {data.get('schema')!r}; this cl_bench reads {SCHEMA!r}")
+        raise bad(f"schema is {shown(data.get('schema'))}; this cl_bench reads {SCHEMA!r}")
     for key, kind in REQUIRED.items():
         if key not in data:
             raise bad(f"required field '{key}' is missing")
         if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
             raise bad(f"field '{key}' must be {_KINDS[kind]}")
     if data["status"] not in STATUSES:
-        raise bad(f"status must be one of {', '.join(STATUSES)}, not {data['status']!r}")
+        raise bad(f"status must be one of {', '.join(STATUSES)}, not {shown(data['status'])}")
     for section, field in (("method", "name"), ("scenario", "name"), ("scenario", "protocol"), ("backbone", "name")):
         if not isinstance(data[section].get(field), str):
             raise bad(f"'{section}.{field}' must be a string")
     config = data["config"]
     for section in ("method", "scenario", "backbone"):
         if config.get(section) != data[section]["name"]:
-            raise bad(f"config.{section} is {config.get(section)!r} but {section}.name is {data[section]['name']!r}")
+            raise bad(f"config.{section} is {shown(config.get(section))} but {section}.name is {shown(data[section]['name'])}")
     if config.get("seed") != data["seed"]:
-        raise bad(f"config.seed is {config.get('seed')!r} but seed is {data['seed']!r}")
+        raise bad(f"config.seed is {shown(config.get('seed'))} but seed is {shown(data['seed'])}")
 
     tasks = data["scenario"].get("task_order")
     controls = data["scenario"].get("control_sets", [])
@@ -176,7 +176,7 @@ def validate(data: Any, source: str = "result") -> None:
                 raise bad(f"{name} row {i} must hold {width} numbers")
             for value in row:
                 if not is_number(value) or not 0.0 <= value <= 100.0:
-                    raise bad(f"{name} row {i} holds {value!r}; accuracies are percentages in [0, 100]")
+                    raise bad(f"{name} row {i} holds {shown(value)}; accuracies are percentages in [0, 100]")
 
     stored = data["metrics"]
     if not complete:
@@ -191,9 +191,9 @@ def validate(data: Any, source: str = "result") -> None:
         got = stored[key]
         if value is None or got is None:
             if value is not got:
-                raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
+                raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
         elif not is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
-            raise bad(f"metric '{key}' is {got!r} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
+            raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
 
 
 def load_valid(path: str | Path) -> RunResult:

@@ -1,0 +1,391 @@
+"""The bad-input campaign: every case must end in exit 2 with one `clbench: error:` line, no
+traceback, nothing trained, and no file made, changed or removed anywhere under the test's folder.
+
+Each case is (id, command line, part of the message, files to prepare). `{in}` in a command line is
+a folder of prepared inputs, `{tmp}` the test's folder; the command runs with a fresh empty
+working folder, so the default `--out runs` would show up in the snapshot too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from cl_bench import MethodSpec, hookimpl
+from cl_bench.cli import main
+from cl_bench.results import write_json
+from cl_bench.strategy import ClStrategy
+
+from toys import result_document
+
+ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
+CONTROL = [[90.0], [88.0], [81.0]]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file and folder below `folder` with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def result_file(folder: Path, name: str, edit: Callable[[dict], None] | None = None, **kwargs) -> Path:
+    document = result_document(copy.deepcopy(ACC), copy.deepcopy(CONTROL), **kwargs)
+    if edit:
+        edit(document)
+    path = folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def text_file(name: str, content: str | bytes) -> Callable[[Path], None]:
+    def prepare(folder: Path) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return prepare
+
+
+def result(name: str, edit: Callable[[dict], None] | None = None, **kwargs) -> Callable[[Path], None]:
+    return lambda folder: result_file(folder, name, edit, **kwargs)
+
+
+def leaderboard_with(*prepares: Callable[[Path], None], reported: str | None = None) -> Callable[[Path], None]:
+    """A published leaderboard `{in}/lb` (one result) plus the given inputs."""
+
+    def prepare(folder: Path) -> None:
+        board = folder / "lb"
+        board.mkdir()
+        if reported is not None:
+            (board / "reported.json").write_text(reported)
+        source = result_file(folder / "published", "first", method="alpha")
+        if reported is None:
+            assert main(["publish", str(source), "--leaderboard", str(board)]) == 0
+        for each in prepares:
+            each(folder)
+
+    return prepare
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+) + "seed: *i\n"
+
+RUN = ["run", "--quiet", "--out", "{tmp}/out"]
+NAME_EDITS = {
+    "run-id-escapes": (lambda d: d.update(run_id="../../escaped"), "run_id '../../escaped.json' cannot name a file"),
+    "method-name-escapes": (lambda d: (d["method"].update(name="../../x"), d["config"].update(method="../../x")), "method name '../../x' cannot name a file"),
+    "scenario-absolute": (lambda d: (d["scenario"].update(name="/tmp/x"), d["config"].update(scenario="/tmp/x")), "scenario name '/tmp/x' cannot name a file"),
+    "scenario-nul": (lambda d: (d["scenario"].update(name="s\x00x"), d["config"].update(scenario="s\x00x")), "scenario name 's\\x00x' cannot name a file"),
+    "method-300-chars": (lambda d: (d["method"].update(name="m" * 300), d["config"].update(method="m" * 300)), "must be 1 to 64 characters long"),
+    "backbone-spaces": (lambda d: (d["backbone"].update(name="a b"), d["config"].update(backbone="a b")), "backbone name 'a b' cannot name a file"),
+    "method-markup": (lambda d: (d["method"].update(name="<script>x</script>"), d["config"].update(method="<script>x</script>")), "method name '<script>x</script>' cannot name a file"),
+}
+
+CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
+    # ------------------------------------------------------------------ run: names and settings
+    ("run-unknown-method", [*RUN, "--method", "mooram"], "unknown method 'mooram'; did you mean 'moram'?", None),
+    ("run-method-path", [*RUN, "--method", "../../../escape"], "unknown method '../../../escape'", None),
+    ("run-unknown-scenario", [*RUN, "--scenario", "embedded-mtl"], "did you mean 'embedded-mtil'", None),
+    ("run-unknown-backbone", [*RUN, "--backbone", "tiny-clp"], "did you mean 'tiny-clip'", None),
+    ("run-misspelled-param", [*RUN, "--set", "method.rnak=2"], "did you mean 'rank'", None),
+    ("run-param-type", [*RUN, "--set", "method.rank=two"], "method.rank expects an integer", None),
+    ("run-set-without-value", [*RUN, "--set", "nonsense"], "--set expects key=value", None),
+    ("run-set-empty-key", [*RUN, "--set", "=3"], "--set expects key=value", None),
+    ("run-unknown-setting", [*RUN, "--set", "sed=1"], "unknown setting 'sed'; did you mean 'seed'", None),
+    ("run-unknown-backbone-param", [*RUN, "--set", "backbone.nonsense=1"], "unknown backbone parameter 'nonsense'", None),
+    ("run-unknown-scenario-param", [*RUN, "--set", "scenario.tsks=2"], "unknown scenario parameter 'tsks'", None),
+    ("run-lr-negative", [*RUN, "--set", "method.lr=-1"], "method.lr must be greater than 0.0, got -1.0", None),
+    ("run-lr-zero", [*RUN, "--set", "method.lr=0"], "method.lr must be greater than 0.0", None),
+    ("run-lr-nan", [*RUN, "--set", "method.lr=nan"], "method.lr must be a finite number, got 'nan'", None),
+    ("run-lr-inf", [*RUN, "--set", "method.lr=inf"], "method.lr must be a finite number, got 'inf'", None),
+    ("run-temperature-huge", [*RUN, "--set", "method.temperature=1e999"], "method.temperature must be a finite number", None),
+    ("run-weight-decay-negative", [*RUN, "--set", "method.weight_decay=-0.1"], "method.weight_decay must be at least 0.0", None),
+    ("run-warmup-negative", [*RUN, "--set", "method.warmup_iters=-5"], "method.warmup_iters must be at least 0", None),
+    ("run-eval-batch-zero", [*RUN, "--set", "eval_batch_size=0"], "eval_batch_size must be at least 1", None),
+    ("run-workers-negative", [*RUN, "--set", "num_workers=-1"], "num_workers must be 0 or more", None),
+    ("run-seq-lora-rank-zero", [*RUN, "--method", "seq-lora", "--set", "method.rank=0"], "method 'seq-lora': LoRA rank must be at least 1", None),
+    ("run-moram-topk-zero", [*RUN, "--method", "moram", "--set", "method.topk=0"], "method 'moram': rank and topk must be at least 1", None),
+    ("run-moram-temperature-zero", [*RUN, "--method", "moram", "--set", "method.temperature=0"], "the temperature positive", None),
+    ("run-l2p-top-n-over-pool", [*RUN, "--method", "l2p", "--set", "method.top_n=20"], "method 'l2p': top_n must be between 1 and the pool size 10", None),
+    ("run-l2p-init", [*RUN, "--method", "l2p", "--set", "method.init=gauss"], "unknown prompt init 'gauss'", None),
+    ("run-moe-lora-top-k", [*RUN, "--method", "moe-lora", "--set", "method.top_k=0"], "method 'moe-lora': top_k must be between 1", None),
+    ("run-moe-lora-expert-kind", [*RUN, "--method", "moe-lora", "--set", "method.expert=mlp"], "expert must be one of", None),
+    ("run-eblora-threshold", [*RUN, "--method", "eblora", "--set", "method.energy_threshold=2"], "energy_threshold must be in (0, 1]", None),
+    ("run-finetune-towers", [*RUN, "--method", "finetune", "--set", "method.towers=none"], "method.towers must be one of", None),
+    ("run-seed-2-64", [*RUN, "--seed", str(2**64)], "seed must be between 0 and 4294967295", None),
+    ("run-seed-2-63", [*RUN, "--seed", str(2**63)], "seed must be between 0 and 4294967295", None),
+    ("run-seed-negative", [*RUN, "--seed", "-1"], "seed must be between 0", None),
+    ("run-seed-word", [*RUN, "--seed", "one"], "seed expects an integer", None),
+    ("run-iters-zero", [*RUN, "--iters", "0"], "iters must be at least 1", None),
+    ("run-iters-fraction", [*RUN, "--iters", "1.5"], "iters expects an integer", None),
+    ("run-batch-size-zero", [*RUN, "--batch-size", "0"], "batch_size must be at least 1", None),
+    ("run-device-meta", [*RUN, "--device", "meta"], "unknown device 'meta': use auto, cpu, cuda or cuda:N", None),
+    ("run-device-mps", [*RUN, "--device", "mps"], "unknown device 'mps'", None),
+    ("run-device-word", [*RUN, "--device", "gpu"], "unknown device 'gpu'", None),
+    ("run-device-cuda-absent", [*RUN, "--device", "cuda:0"], "CUDA is not available", None),
+    ("run-precision-unknown", [*RUN, "--precision", "fp8"], "precision must be", None),
+    ("run-precision-fp16-cpu", [*RUN, "--device", "cpu", "--precision", "fp16"], "precision fp16 needs a CUDA device", None),
+    ("run-out-dev-null", ["run", "--quiet", "--out", "/dev/null"], "--out /dev/null is not a folder", None),
+    ("run-out-regular-file", ["run", "--quiet", "--out", "{in}/file"], "is not a folder", text_file("file", "x")),
+    ("run-out-below-file", ["run", "--quiet", "--out", "{in}/file/runs"], "which is not a folder", text_file("file", "x")),
+    ("run-out-unwritable", ["run", "--quiet", "--out", "/proc/clbench-runs"], "cannot write in /proc", None),
+    ("run-missing-weights", [*RUN, "--backbone", "clip-vit-b16", "--pretrained", "/nowhere/weights.safetensors"], "/nowhere/weights.safetensors not found", None),
+    ("run-missing-data", [*RUN, "--scenario", "split-cifar100", "--data-root", "/nowhere"], "/nowhere", None),
+    ("run-format-unknown", [*RUN, "--format", "pdf"], "invalid choice: 'pdf'", None),
+    ("run-unknown-flag", [*RUN, "--itres", "3"], "unrecognized arguments: --itres", None),
+    # ------------------------------------------------------------------ run --config
+    ("config-missing", [*RUN, "--config", "/nowhere/run.toml"], "config file '/nowhere/run.toml' not found", None),
+    ("config-suffix", [*RUN, "--config", "{in}/run.txt"], "use a .toml, .yaml or .json file", text_file("run.txt", "seed = 1")),
+    ("config-not-utf8", [*RUN, "--config", "{in}/run.toml"], "is not UTF-8 text", text_file("run.toml", b"seed = 1\n# \xff\xfe\n")),
+    ("config-toml-syntax", [*RUN, "--config", "{in}/run.toml"], "cannot be parsed", text_file("run.toml", "seed = = 1")),
+    ("config-yaml-syntax", [*RUN, "--config", "{in}/run.yaml"], "cannot be parsed", text_file("run.yaml", "seed: [1,\n")),
+    ("config-json-list", [*RUN, "--config", "{in}/run.json"], "must hold a table of settings", text_file("run.json", "[1, 2]")),
+    ("config-other-schema", [*RUN, "--config", "{in}/run.json"], "is a 'acme.experiment/3' document", text_file("run.json", json.dumps({"schema": "acme.experiment/3", "config": {"seed": 1}}))),
+    ("config-billion-laughs", [*RUN, "--config", "{in}/run.yaml"], "expands to over 10000 values", text_file("run.yaml", BILLION_LAUGHS)),
+    ("config-deep-json", [*RUN, "--config", "{in}/run.json"], "cannot be parsed", text_file("run.json", nested(100_000))),
+    ("config-huge", [*RUN, "--config", "{in}/run.toml"], "is over 1 MiB", text_file("run.toml", "# " + "x" * (1 << 20) + "\n")),
+    ("config-unknown-key", [*RUN, "--config", "{in}/run.json"], "unknown setting 'sed'", text_file("run.json", json.dumps({"sed": 1}))),
+    ("config-wrong-type", [*RUN, "--config", "{in}/run.json"], "seed expects an integer", text_file("run.json", json.dumps({"seed": [1, 2]}))),
+    ("config-params-not-table", [*RUN, "--config", "{in}/run.json"], "'method_params' must be a table", text_file("run.json", json.dumps({"method_params": 3}))),
+    ("config-huge-echo", [*RUN, "--config", "{in}/run.json"], "seed expects an integer (default 0), got '" + "9" * 20, text_file("run.json", json.dumps({"seed": "9" * 5000 + "x"}))),
+    # ------------------------------------------------------------------ validate
+    ("validate-missing", ["validate", "{in}/none.json"], "none.json' not found", None),
+    ("validate-not-json", ["validate", "{in}/r.json"], "not a valid JSON result file", text_file("r.json", "{not json")),
+    ("validate-not-utf8", ["validate", "{in}/r.json"], "codec can't decode byte 0xff", text_file("r.json", b'{"a": "\xff"}')),
+    ("validate-401-digits", ["validate", "{in}/r.json"], "accuracies are percentages in [0, 100]", result("r", lambda d: d["acc_matrix"][1].__setitem__(0, 10**400))),
+    ("validate-huge-metric", ["validate", "{in}/r.json"], "metric 'last' is", result("r", lambda d: d["metrics"].__setitem__("last", 10**400))),
+    ("validate-deep-nesting", ["validate", "{in}/r.json"], "JSON nested too deeply", text_file("r.json", nested(100_000))),
+    ("validate-nan", ["validate", "{in}/r.json"], "NaN is not allowed in a result file", text_file("r.json", '{"schema": NaN}')),
+    ("validate-schema", ["validate", "{in}/r.json"], "schema is 'cl_bench.result/0'", result("r", lambda d: d.update(schema="cl_bench.result/0"))),
+    ("validate-tampered", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("last", 1.0))),
+    ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2]))),
+    ("validate-not-an-object", ["validate", "{in}/r.json"], "a result file holds one JSON object", text_file("r.json", "[]")),
+    # ------------------------------------------------------------------ report
+    ("report-missing-path", ["report", "{in}/nothing"], "is neither a result file nor a folder", None),
+    ("report-empty-folder", ["report", "{in}/empty"], "no result files under", lambda folder: (folder / "empty").mkdir()),
+    ("report-unknown-metric", ["report", "{in}/r.json", "--metrics", "lst"], "unknown metric 'lst'; did you mean 'last'?", result("r")),
+    ("report-plot-onto-file", ["report", "{in}/r.json", "--plot", "{in}/r.json"], "--plot", result("r")),
+    ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: d.update(run_id="../../escaped"))),
+    ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
+    ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
+    # ------------------------------------------------------------------ publish
+    *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
+    ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}))),
+    ("publish-tampered", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "the file was edited or is corrupt", leaderboard_with(result("r", lambda d: d["metrics"].__setitem__("last", 1.0)))),
+    ("publish-duplicate", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already in", leaderboard_with(result("r", method="alpha"))),
+    ("publish-stream-version", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "cannot share a table with version 1", leaderboard_with(result("r", lambda d: d["scenario"].update(version="2"), method="beta"))),
+    ("publish-reported-broken", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "reported.json: not valid JSON", leaderboard_with(result("r", method="beta"), reported="[{")),
+    ("publish-reported-shape", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "entry 0: 'source' must be a string", leaderboard_with(result("r", method="beta"), reported=json.dumps([{"method": "m", "scenario": "s", "backbone": "b", "metrics": {}}]))),
+    ("publish-reported-nan", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "metric 'last' must be a finite number", leaderboard_with(result("r", method="beta"), reported='[{"method": "m", "scenario": "s", "backbone": "b", "source": "x", "metrics": {"last": NaN}}]')),
+    ("publish-onto-file", ["publish", "{in}/r.json", "--leaderboard", "{in}/file"], "is not a folder", lambda folder: (result("r")(folder), text_file("file", "x")(folder))),
+    ("publish-parent-missing", ["publish", "{in}/r.json", "--leaderboard", "{in}/a/b/lb"], "its parent folder does not exist", result("r")),
+    ("publish-missing-file", ["publish", "{in}/none.json", "--leaderboard", "{in}/lb"], "none.json' not found", None),
+    # ------------------------------------------------------------------ sweep
+    ("sweep-unknown-method", ["sweep", "--methods", "seq-lora,mooram", "--scenarios", "embedded-dil", "--out", "{tmp}/out"], "unknown method 'mooram'", None),
+    ("sweep-unknown-scenario", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dl", "--out", "{tmp}/out"], "did you mean 'embedded-dil'", None),
+    ("sweep-no-methods", ["sweep", "--methods", " , ", "--scenarios", "embedded-dil", "--out", "{tmp}/out"], "--methods needs at least one name", None),
+    ("sweep-seeds-words", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "a,b", "--out", "{tmp}/out"], "--seeds expects comma-separated integers", None),
+    ("sweep-seed-range", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0,-3", "--out", "{tmp}/out"], "seq-lora on embedded-dil, seed -3: seed must be between 0", None),
+    ("sweep-jobs-zero", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--jobs", "0", "--out", "{tmp}/out"], "--jobs must be at least 1", None),
+    ("sweep-bad-setting", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "method.rank=0", "--out", "{tmp}/out"], "unknown method parameter 'rank'", None),
+    ("sweep-lr-nan", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--set", "method.lr=nan", "--out", "{tmp}/out"], "seq-lora on embedded-dil, seed 0: method.lr must be a finite number", None),
+    ("sweep-out-dev-null", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--out", "/dev/null"], "--out /dev/null is not a folder", None),
+]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training before the error is a failure of the case: the error must come first."""
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("trained before the error was found")
+
+    monkeypatch.setattr(ClStrategy, "train", refuse)
+
+
+def expect_one_line_error(tmp_path: Path, monkeypatch, capsys, argv: list[str], message: str) -> None:
+    """Run `argv` in an empty working folder; exit 2, one error line, nothing changed under tmp_path."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if not line.startswith("clbench: warning:")]
+    assert code == 2, captured.err
+    assert len(errors) == 1 and errors[0].startswith("clbench: error: "), captured.err
+    assert message in errors[0], errors[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("argv", "message", "prepare"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, monkeypatch, capsys, no_training, argv, message, prepare):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    if prepare:
+        prepare(inputs)
+    argv = [a.replace("{in}", str(inputs)).replace("{tmp}", str(tmp_path)) for a in argv]
+    expect_one_line_error(tmp_path, monkeypatch, capsys, argv, message)
+
+
+def test_the_campaign_holds_at_least_60_distinct_cases():
+    assert len({case[0] for case in CASES}) == len(CASES) >= 60
+    assert len({json.dumps(case[1]) + case[2] for case in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> Path:
+    """A seq-lora run (1 iteration per task) stopped after its first task: its checkpoint and partial result."""
+    from unittest import mock
+
+    from cl_bench import RunConfig, run
+
+    folder = tmp_path_factory.mktemp("interrupted")
+    original, calls = ClStrategy.train, {"n": 0}
+
+    def stop_at_second(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    with mock.patch.object(ClStrategy, "train", stop_at_second), pytest.raises(KeyboardInterrupt):
+        run(RunConfig(method="seq-lora", iters=1, out=str(folder), progress=False))
+    assert len(list(folder.glob("*.ckpt"))) == 1
+    return folder
+
+
+def rewrite(edit: Callable[[dict], None], recompute: bool = True) -> Callable[[Path], None]:
+    """Edit a checkpoint's state; with `recompute`, its sha256 is made to match again (a careful forger)."""
+
+    def tamper(path: Path) -> None:
+        from cl_bench import checkpoint
+
+        state = torch.load(path, weights_only=True)
+        edit(state)
+        if recompute:
+            state["sha256"] = checkpoint.digest(state)
+        torch.save(state, path)
+
+    return tamper
+
+
+def progress_edit(edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    def apply(state: dict) -> None:
+        progress = json.loads(state["progress"])
+        edit(progress)
+        state["progress"] = json.dumps(progress)
+
+    return apply
+
+
+def flip_tensor_bytes(path: Path) -> None:
+    """Random bytes inside the largest stored tensor of the zip archive, the archive itself intact."""
+    state = torch.load(path, weights_only=True)
+    name = max(state["model"], key=lambda k: state["model"][k].numel())
+    state["model"][name].view(-1)[:64] = torch.rand(64)
+    torch.save(state, path)  # the stored sha256 is the old one
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+CHECKPOINT_CASES = [
+    ("tensor-bytes", flip_tensor_bytes, "fails its sha256 check (corrupt or edited)"),
+    ("progress-edited-digest-kept", rewrite(progress_edit(lambda p: p["acc"][1].__setitem__(0, 99.0)), recompute=False), "fails its sha256 check"),
+    ("missing-acc", rewrite(progress_edit(lambda p: p.pop("acc"))), "progress 'acc' must hold 2 rows"),
+    ("next-task-99", rewrite(lambda s: s.update(next_task=99)), "next_task is 99, not a task between 1 and 2"),
+    ("next-task-negative", rewrite(lambda s: s.update(next_task=-1)), "next_task is -1"),
+    ("accuracy-150", rewrite(progress_edit(lambda p: p["acc"][1].__setitem__(0, 150.0))), "rows must hold 3 accuracies in [0, 100]"),
+    ("control-row-short", rewrite(progress_edit(lambda p: p["control"][0].clear())), "progress 'control' rows must hold 1 accuracies"),
+    ("elapsed-negative", rewrite(progress_edit(lambda p: p.update(elapsed=-5))), "progress 'elapsed' must be a number of seconds"),
+    ("progress-not-json", rewrite(lambda s: s.update(progress="{")), "its progress is not JSON"),
+    ("model-missing-tensor", rewrite(lambda s: s["model"].pop(next(iter(s["model"])))), "does not fit this run"),
+    ("truncated", truncate, "cannot be read"),
+    ("old-format", rewrite(lambda s: s.update(format="cl_bench.checkpoint/1")), "is not a cl_bench.checkpoint/2 checkpoint"),
+    ("other-configuration", rewrite(lambda s: s.update(identity="{}")), "was written by a run with another configuration"),
+]
+
+
+@pytest.mark.parametrize(("tamper", "message"), [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES])
+def test_a_tampered_checkpoint_is_refused_on_resume(tmp_path, monkeypatch, capsys, no_training, interrupted, tamper, message):
+    out = tmp_path / "out"
+    shutil.copytree(interrupted, out)
+    tamper(next(out.glob("*.ckpt")))
+    argv = ["run", "--method", "seq-lora", "--iters", "1", "--out", str(out), "--resume", "--quiet"]
+    expect_one_line_error(tmp_path, monkeypatch, capsys, argv, message)
+
+
+# ---------------------------------------------------------------------------------- plugins
+
+
+class Plugin:
+    """A plugin object holding one method spec, registered beside the installed ones."""
+
+    def __init__(self, spec: MethodSpec) -> None:
+        self.spec = spec
+
+    @hookimpl
+    def cl_bench_methods(self):
+        return [self.spec]
+
+
+def with_plugin(monkeypatch, spec: MethodSpec) -> None:
+    from cl_bench import cli
+    from cl_bench.plugins import Registry
+
+    monkeypatch.setattr(cli, "_registry", lambda: Registry([Plugin(spec)]))
+
+
+class NotAMethod:
+    setup = 3
+
+
+def raises_value_error(hparams):
+    raise ValueError("window must be odd")
+
+
+PLUGIN_CASES = [
+    ("factory-returns-none", MethodSpec(name="nothing", factory=lambda hp: None, summary=""), "its factory returned None, not a method object"),
+    ("hook-not-callable", MethodSpec(name="broken", factory=lambda hp: NotAMethod(), summary=""), "its 'setup' is int, not a callable"),
+    ("factory-value-error", MethodSpec(name="picky", factory=raises_value_error, summary=""), "method 'picky': window must be odd"),
+    ("bad-default-type", MethodSpec(name="typed", factory=lambda hp: None, summary="", defaults={"window": 3}), "method.window expects an integer"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), [c[1:] for c in PLUGIN_CASES], ids=[c[0] for c in PLUGIN_CASES])
+def test_a_misbehaving_method_plugin_is_a_one_line_error(tmp_path, monkeypatch, capsys, no_training, spec, message):
+    with_plugin(monkeypatch, spec)
+    argv = ["run", "--method", spec.name, "--quiet", "--out", str(tmp_path / "out"), "--set", "method.window=wide"] if spec.defaults else ["run", "--method", spec.name, "--quiet", "--out", str(tmp_path / "out")]
+    expect_one_line_error(tmp_path, monkeypatch, capsys, argv, message)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "has space", 7, None, "", "x" * 65])
+def test_a_spec_with_an_unsafe_name_is_reported_and_the_rest_still_load(monkeypatch, capsys, name):
+    with_plugin(monkeypatch, MethodSpec(name=name, factory=lambda hp: None, summary=""))
+    assert main(["ls"]) == 0
+    captured = capsys.readouterr()
+    assert "seq-lora" in captured.out
+    assert "plugins that failed to load:" in captured.out and f"method name {name!r}"[:40] in captured.out
+

@@ -1,0 +1,177 @@
+"""kill -9 at chosen points of a publish and of a run, in a real child process.
+
+A publish killed anywhere leaves the leaderboard byte for byte as before or exactly as a whole
+publish makes it, and the next publish cleans what the killed one left. A run killed mid-training,
+mid-checkpoint-write or between its checkpoint and its partial result resumes to the same
+accuracy matrix as an uninterrupted run, with no temporary file left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cl_bench.cli import main
+
+from toys import result_document
+
+DRIVER = '''
+import os, signal, sys
+
+point, *argv = sys.argv[1:]
+from cl_bench import leaderboard, results, runner
+from cl_bench.strategy import ClStrategy
+
+
+def kill_at(owner, name, call, before=False):
+    """SIGKILL this process at the `call`-th call of owner.name, before or after it runs."""
+    original, calls = getattr(owner, name), [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if before and calls[0] == call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        value = original(*args, **kwargs)
+        if not before and calls[0] == call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value
+
+    setattr(owner, name, wrapper)
+
+
+if point == "publish-staging":  # after the first result is copied into the staging folder
+    kill_at(leaderboard, "write_json", 1)
+elif point == "publish-pages":  # pages and plots regenerated in the staging folder, not swapped in
+    kill_at(leaderboard, "regenerate", 1)
+elif point == "publish-swapped":  # swapped in, the old state not yet removed
+    kill_at(leaderboard, "_swap_in", 1)
+elif point == "publish-fallback":  # no atomic exchange: killed between the two renames
+    leaderboard._exchange = lambda first, second: False
+    kill_at(os, "rename", 1)
+elif point == "run-training":  # the first iteration of the second task (iters=2)
+    kill_at(ClStrategy, "_after_training_iteration", 3)
+elif point == "run-checkpoint-write":  # the second checkpoint's temporary file written, not renamed
+    kill_at(results.os, "replace", 3, before=True)
+elif point == "run-before-partial":  # the second checkpoint written, its partial result not
+    kill_at(runner, "write_result", 2, before=True)
+from cl_bench.cli import main
+
+sys.exit(main(argv))
+'''
+
+
+def child(tmp_path: Path, point: str, *argv: str) -> subprocess.CompletedProcess:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(driver), point, *argv], capture_output=True, text=True, env=env, timeout=300)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))} if folder.exists() else {}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+# ---------------------------------------------------------------------------------- publish
+
+ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
+CONTROL = [[90.0], [88.0], [81.0]]
+
+
+def results_of(folder: Path, method: str) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in (0, 1):
+        path = folder / f"{method}{seed}.json"
+        path.write_text(json.dumps(result_document(ACC, CONTROL, method=method, seed=seed)))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory):
+    """A leaderboard holding alpha's results, beta's files to add, and the folder a whole publish makes."""
+    base = tmp_path_factory.mktemp("boards")
+    board = base / "lb"
+    board.mkdir()
+    assert main(["publish", *results_of(base / "incoming", "alpha"), "--leaderboard", str(board)]) == 0
+    new = results_of(base / "incoming", "beta")
+    expected = base / "expected" / "lb"
+    shutil.copytree(board, expected)
+    assert main(["publish", *new, "--leaderboard", str(expected)]) == 0
+    return board, new, snapshot(board), snapshot(expected)
+
+
+@pytest.mark.parametrize(("point", "after_kill"), [("publish-staging", "old"), ("publish-pages", "old"), ("publish-swapped", "new"), ("publish-fallback", "missing")])
+def test_a_publish_killed_anywhere_leaves_the_old_or_the_whole_new_leaderboard(tmp_path, boards, point, after_kill):
+    source, new, old_state, new_state = boards
+    board = tmp_path / "lb"
+    shutil.copytree(source, board)
+    killed = child(tmp_path, point, "publish", *new, "--leaderboard", str(board))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = snapshot(board)
+    assert {"old": state == old_state, "new": state == new_state, "missing": not board.exists()}[after_kill]
+    # The next publish (the same files) recovers, cleans the leftovers, and ends in the whole new state.
+    expected_code = 2 if after_kill == "new" else 0  # after a completed swap the files are already published
+    assert main(["publish", *new, "--leaderboard", str(board)]) == expected_code
+    assert snapshot(board) == new_state and leftovers(board) == []
+
+
+def test_concurrent_publishes_cannot_both_pass_the_stream_version_check(tmp_path):
+    board = tmp_path / "lb"
+    board.mkdir()
+    files = []
+    for version in ("1", "2"):
+        document = result_document(ACC, CONTROL, method=f"m{version}", scenario="t")
+        document["scenario"]["version"] = version
+        path = tmp_path / f"v{version}.json"
+        path.write_text(json.dumps(document))
+        files.append(path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    children = [subprocess.Popen([sys.executable, "-m", "cl_bench", "publish", str(f), "--leaderboard", str(board)], env=env, stderr=subprocess.PIPE, text=True) for f in files]
+    outcomes = sorted((c.wait(timeout=120), c.stderr.read()) for c in children)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert "cannot share a table" in outcomes[1][1]
+    assert len(list((board / "results" / "t").rglob("*.json"))) == 1 and leftovers(board) == []
+
+
+# ---------------------------------------------------------------------------------- run
+
+RUN = ["run", "--method", "seq-lora", "--iters", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("whole")
+    done = child(folder, "none", *RUN, "--out", str(folder / "out"))
+    assert done.returncode == 0, done.stderr
+    (path,) = (folder / "out").glob("*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("point", ["run-training", "run-checkpoint-write", "run-before-partial"])
+def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path, uninterrupted, point):
+    out = tmp_path / "out"
+    killed = child(tmp_path, point, *RUN, "--out", str(out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list(out.glob("*.ckpt"))
+    if point == "run-checkpoint-write":
+        assert list(out.glob(".*.tmp"))  # the half-written checkpoint the kill left behind
+    resumed = child(tmp_path, "none", *RUN, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    (path,) = out.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["status"] == "complete"
+    assert data["acc_matrix"] == uninterrupted["acc_matrix"] and data["control_matrix"] == uninterrupted["control_matrix"]
+    assert data["metrics"] == uninterrupted["metrics"]
+    assert sorted(p.name for p in out.iterdir()) == [path.name]  # no checkpoint, no temporary file
