@@ -85,3 +85,50 @@ def test_the_same_run_twice_in_one_call_is_refused(tmp_path, capsys):
     second = write(tmp_path / "b", "x", method="alpha")
     assert main(["publish", str(first), str(second), "--leaderboard", str(tmp_path / "lb")]) == 2
     assert "already in" in capsys.readouterr().err and not (tmp_path / "lb").exists()
+
+
+MARKUP = "<script>alert(1)</script>|x\n## injected](javascript:alert(1)) <img src=x onerror=alert(1)> `c` *e* [l](javascript:x) &amp; $x$ \\|"
+
+
+def test_text_from_result_files_never_becomes_markdown_markup(tmp_path):
+    """Values from result files and reported.json reach README.md as text: a real Markdown parser
+    finds exactly our tables, headings, images and links, and the cells read back the raw values."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    files = []
+    for note in ("plain", MARKUP):  # two variants of one method: their labels show the value
+        for seed in (0, 1):
+            document = result_document(ACC, CONTROL, method="alpha", seed=seed, hyperparameters={"note": note})
+            document["scenario"]["params"] = {"order": MARKUP}
+            path = tmp_path / f"{len(files)}.json"
+            path.write_text(json.dumps(document))
+            files.append(str(path))
+    board = tmp_path / "lb"
+    board.mkdir()
+    (board / "reported.json").write_text(json.dumps([{"method": MARKUP, "scenario": "s|x", "backbone": "b", "source": MARKUP, "metrics": {"last": 1.0}}]))
+    assert main(["publish", *files, "--leaderboard", str(board)]) == 0
+    page = MarkdownIt("commonmark").enable("table").render((board / "README.md").read_text())
+    assert "<script" not in page and "javascript:" not in re.sub(r">[^<]*<", "><", page)  # in no tag or attribute
+    assert re.findall(r"<img [^>]*>", page) == ['<img src="plots/00-s-accuracy.svg" alt="accuracy over tasks" />']
+    assert re.findall(r'href="([^"]*)"', page) == ["plots/00-s-alpha.svg", "plots/00-s-alpha-2.svg"]
+    assert len(re.findall(r"<h2>", page)) == 2 and len(re.findall(r"<table>", page)) == 2
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>", page, flags=re.S)
+    shown = MARKUP.replace("\n", " ")
+    assert [html.unescape(r) for r in rows] == [f"alpha (note={shown})", "alpha (note=plain)", shown]
+    assert all(len(re.findall(r"<td>", row)) == 11 for row in re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)[1:3])
+    heading = html.unescape(re.search(r"<h2>(.*?)</h2>", page).group(1))
+    assert heading == f"s (v1, mtil, order={shown})"
+
+
+def test_latex_and_text_reports_escape_names(tmp_path):
+    from cl_bench.report import render_report
+
+    documents = [result_document(ACC, CONTROL, method="alpha", seed=s, hyperparameters={"note": n}) for n in ("a_b {x} 50% \\cmd", "plain") for s in (0, 1)]
+    for document, note in zip(documents, ["a_b {x} 50% \\cmd"] * 2 + ["plain"] * 2):
+        document["config"]["method_params"] = {"note": note}
+    latex = render_report(documents, "latex")
+    assert r"alpha (note=a\_b \{x\} 50\% \textbackslash{}cmd)" in latex and r"zs\_retention" in latex
+    text = render_report([{**d, "scenario": {**d["scenario"], "params": {"o": "a\nb"}}} for d in documents], "text")
+    assert "o=a b)" in text and "\na" not in text.replace("\nalpha", "")

@@ -144,3 +144,61 @@ def test_bad_run_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+class DuckTypedPlugin:
+    """Registers methods whose classes do not subclass cl_bench.Method and leave hooks out."""
+
+    def __init__(self, **factories):
+        self.factories = factories
+
+    @hookimpl
+    def cl_bench_methods(self):
+        from cl_bench import MethodSpec
+
+        return [MethodSpec(name=name, factory=factory, summary="duck-typed") for name, factory in self.factories.items()]
+
+
+class TrainsTheTextTower:  # only trainable_parameters: no setup, make_optimizer, extra_loss, state_dict, ...
+    def __init__(self, hparams):
+        self.hparams = hparams
+
+    def trainable_parameters(self, model):
+        return list(model.tower_parameters("text"))
+
+
+class Nothing:  # no hook at all: behaves like zeroshot
+    def __init__(self, hparams):
+        pass
+
+
+def test_duck_typed_methods_run_with_every_hook_optional(tmp_path):
+    plugin = DuckTypedPlugin(duck=TrainsTheTextTower, empty=Nothing)
+    trained = run(config(tmp_path, method="duck", iters=2, scenario="embedded-dil"), plugins=[plugin])
+    assert trained.status == "complete" and trained.data["params"]["trainable"][0] > 0
+    assert trained.acc_matrix[1] != trained.acc_matrix[0]  # the text tower really trained
+    idle = run(config(tmp_path, method="empty", iters=2, scenario="embedded-dil"), plugins=[plugin])
+    assert idle.data["params"]["trainable"] == [0, 0, 0] and all(row == idle.acc_matrix[0] for row in idle.acc_matrix)
+
+
+def test_resume_names_the_checkpoints_it_leaves_alone_and_why(tmp_path, monkeypatch, capsys):
+    from cl_bench import checkpoint
+    from cl_bench.plugins import Registry
+    from cl_bench.runner import check
+
+    other = config(tmp_path, method="seq-lora", iters=1)
+    other_path = check(other, Registry())
+    checkpoint.save(other_path.with_suffix(".ckpt"), run_id=other_path.stem, identity=other.identity_json(), next_task=1, progress={}, model={}, method={})
+    other_path.write_text(json.dumps({"config": other.to_dict()}))
+    monkeypatch.setattr(ClStrategy, "train", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
+    with pytest.raises(RuntimeError, match="stop here"):
+        run(config(tmp_path, method="seq-lora", iters=2, resume=True))
+    err = capsys.readouterr().err
+    assert "no checkpoint for this configuration" in err
+    assert f"--resume left alone {other_path.stem}.ckpt (another configuration: iters 1 there, 2 here)" in err
+
+
+def test_a_diverging_run_stops_before_writing_anything(tmp_path):
+    with pytest.raises(UserError, match=r"training diverged on task 'letters': .* holds inf or nan; lower method.lr \(now 1e\+30\)"):
+        run(config(tmp_path / "out", method="seq-lora", iters=3, method_params={"lr": 1e30}))
+    assert not (tmp_path / "out").exists()
