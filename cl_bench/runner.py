@@ -298,7 +298,6 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     elif not config.resume and state.checkpoint_path.is_file():
         print(f"clbench: starting over; {state.checkpoint_path} will be replaced (pass --resume to continue it)", file=sys.stderr)
     scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
-    data_root = state.data_root
 
     import torch
 
@@ -307,7 +306,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
 
     seed_everything(config.seed)
     model = resolve_factory(backbone_spec.factory)(state.backbone_params)
-    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(data_root, model.image_size))
+    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(state.data_root, model.image_size))
     for param in model.parameters():
         param.requires_grad_(False)
     state.params["backbone"] = sum(p.numel() for p in model.parameters())
