@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import shown, unknown_name
+from .errors import clip, shown, unknown_name
 from .paths import slug_problem
 from .spec import BackboneSpec, MethodSpec, ScenarioSpec
 
@@ -36,9 +36,16 @@ class Registered:
     plugin: str
 
 
+# What a plugin's code may raise without taking cl_bench down: any exception, and also sys.exit()
+# and KeyboardInterrupt raised by the plugin itself (at import or in a hook).
+PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({clip(repr(exc.code), 60)})"
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return clip(f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "), 200)
 
 
 class Registry:
@@ -69,7 +76,7 @@ class Registry:
             try:
                 module = ep.load()
                 self._pm.register(module, name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the others down
+            except PLUGIN_FAILURES as exc:  # a broken plugin must not take the others down
                 self.errors.append(PluginError(ep.name, f"cannot be loaded ({_one_line(exc)})"))
 
     def _collect(self, kind: str) -> dict[str, Registered]:
@@ -82,7 +89,7 @@ class Registry:
         for impl in sorted(impls, key=lambda i: not getattr(i.plugin, "__name__", "").startswith("cl_bench.")):
             try:
                 specs = list(impl.function() or [])
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 self.errors.append(PluginError(impl.plugin_name, f"{hook_name}() failed ({_one_line(exc)})"))
                 continue
             for spec in specs:
@@ -129,6 +136,6 @@ class Registry:
         for impl in self._pm.hook.cl_bench_run_event.get_hookimpls():
             try:  # like pluggy, pass only the arguments the implementation declares
                 impl.function(*(arguments[name] for name in impl.argnames))
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 failures.append(PluginError(impl.plugin_name, f"cl_bench_run_event({event!r}) failed ({_one_line(exc)})"))
         return failures

@@ -85,8 +85,21 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_site
     assert listing.returncode == 0
     assert "plugin 'broken_import': cannot be loaded (RuntimeError: this plugin is broken on purpose)" in listing.stdout
     assert "plugin 'broken_hook': cl_bench_methods() failed (ValueError: hook exploded)" in listing.stdout
+    assert "plugin 'exits_at_import': cannot be loaded (called sys.exit('this plugin calls sys.exit() at import'))" in listing.stdout
+    assert "plugin 'interrupts_at_import': cannot be loaded (KeyboardInterrupt)" in listing.stdout
+    for name in ("7 is int, not a string", "None is NoneType, not a string", "'../../../escape' may hold only", "'has space' may hold only"):
+        assert f"plugin 'bad_names': method name {name}" in listing.stdout
     assert re.search(r"^bitfit\s", listing.stdout, flags=re.M) and re.search(r"^seq-lora\s", listing.stdout, flags=re.M)
     assert "Traceback" not in listing.stderr
+
+
+def test_misbehaving_plugins_do_not_stop_a_run_and_a_bad_name_writes_nowhere(plugin_site, tmp_path):
+    escaped = clbench(plugin_site, "run", "--method", "../../../escape", "--quiet", "--out", str(tmp_path / "a" / "b" / "c"), cwd=tmp_path)
+    assert escaped.returncode == 2 and "unknown method '../../../escape'" in escaped.stderr and "Traceback" not in escaped.stderr
+    assert not any(tmp_path.iterdir())
+    ran = clbench(plugin_site, "run", "--method", "zeroshot", "--quiet", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "plugin 'exits_at_import'" in ran.stderr and len(list((tmp_path / "runs").glob("*.json"))) == 1
 
 
 def test_unknown_method_is_a_one_line_did_you_mean_with_exit_code_2(tmp_path):

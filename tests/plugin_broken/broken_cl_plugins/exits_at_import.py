@@ -1,0 +1,3 @@
+import sys
+
+sys.exit("this plugin calls sys.exit() at import")
