@@ -75,6 +75,9 @@ def build_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .sweep import die_with_sweep
+
+    die_with_sweep()
     config = build_config(args)
     from .report import format_run
     from .runner import run
@@ -122,7 +125,7 @@ def _names(text: str, flag: str) -> list[str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .report import render_report
     from .results import load_valid
-    from .sweep import execute, plan
+    from .sweep import execute, plan, split_settings
 
     try:
         seeds = [int(s) for s in _names(args.seeds, "--seeds")]
@@ -130,9 +133,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    methods, registry = _names(args.methods, "--methods"), _registry()
+    args.set, per_method = split_settings(args.set or [], methods)
+    for item in args.set:  # a method's own setting for a method the sweep does not run
+        head = item.partition("=")[0].strip().split(".", 1)[0]
+        if head in registry.all("method") and head not in ("method", "scenario", "backbone"):
+            raise UserError(f"--set {item}: '{head}' is not among --methods ({', '.join(methods)})")
     args.method = args.scenario = args.seed = args.config = None
     base = build_config(args)
-    grid = plan(base, _names(args.methods, "--methods"), _names(args.scenarios, "--scenarios"), seeds, _registry())
+    grid = plan(base, methods, _names(args.scenarios, "--scenarios"), seeds, registry, per_method)
+    for method, settings in per_method.items():
+        runs = sum(1 for p in grid if p.config.method == method)
+        shown_settings = ", ".join(f"{key}={value}" for key, value in settings)
+        print(f"sweep: {method}'s settings {shown_settings} apply to its {runs} run(s)", file=sys.stderr)
     ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet)
     print(f"sweep: {len(grid)} runs: {len(ran)} ran, {len(skipped)} already complete, {len(failed)} failed", file=sys.stderr)
     for planned, log in failed:

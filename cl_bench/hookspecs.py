@@ -56,10 +56,20 @@ def cl_bench_backbones() -> list[BackboneSpec]:
 
 @hookspec
 def cl_bench_run_event(event: str, payload: dict[str, Any]) -> None:
-    """Observe a run: called with `run_start`, `experience_end` and `run_end`.
+    """Observe a run: called with `run_start`, `before_training`, `experience_end` and `run_end`.
 
-    `run_start` carries `run_id` and `config`; `experience_end` carries `run_id`, `task` (0-based),
-    `acc_row`, `control_row` and `timings`; `run_end` carries `run_id`, `path` and the whole
-    `result` dict. Use it for loggers (files, dashboards). It is called between experiences, never
-    per iteration; an exception in it is reported and does not stop the run.
+    Every payload carries `run_id` (the configuration: a forced re-run or a resume has the same
+    one) and `execution_id` (new for every call of `run`, so a tracker keys one execution on it
+    and groups executions of one configuration by `run_id`).
+
+    - `run_start`: `config` (the settings as given) and `plan` (as resolved: method, scenario and
+      backbone with versions and typed parameters after profiles, seed, device, precision, data
+      root, out folder, result path, and `first_task`, above 0 when resuming);
+    - `before_training`: row 0 of the matrices (`row` 0, `acc_row`, `control_row`, `timings`),
+      the model before any training; not sent when a resume restores it;
+    - `experience_end`: `task` (0-based), `row` (task + 1), `acc_row`, `control_row`, `timings`;
+    - `run_end`: `path` and the whole `result` dict.
+
+    Use it for loggers (files, dashboards); ignore events you do not know. It is called between
+    experiences, never per iteration; an exception in it is reported and does not stop the run.
     """

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import escape
+from . import escape, locks
 from .errors import UserError, clip, shown
 from .paths import MAX_SEGMENT, path_inside, safe_slug
 from .report import SUMMARY_METRICS, html_page, render_tables, scenario_label
@@ -136,52 +136,23 @@ def _leaderboard_folder(folder: str | Path) -> Path:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Hold `.<folder>.lock` beside the folder; the file is removed again on release.
-
-    A waiter may lock a file that the holder has just unlinked, so after locking it checks that
-    the path still names the file it holds, and tries again if not.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: publishes are not serialised
-        with _recovered(folder):
-            yield
-        return
-    lock = folder.parent / f".{folder.name}.lock"
-    while True:
-        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        except BaseException:
-            os.close(handle)
-            raise
-        os.close(handle)
-    try:
-        with _recovered(folder):
-            yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(handle)
+    """Hold `.<folder>.lock` beside the folder, then undo what an interrupted publish left."""
+    with locks.held(folder.parent / f".{folder.name}.lock"):
+        _recover(folder)
+        yield
 
 
 def _leftovers(folder: Path, kind: str) -> list[Path]:
     return sorted(folder.parent.glob(f".{folder.name}.{kind}-*"))
 
 
-@contextlib.contextmanager
-def _recovered(folder: Path) -> Iterator[None]:
+def _recover(folder: Path) -> None:
     """Undo what an interrupted publish left (called under the lock, so nothing else is running)."""
     old = _leftovers(folder, "old")
     if old and not folder.exists():  # killed between the two renames of the fallback swap
         os.rename(old.pop(), folder)
     for stale in old + _leftovers(folder, "stage"):
         shutil.rmtree(stale, ignore_errors=True)
-    yield
 
 
 @contextlib.contextmanager

@@ -7,9 +7,11 @@ the file agrees with itself, and that the stored metrics recompute from the accu
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,9 +82,27 @@ def write_atomic(path: Path, write) -> None:
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes private files; results are for sharing
         write(Path(temporary))
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
+        full = _out_of_space(exc, path.parent)  # asked before the temporary file frees its space
         Path(temporary).unlink(missing_ok=True)
+        if full:
+            raise UserError(
+                f"no space left on the device of {path.parent} while writing {path.name} (nothing was half-written); free space and rerun"
+                + (" with --resume" if path.suffix == ".ckpt" else "")
+            ) from None
         raise
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of disk (torch.save reports it as a RuntimeError without errno)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def _umask() -> int:

@@ -7,6 +7,7 @@ ends with the same numbers as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -14,13 +15,14 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint
+from . import checkpoint, locks
 from .errors import UserError, clip, shown
 from .paths import check_writable_folder
 from .plugins import Registry
@@ -176,6 +178,7 @@ class _Run:
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
         self.params: dict[str, Any] = {"backbone": 0, "trainable": [], "added": [], "final": 0}
         self.elapsed_before = 0.0  # time spent before a resume
+        self.execution_id = uuid.uuid4().hex  # this execution; run_id names the configuration
 
     # ---------------------------------------------------------------- pieces of the result
 
@@ -188,6 +191,7 @@ class _Run:
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
+            "execution_id": self.execution_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": status,
             "config": self.config.to_dict(),
@@ -208,6 +212,22 @@ class _Run:
             "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None) if complete else {},
             "timings": self.timings,
             "params": self.params,
+        }
+
+    def resolved(self, first_task: int) -> dict[str, Any]:
+        """The run as resolved (typed, after profiles and defaults): what loggers record at run_start."""
+        method_spec, scenario_spec, backbone_spec = self.method_reg.spec, self.scenario_reg.spec, self.backbone_reg.spec
+        return {
+            "method": {"name": method_spec.name, "version": method_spec.version, "plugin": self.method_reg.plugin, "hyperparameters": self.hparams},
+            "scenario": {"name": scenario_spec.name, "version": scenario_spec.version, "protocol": scenario_spec.protocol, "params": self.scenario_params},
+            "backbone": {"name": backbone_spec.name, "version": backbone_spec.version, "params": self.backbone_params},
+            "seed": self.config.seed,
+            "device": str(self.device),
+            "precision": self.precision,
+            "data_root": self.data_root,
+            "out": self.config.out,
+            "result_path": str(self.result_path),
+            "first_task": first_task,
         }
 
     # ---------------------------------------------------------------- checkpoints
@@ -285,6 +305,26 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
     state = _Run(config, registry)
+    lock = state.result_path.with_name(f".{state.run_id}.lock")
+    created = not lock.parent.exists()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with locks.held(lock, wait=False):
+            return _execute(state, registry)
+    except locks.Busy:
+        raise UserError(
+            f"another clbench process is running this configuration into {lock.parent} (it holds {lock.name}); wait for it or stop it"
+        ) from None
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty --out behind
+            with contextlib.suppress(OSError):
+                lock.parent.rmdir()
+        raise
+
+
+def _execute(state: _Run, registry: Registry) -> RunResult:
+    """The run itself, under its lock: nothing else writes this configuration's files meanwhile."""
+    config = state.config
     for path in (state.result_path, state.checkpoint_path):
         remove_stale_temporaries(path)  # what a kill during an atomic write of this run left
     if config.resume and not state.checkpoint_path.is_file():
@@ -338,13 +378,15 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
             plugin.acc[row], plugin.control[row] = acc, control
     state.timings["setup"] = round(time.perf_counter() - state.started, 3)
-    emit(registry, "run_start", {"run_id": state.run_id, "config": config.to_dict()})
+    ids = {"run_id": state.run_id, "execution_id": state.execution_id}
+    emit(registry, "run_start", {**ids, "config": config.to_dict(), "plan": state.resolved(first_task)})
 
     if first_task == 0:
         began = time.perf_counter()
         acc, control = evaluate_row(strategy, plugin, 0)
         state.acc_rows, state.control_rows = [acc], [control]
         state.timings["eval_before"] = round(time.perf_counter() - began, 3)
+        emit(registry, "before_training", {**ids, "row": 0, "acc_row": acc, "control_row": control, "timings": {"eval": state.timings["eval_before"]}})
 
     train_stream = stream.benchmark.streams["train"]
     for task in range(first_task, stream.num_tasks):
@@ -368,13 +410,13 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         if task + 1 < stream.num_tasks:
             state.save_checkpoint(task + 1, model, method)
             write_result(state.result_path, state.document("partial", stream, model))
-        emit(registry, "experience_end", {"run_id": state.run_id, "task": task, "acc_row": acc, "control_row": control, "timings": state.timings["experiences"][-1]})
+        emit(registry, "experience_end", {**ids, "task": task, "row": task + 1, "acc_row": acc, "control_row": control, "timings": state.timings["experiences"][-1]})
 
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)
     write_result(state.result_path, document)
     state.checkpoint_path.unlink(missing_ok=True)
-    emit(registry, "run_end", {"run_id": state.run_id, "path": str(state.result_path), "result": document})
+    emit(registry, "run_end", {**ids, "path": str(state.result_path), "result": document})
     return RunResult(document, state.result_path)
 
 

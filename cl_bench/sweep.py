@@ -9,11 +9,9 @@ than one.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -21,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .plugins import Registry
-from .results import load_valid
+from .results import load_valid, write_json
 from .runner import check
 from .spec import RunConfig
 
@@ -36,21 +34,52 @@ class Planned:
         return f"{self.config.method} on {self.config.scenario}, seed {self.config.seed}"
 
 
-def plan(base: RunConfig, methods: Sequence[str], scenarios: Sequence[str], seeds: Sequence[int], registry: Registry) -> list[Planned]:
-    """Every (method, scenario, seed) of the grid; any bad name or setting is refused before anything runs."""
+def split_settings(items: Sequence[str], methods: Sequence[str]) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+    """`--set` items for every run, and those for one method's runs (`<method>.<param>=VALUE`)."""
+    shared: list[str] = []
+    per_method: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        head = key.strip().split(".", 1)[0]
+        owner = next((m for m in sorted(methods, key=len, reverse=True) if key.strip().startswith(m + ".")), None)
+        if sep and owner and head not in ("method", "scenario", "backbone"):
+            per_method.setdefault(owner, []).append((key.strip()[len(owner) + 1 :], value))
+        else:
+            shared.append(item)
+    return shared, per_method
+
+
+def plan(
+    base: RunConfig,
+    methods: Sequence[str],
+    scenarios: Sequence[str],
+    seeds: Sequence[int],
+    registry: Registry,
+    per_method: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[Planned]:
+    """Every (method, scenario, seed) of the grid; any bad name or setting is refused before anything runs.
+
+    `per_method` holds settings for one method's runs only: {method: [(parameter, value), ...]}.
+    """
     for kind, names in (("method", methods), ("scenario", scenarios)):
         for name in names:
             registry.get(kind, name)
+    per_method = per_method or {}
     grid = []
     for scenario in scenarios:
         for method in methods:
             for seed in seeds:
                 config = replace(base, method=method, scenario=scenario, seed=seed, method_params=dict(base.method_params), scenario_params=dict(base.scenario_params), backbone_params=dict(base.backbone_params))
+                for key, value in per_method.get(method, []):
+                    config.set(f"method.{key}", value, source=f"--set {method}.{key}")
                 planned = Planned(config, Path())
                 try:
                     planned.result_path = check(config, registry)
                 except UserError as exc:
-                    raise UserError(f"{planned.name}: {exc}") from None
+                    hint = ""
+                    if "unknown method parameter" in str(exc) and base.method_params:
+                        hint = f"; to set a parameter for one method's runs only, use --set {method if len(methods) == 1 else '<method>'}.<param>=VALUE"
+                    raise UserError(f"{planned.name}: {exc}{hint}") from None
                 grid.append(planned)
     return grid
 
@@ -69,18 +98,40 @@ def is_complete(path: Path) -> bool:
     return result_status(path) == "complete"
 
 
+# Set in a child's environment: the child asks the kernel to kill it when the sweep dies.
+PARENT_VARIABLE = "CL_BENCH_SWEEP_PARENT"
+
+
 def _run_child(planned: Planned, threads: int, log_dir: Path) -> tuple[Planned, int, Path]:
     log = log_dir / f"{planned.result_path.stem}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with tempfile.TemporaryDirectory(prefix="clbench-sweep-") as folder:
-        config_file = Path(folder) / "config.json"
-        settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")}
-        config_file.write_text(json.dumps(settings))
-        command = [sys.executable, "-m", "cl_bench", "run", "--config", str(config_file), "--quiet", "--resume"]
-        with open(log, "w", encoding="utf-8") as handle:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT_VARIABLE: str(os.getpid())}
+    # The child's configuration sits beside its log: a killed sweep leaves no temporary folder, and
+    # a restarted one overwrites it. The child's own lock keeps two processes off one run.
+    config_file = log.with_suffix(".config.json")
+    settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")}
+    write_json(config_file, settings)
+    command = [sys.executable, "-m", "cl_bench", "run", "--config", str(config_file), "--quiet", "--resume"]
+    with open(log, "w", encoding="utf-8") as handle:
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
     return planned, code, log
+
+
+def die_with_sweep() -> None:
+    """In a sweep's child: be killed when the sweep process dies (Linux), even by SIGKILL.
+
+    Elsewhere an orphaned child runs on, and the run lock stops a restarted sweep from racing it.
+    """
+    parent = os.environ.pop(PARENT_VARIABLE, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if str(os.getppid()) != parent:  # the sweep died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def execute(grid: Sequence[Planned], jobs: int = 1, force: bool = False, progress: bool = True) -> tuple[list[Planned], list[Planned], list[tuple[Planned, Path]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import torch
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
-from cl_bench.results import write_json
 from cl_bench.strategy import ClStrategy
 
 from toys import result_document
@@ -159,6 +159,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("config-unknown-key", [*RUN, "--config", "{in}/run.json"], "unknown setting 'sed'", text_file("run.json", json.dumps({"sed": 1}))),
     ("config-wrong-type", [*RUN, "--config", "{in}/run.json"], "seed expects an integer", text_file("run.json", json.dumps({"seed": [1, 2]}))),
     ("config-params-not-table", [*RUN, "--config", "{in}/run.json"], "'method_params' must be a table", text_file("run.json", json.dumps({"method_params": 3}))),
+    ("config-long-list-echo", [*RUN, "--config", "{in}/run.yaml"], "seed expects an integer (default 0), got [1, 1, 1, 1, 1, 1, 1, 1, ...]", text_file("run.yaml", "seed: [" + ", ".join(["1"] * 9000) + "]\n")),
+    ("config-alias-echo", [*RUN, "--config", "{in}/run.yaml"], "seed expects an integer (default 0), got [[1, 1, 1], [[1, 1, 1], [1, 1, 1], [1, 1, 1]],", text_file("run.yaml", "seed: [&a [1, 1, 1], &b [*a, *a, *a], &c [*b, *b, *b], &d [*c, *c, *c], [*d, *d, *d]]\n")),
     ("config-huge-echo", [*RUN, "--config", "{in}/run.json"], "seed expects an integer (default 0), got '" + "9" * 20, text_file("run.json", json.dumps({"seed": "9" * 5000 + "x"}))),
     # ------------------------------------------------------------------ validate
     ("validate-missing", ["validate", "{in}/none.json"], "none.json' not found", None),
@@ -200,6 +202,10 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("sweep-seed-range", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0,-3", "--out", "{tmp}/out"], "seq-lora on embedded-dil, seed -3: seed must be between 0", None),
     ("sweep-jobs-zero", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--jobs", "0", "--out", "{tmp}/out"], "--jobs must be at least 1", None),
     ("sweep-bad-setting", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "method.rank=0", "--out", "{tmp}/out"], "unknown method parameter 'rank'", None),
+    ("sweep-shared-setting-hint", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "method.rank=4", "--out", "{tmp}/out"], "to set a parameter for one method's runs only, use --set <method>.<param>=VALUE", None),
+    ("sweep-method-setting-not-swept", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "moram.rank=4", "--out", "{tmp}/out"], "--set moram.rank=4: 'moram' is not among --methods (zeroshot, seq-lora)", None),
+    ("sweep-method-setting-bad", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "seq-lora.rank=0", "--out", "{tmp}/out"], "seq-lora on embedded-dil, seed 0: method 'seq-lora': LoRA rank must be at least 1", None),
+    ("sweep-method-setting-unknown", ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--set", "seq-lora.rnak=2", "--out", "{tmp}/out"], "unknown method parameter 'rnak'; did you mean 'rank'?", None),
     ("sweep-lr-nan", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--set", "method.lr=nan", "--out", "{tmp}/out"], "seq-lora on embedded-dil, seed 0: method.lr must be a finite number", None),
     ("sweep-out-dev-null", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--out", "/dev/null"], "--out /dev/null is not a folder", None),
 ]
@@ -231,6 +237,7 @@ def expect_one_line_error(tmp_path: Path, monkeypatch, capsys, argv: list[str], 
     assert code == 2, captured.err
     assert len(errors) == 1 and errors[0].startswith("clbench: error: "), captured.err
     assert message in errors[0], errors[0]
+    assert len(errors[0]) < 600  # nothing from the input is echoed at length
     assert "Traceback" not in captured.err + captured.out
     assert snapshot(tmp_path) == before
 
@@ -389,3 +396,54 @@ def test_a_spec_with_an_unsafe_name_is_reported_and_the_rest_still_load(monkeypa
     assert "seq-lora" in captured.out
     assert "plugins that failed to load:" in captured.out and f"method name {name!r}"[:40] in captured.out
 
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_is_left(tmp_path, monkeypatch, capsys):
+    """On a 1 MiB file system the first checkpoint does not fit (tiny-clip's state is 14 MB)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        argv = ["run", "--method", "zeroshot", "--quiet", "--out", str(disk / "runs")]
+        expect_one_line_error(tmp_path, monkeypatch, capsys, argv, f"no space left on the device of {disk / 'runs'} while writing")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_second_process_on_one_configuration_is_refused(tmp_path, monkeypatch, capsys, no_training):
+    from cl_bench import RunConfig, locks
+    from cl_bench.plugins import Registry
+    from cl_bench.runner import check
+
+    out = tmp_path / "out"
+    out.mkdir()
+    result_path = check(RunConfig(method="seq-lora", iters=1, out=str(out)), Registry())
+    with locks.held(out / f".{result_path.stem}.lock"):  # as a running process holds it
+        argv = ["run", "--method", "seq-lora", "--iters", "1", "--quiet", "--out", str(out)]
+        expect_one_line_error(tmp_path, monkeypatch, capsys, argv, f"another clbench process is running this configuration into {out}")
+
+
+class InterruptsInItsHook:
+    @hookimpl
+    def cl_bench_methods(self):
+        raise KeyboardInterrupt
+
+
+class ExitsInItsHook:
+    @hookimpl
+    def cl_bench_scenarios(self):
+        raise SystemExit(3)
+
+
+def test_a_plugin_hook_that_exits_or_interrupts_is_reported_and_the_rest_load(monkeypatch, capsys):
+    from cl_bench import cli
+    from cl_bench.plugins import Registry
+
+    monkeypatch.setattr(cli, "_registry", lambda: Registry([InterruptsInItsHook(), ExitsInItsHook()]))
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "cl_bench_methods() failed (KeyboardInterrupt)" in out and "cl_bench_scenarios() failed (called sys.exit(3))" in out
+    assert "seq-lora" in out and "embedded-mtil" in out

@@ -175,3 +175,48 @@ def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path,
     assert data["acc_matrix"] == uninterrupted["acc_matrix"] and data["control_matrix"] == uninterrupted["control_matrix"]
     assert data["metrics"] == uninterrupted["metrics"]
     assert sorted(p.name for p in out.iterdir()) == [path.name]  # no checkpoint, no temporary file
+
+
+# ---------------------------------------------------------------------------------- sweep
+
+
+def processes_running(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                if "State:\tZ" not in (entry / "status").read_text():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children die with the sweep through Linux's PR_SET_PDEATHSIG")
+def test_a_killed_sweep_takes_its_run_with_it_and_a_restart_finishes_cleanly(tmp_path):
+    import time
+
+    out, scratch = tmp_path / "sweep", tmp_path / "tmp"
+    scratch.mkdir()
+    args = [sys.executable, "-m", "cl_bench", "sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "5", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch), "PYTHONWARNINGS": "ignore"}
+    sweep = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = str(out / "logs")
+    deadline = time.monotonic() + 120
+    while not processes_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (run,) = processes_running(marker)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while processes_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_running(marker) == [], f"run {run} outlived its sweep"
+    restarted = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "1 runs: 1 ran" in restarted.stderr
+    (result,) = out.glob("*.json")
+    assert json.loads(result.read_text())["status"] == "complete"
+    assert not [p for p in scratch.iterdir() if p.name.startswith("clbench")]  # no temporary folder of ours
+    assert not list(out.glob(".*"))  # no temporary file or lock left

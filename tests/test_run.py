@@ -112,11 +112,21 @@ class EventLog:
 
 def test_run_events_reach_loggers_in_order(tmp_path):
     log = EventLog()
-    result = run(config(tmp_path, method="zeroshot"), plugins=[log])
+    result = run(config(tmp_path, method="zeroshot", iters=3), plugins=[log])
     names = [e for e, _ in log.events]
-    assert names == ["run_start", "experience_end", "experience_end", "experience_end", "run_end"]
+    assert names == ["run_start", "before_training", "experience_end", "experience_end", "experience_end", "run_end"]
     assert log.events[-1][1]["result"]["metrics"] == result.metrics
     assert [p["task"] for e, p in log.events if e == "experience_end"] == [0, 1, 2]
+    rows = [p["acc_row"] for e, p in log.events if e in ("before_training", "experience_end")]
+    assert rows == result.acc_matrix and [p["row"] for _, p in log.events[1:-1]] == [0, 1, 2, 3]
+    plan = log.events[0][1]["plan"]  # resolved: typed, after the profile, with the device
+    assert plan["method"]["hyperparameters"] == result.data["method"]["hyperparameters"] and plan["method"]["hyperparameters"]["iters"] == 3
+    assert plan["device"] == "cpu" and plan["precision"] == "fp32" and plan["first_task"] == 0 and plan["backbone"]["name"] == "tiny-clip"
+    executions = {p["execution_id"] for _, p in log.events}
+    assert len(executions) == 1 and result.data["execution_id"] in executions and {p["run_id"] for _, p in log.events} == {result.data["run_id"]}
+    again = EventLog()
+    rerun = run(config(tmp_path, method="zeroshot", iters=3), plugins=[again])  # a forced re-run of one configuration
+    assert rerun.data["run_id"] == result.data["run_id"] and again.events[0][1]["execution_id"] not in executions
 
 
 def test_cli_run_prints_the_matrix_and_metrics(tmp_path, capsys):

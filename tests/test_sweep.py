@@ -50,3 +50,14 @@ def test_a_failing_run_is_reported_with_its_log_and_unknown_names_stop_at_once(t
     assert main(["sweep", "--methods", "seq-lora,mooram", "--scenarios", "embedded-dil", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown method 'mooram'; did you mean 'moram'?" in err[0]
+
+
+def test_a_setting_for_one_method_applies_to_its_runs_only(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--methods", "zeroshot,seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--set", "seq-lora.rank=2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "sweep: seq-lora's settings rank=2 apply to its 1 run(s)" in capsys.readouterr().err
+    documents = {d["method"]["name"]: d for d in (json.loads(p.read_text()) for p in out.glob("*.json"))}
+    assert documents["seq-lora"]["method"]["hyperparameters"]["rank"] == 2 and "rank" not in documents["zeroshot"]["method"]["hyperparameters"]
+    alone = check(RunConfig(method="seq-lora", scenario="embedded-dil", iters=1, method_params={"rank": "2"}, out=str(out)), Registry())
+    assert alone.is_file()  # the same run id as `clbench run --set method.rank=2`: a later sweep or --resume finds it
