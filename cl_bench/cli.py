@@ -60,7 +60,7 @@ def build_config(args: argparse.Namespace):
     from .spec import RunConfig, load_config_file
 
     config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
-    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out"):
+    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads"):
         value = getattr(args, flag)
         if value is not None:
             config.set(flag, value, source=f"--{flag.replace('_', '-')}")
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--iters", help="optimiser steps per experience (method.iters)")
     run.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
     run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--threads", help="CPU threads (default: half the usable cores; more threads than free cores run far slower)")
     run.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     run.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
     run.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--iters", help="optimiser steps per experience for every method (method.iters)")
     sweep.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
     sweep.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    sweep.add_argument("--threads", help="CPU threads per run (default: the cores divided by --jobs)")
     sweep.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
     sweep.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
     sweep.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")

@@ -27,7 +27,7 @@ from .errors import UserError, clip, shown
 from .paths import check_writable_folder
 from .plugins import Registry
 from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
-from .spec import Method, RunConfig, as_method, data_root_or_env, resolve_factory
+from .spec import Method, RunConfig, as_method, data_root_or_env, default_threads, resolve_factory
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
 
@@ -108,7 +108,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def hardware_info(device, precision: str) -> dict[str, Any]:
+def hardware_info(device, precision: str, threads_setting: int | None) -> dict[str, Any]:
     import torch
 
     info = {
@@ -117,6 +117,7 @@ def hardware_info(device, precision: str) -> dict[str, Any]:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "threads_setting": "auto (half the usable cores)" if threads_setting is None else threads_setting,
         "platform": platform.platform(),
     }
     if device.type == "cuda":
@@ -206,7 +207,7 @@ class _Run:
             },
             "seed": self.config.seed,
             "versions": versions_info(),
-            "hardware": hardware_info(self.device, self.precision),
+            "hardware": hardware_info(self.device, self.precision, self.config.threads),
             "acc_matrix": self.acc_rows,
             "control_matrix": self.control_rows,
             "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None) if complete else {},
@@ -305,8 +306,12 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
     state = _Run(config, registry)
+    import torch
+
     lock = state.result_path.with_name(f".{state.run_id}.lock")
     created = not lock.parent.exists()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.threads or default_threads())
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with locks.held(lock, wait=False):
@@ -320,6 +325,8 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
             with contextlib.suppress(OSError):
                 lock.parent.rmdir()
         raise
+    finally:
+        torch.set_num_threads(threads_before)  # a caller's process keeps its own setting
 
 
 def _execute(state: _Run, registry: Registry) -> RunResult:

@@ -105,11 +105,12 @@ PARENT_VARIABLE = "CL_BENCH_SWEEP_PARENT"
 def _run_child(planned: Planned, threads: int, log_dir: Path) -> tuple[Planned, int, Path]:
     log = log_dir / f"{planned.result_path.stem}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
+    threads = planned.config.threads or threads
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT_VARIABLE: str(os.getpid())}
     # The child's configuration sits beside its log: a killed sweep leaves no temporary folder, and
     # a restarted one overwrites it. The child's own lock keeps two processes off one run.
     config_file = log.with_suffix(".config.json")
-    settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")}
+    settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")} | {"threads": threads}
     write_json(config_file, settings)
     command = [sys.executable, "-m", "cl_bench", "run", "--config", str(config_file), "--quiet", "--resume"]
     with open(log, "w", encoding="utf-8") as handle:

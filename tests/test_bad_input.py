@@ -131,6 +131,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("run-iters-zero", [*RUN, "--iters", "0"], "iters must be at least 1", None),
     ("run-iters-fraction", [*RUN, "--iters", "1.5"], "iters expects an integer", None),
     ("run-batch-size-zero", [*RUN, "--batch-size", "0"], "batch_size must be at least 1", None),
+    ("run-threads-zero", [*RUN, "--threads", "0"], "threads must be at least 1, got 0", None),
+    ("run-threads-word", [*RUN, "--threads", "many"], "threads expects an integer", None),
     ("run-device-meta", [*RUN, "--device", "meta"], "unknown device 'meta': use auto, cpu, cuda or cuda:N", None),
     ("run-device-mps", [*RUN, "--device", "mps"], "unknown device 'mps'", None),
     ("run-device-word", [*RUN, "--device", "gpu"], "unknown device 'gpu'", None),

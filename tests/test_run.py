@@ -212,3 +212,18 @@ def test_a_diverging_run_stops_before_writing_anything(tmp_path):
     with pytest.raises(UserError, match=r"training diverged on task 'letters': .* holds inf or nan; lower method.lr \(now 1e\+30\)"):
         run(config(tmp_path / "out", method="seq-lora", iters=3, method_params={"lr": 1e30}))
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    one = run(config(tmp_path / "one", method="zeroshot", threads=1))
+    two = run(config(tmp_path / "two", method="zeroshot", threads=2))
+    assert one.data["hardware"]["torch_threads"] == 1 and two.data["hardware"]["torch_threads"] == 2
+    assert one.data["config"]["threads"] == 1 and one.data["run_id"] == two.data["run_id"]  # same configuration
+    assert torch.get_num_threads() == before  # the caller's setting is restored
+    auto = run(config(tmp_path / "auto", method="zeroshot"))
+    from cl_bench.spec import default_threads
+
+    assert auto.data["hardware"]["torch_threads"] == default_threads() and auto.data["hardware"]["threads_setting"].startswith("auto")
