@@ -65,7 +65,24 @@ class Registry:
             self._load_entry_points()
         for plugin in plugins:
             self._pm.register(plugin)
+        self._report_unknown_hooks()
         self._specs: dict[str, dict[str, Registered]] = {}
+
+    def _report_unknown_hooks(self) -> None:
+        """pluggy's `check_pending`, reported per plugin instead of raised: a misspelled hook
+        (`cl_bench_method`) would otherwise be ignored without a word."""
+        try:
+            self._pm.check_pending()
+            return
+        except pluggy.PluginValidationError:
+            pass
+        known = [name for name in vars(hookspecs) if name.startswith(f"{hookspecs.PROJECT}_")]
+        for name, caller in vars(self._pm.hook).items():
+            if getattr(caller, "spec", True) is None:
+                for impl in caller.get_hookimpls():
+                    if not impl.optionalhook:
+                        message = unknown_name("hook", name, known, hint="the plugin's implementation is never called").args[0]
+                        self.errors.append(PluginError(impl.plugin_name, message))
 
     def _load_entry_points(self) -> None:
         seen: set[str] = set()

@@ -158,3 +158,15 @@ def test_run_event_failures_are_returned_not_raised():
     registry = Registry([Logger(), Broken()], entry_points=False)
     failures = registry.emit("run_start", {"run_id": "x"})
     assert seen == ["run_start"] and len(failures) == 1 and "disk full" in str(failures[0])
+
+
+def test_a_misspelled_hook_is_reported_not_silently_ignored():
+    class Misspelled:
+        @hookimpl
+        def cl_bench_method(self):  # the hook is cl_bench_methods
+            return []
+
+    registry = Registry([Misspelled()], entry_points=False)
+    (error,) = registry.errors
+    assert "unknown hook 'cl_bench_method'; did you mean 'cl_bench_methods'?" in str(error)
+    assert "never called" in str(error)
