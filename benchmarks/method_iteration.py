@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from cl_bench.runner import ScenarioContext, quiet_third_party_warnings
+from cl_bench import ScenarioContext
+from cl_bench.runner import quiet_third_party_warnings
 
 quiet_third_party_warnings()  # before Avalanche is imported: it warns about optional solvers
 

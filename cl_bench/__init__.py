@@ -1,35 +1,53 @@
 """cl_bench: a benchmark suite for continual learning of pre-trained CLIP-like models.
 
-The public names below stay stable. Importing this package is cheap: torch, Avalanche and
-open_clip load only when a run starts.
+The names in `__all__` are the stable API: everything a method, stream or backbone plugin
+needs is importable from `cl_bench` itself, and plugins import no submodule. Importing this
+package is cheap: torch, Avalanche and open_clip load only when a name that needs them is used
+(`Stream`, `LinearAdapter`, `run`, ...).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+from .errors import UserError
 from .hookspecs import hookimpl
-from .spec import BackboneSpec, Method, MethodSpec, RunConfig, ScenarioSpec, Supports
+from .paths import safe_slug
+from .spec import BackboneSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports
 
 __version__ = "0.1.0"
+
+# Names whose modules import torch, loaded on first use: name -> module.
+_DEFERRED = {
+    "run": "runner",
+    "RunResult": "results",
+    "Stream": "stream",
+    "Experience": "stream",
+    "build_benchmark": "stream",
+    "classification_dataset": "stream",
+    "DEFAULT_TEMPLATES": "stream",
+    "ClipModel": "backbones.clip",
+    "LinearAdapter": "backbones.clip",
+}
 
 __all__ = [
     "BackboneSpec",
     "Method",
     "MethodSpec",
     "RunConfig",
-    "RunResult",
+    "ScenarioContext",
     "ScenarioSpec",
     "Supports",
+    "UserError",
     "hookimpl",
-    "run",
+    "safe_slug",
+    *_DEFERRED,
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # Deferred so that `import cl_bench` (and `clbench --help`) does not import torch.
-    if name in ("run", "RunResult"):
-        from . import runner
-
-        return getattr(runner, name)
+    # Deferred so that `import cl_bench` (and `clbench --help`, `clbench ls`) does not import torch.
+    if name in _DEFERRED:
+        return getattr(import_module(f".{_DEFERRED[name]}", __name__), name)
     raise AttributeError(f"module 'cl_bench' has no attribute {name!r}")

@@ -27,7 +27,7 @@ from .errors import UserError, clip, shown
 from .paths import check_writable_folder
 from .plugins import Registry
 from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
-from .spec import Method, RunConfig, as_method, data_root_or_env, default_threads, resolve_factory
+from .spec import Method, RunConfig, ScenarioContext, as_method, data_root_or_env, default_threads, resolve_factory
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
 
@@ -37,14 +37,6 @@ def quiet_third_party_warnings() -> None:
         warnings.filterwarnings("ignore", message=f".*{text}.*")
     for module in ("avalanche", "torchvision", "open_clip", "timm", "qpsolvers", "pytorchcv"):
         warnings.filterwarnings("ignore", module=module)
-
-
-@dataclass
-class ScenarioContext:
-    """What a scenario factory may need beyond its parameters."""
-
-    data_root: str | None
-    image_size: int
 
 
 def resolve_device(name: str):

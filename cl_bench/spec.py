@@ -88,6 +88,14 @@ class MethodSpec:
         return resolved
 
 
+@dataclass
+class ScenarioContext:
+    """What a scenario factory may need beyond its parameters."""
+
+    data_root: str | None
+    image_size: int
+
+
 @dataclass(frozen=True)
 class ScenarioSpec:
     """A stream (benchmark) family member, as a plugin declares it.

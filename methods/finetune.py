@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_bench import Method, MethodSpec, hookimpl
-from cl_bench.errors import UserError
+from cl_bench import Method, MethodSpec, UserError, hookimpl
 
 TOWER_CHOICES = {"both": ("image", "text"), "image": ("image",), "text": ("text",)}
 

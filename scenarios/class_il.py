@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cl_bench import hookimpl
-from cl_bench.spec import ScenarioSpec
+from cl_bench import ScenarioSpec, hookimpl
 
 from . import torchvision_sets as tv
 from .image_folder import first_missing, no_root_message
@@ -46,7 +45,7 @@ def check_imagenet_r(data_root: str | None) -> str | None:
 
 
 def _task_count(name: str, params: dict[str, Any], total: int) -> int:
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     tasks = params["tasks"]
     if tasks < 1 or total % tasks:
@@ -55,7 +54,7 @@ def _task_count(name: str, params: dict[str, Any], total: int) -> int:
 
 
 def _require(problem: str | None) -> None:
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     if problem:
         raise UserError(problem)
@@ -63,7 +62,7 @@ def _require(problem: str | None) -> None:
 
 def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Sequence[str], order: Sequence[int], train, test, templates, metadata: dict):
     """Split `order` into equal tasks; each task's train and test sets hold exactly its classes."""
-    from cl_bench.stream import Stream, build_benchmark
+    from cl_bench import Stream, build_benchmark
 
     tasks = _task_count(name, params, len(order))
     per = len(order) // tasks
@@ -93,7 +92,7 @@ def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Seq
 
 
 def build_cifar(params: dict[str, Any], context: Any):
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     from .class_il_data import CIFAR100_ORDER, CIFAR100_TEMPLATES
 
@@ -111,7 +110,7 @@ def build_cifar(params: dict[str, Any], context: Any):
 
 
 def build_imagenet_r(params: dict[str, Any], context: Any):
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_ORDER, IMAGENET_R_TEMPLATES
     from .image_folder import Samples, image_folder, sha256_lines

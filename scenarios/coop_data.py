@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.errors import UserError
+from cl_bench import UserError
 
 from . import torchvision_sets as tv
 from .domains import Domain

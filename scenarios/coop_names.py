@@ -69,7 +69,7 @@ def xtail_name(key: str, raw: str) -> str:
 
 
 def _table(table, key, data_set: str) -> str:
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     known = key in table if isinstance(table, dict) else 0 <= key < len(table)
     if not known:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import hookimpl
-from cl_bench.spec import ScenarioSpec
+from cl_bench import ScenarioSpec, hookimpl
 
 from .image_folder import first_missing, no_root_message
 
@@ -43,7 +42,7 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
     """Image paths and labels of one split file; records each label's class folder in `names`."""
     import numpy as np
 
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     from .image_folder import Samples
 
@@ -63,8 +62,7 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 
 
 def build(params: dict[str, Any], context: Any):
-    from cl_bench.errors import UserError
-    from cl_bench.stream import Stream, build_benchmark
+    from cl_bench import Stream, UserError, build_benchmark
 
     from .image_folder import sha256_file
 

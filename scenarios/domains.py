@@ -82,7 +82,7 @@ def assemble(
     metadata: dict[str, Any],
 ):
     """A `Stream` with one task per domain (train and test splits as given)."""
-    from cl_bench.stream import DEFAULT_TEMPLATES, Stream, build_benchmark
+    from cl_bench import DEFAULT_TEMPLATES, Stream, build_benchmark
 
     class_names, class_templates = disambiguate(domains, distinct_prompts)
     task_classes, train, test = [], [], []

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_bench import hookimpl
-from cl_bench.spec import ScenarioSpec
+from cl_bench import ScenarioSpec, hookimpl
 
 from . import packaged_data as data
 
@@ -105,7 +104,7 @@ def _assemble(name: str, protocol: str, tasks: list[Domain], params: dict[str, A
     Each domain adds its classes to the stream's (or, with `shared_classes`, every domain uses the
     first one's classes: domain-incremental).
     """
-    from cl_bench.stream import Stream, build_benchmark, classification_dataset
+    from cl_bench import Stream, build_benchmark, classification_dataset
 
     control = symbols()
     class_names: list[str] = []
@@ -169,7 +168,7 @@ def build_dil(params: dict[str, Any], context: Any = None):
 
 def build_xtail(params: dict[str, Any], context: Any = None):
     """embedded-xtail: letters, digits, fashion with `shots` training images per class, scored over all 46 classes."""
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     shots = params["shots"]
     if shots < 0:
@@ -193,7 +192,7 @@ def build_cil(params: dict[str, Any], context: Any = None):
     from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
     from avalanche.benchmarks.scenarios.generic_scenario import CLScenario, EagerCLStream
 
-    from cl_bench.stream import Stream, classification_dataset
+    from cl_bench import Stream, classification_dataset
 
     domain, control = fashion(), symbols()
     per_task = len(CIL_CLASS_ORDER) // params["tasks"]
@@ -233,7 +232,7 @@ def data_problem(data_root: str | None = None) -> str | None:
 
 
 def _check_tasks(params: dict[str, Any]) -> None:
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     if params["tasks"] not in (1, 2, 5, 10):
         raise UserError("scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10")

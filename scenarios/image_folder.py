@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_bench.errors import UserError
+from cl_bench import UserError
 
 # The extensions torchvision's ImageFolder accepts, so a folder layout reads the same here.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

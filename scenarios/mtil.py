@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import hookimpl
-from cl_bench.spec import ScenarioSpec
+from cl_bench import ScenarioSpec, hookimpl
 
 from .image_folder import no_root_message
 
@@ -30,7 +29,7 @@ def check(data_root: str | None) -> str | None:
 
 
 def build(params: dict[str, Any], context: Any):
-    from cl_bench.errors import UserError
+    from cl_bench import UserError
 
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name

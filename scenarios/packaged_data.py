@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.errors import UserError
+from cl_bench import UserError
 
 IMAGE_SIZE = 28
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"

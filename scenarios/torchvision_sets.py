@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.errors import UserError
+from cl_bench import UserError
 
 from .image_folder import Samples, first_missing, sha256_file
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import hookimpl
-from cl_bench.spec import ScenarioSpec
+from cl_bench import ScenarioSpec, hookimpl
 
 from .image_folder import no_root_message
 

@@ -22,7 +22,7 @@ from PIL import Image
 from cl_bench import Method
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.runner import ScenarioContext
+from cl_bench import ScenarioContext
 from cl_bench.scenarios import class_il_data, coop_names
 from cl_bench.scenarios.image_folder import square_crop
 from cl_bench.spec import TRAIN_DEFAULTS, resolve_factory

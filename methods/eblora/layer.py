@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cl_bench.backbones.clip import LinearAdapter
+from cl_bench import LinearAdapter
 
 from .stiefel import random_orthonormal
 

@@ -25,8 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cl_bench import Method
-from cl_bench.errors import UserError
+from cl_bench import Method, UserError
 
 from .layer import EBLoRALinear
 from .optim import RiemannianAdamW

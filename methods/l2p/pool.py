@@ -31,9 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench import Method
-from cl_bench.errors import UserError
-
+from cl_bench import Method, UserError
 
 PROMPT_INITS = ("uniform", "zero")
 

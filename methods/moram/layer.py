@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench.backbones.clip import LinearAdapter
+from cl_bench import LinearAdapter
 
 
 # Wasted weight-gradient multiply-adds above which the frozen stack gets its own matmuls (see _split).

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cl_bench import Method
-from cl_bench.backbones.clip import LinearAdapter
+from cl_bench import LinearAdapter, Method
 
 
 def check_rank(rank: int) -> None:

@@ -1,0 +1,43 @@
+"""The public import surface: every name in `cl_bench.__all__` resolves, importing the package
+loads no heavy library, and no plugin (built-in or the README's example) imports a core submodule."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import cl_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "tests" / "plugin_example"]
+
+
+def test_every_public_name_resolves():
+    for name in cl_bench.__all__:
+        assert getattr(cl_bench, name) is not None, name
+    assert cl_bench.Stream.__module__ == "cl_bench.stream" and cl_bench.LinearAdapter.__module__ == "cl_bench.backbones.clip"
+
+
+def test_importing_cl_bench_loads_no_heavy_library():
+    code = "import sys, cl_bench; print(*(m in sys.modules for m in ('torch', 'avalanche', 'open_clip', 'pandas')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"] * 4
+
+
+def core_imports(path: Path) -> list[str]:
+    """Absolute imports of cl_bench submodules other than the plugin packages themselves."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        for name in names:
+            if name.startswith("cl_bench.") and not name.startswith(("cl_bench.methods.", "cl_bench.scenarios.")):
+                found.append(f"{path.relative_to(ROOT)}: {name}")
+    return found
+
+
+def test_plugins_import_only_the_public_api():
+    offenders = [hit for tree in PLUGIN_TREES for path in sorted(tree.rglob("*.py")) for hit in core_imports(path)]
+    assert offenders == []
+    readme_blocks = [block for block in (ROOT / "README.md").read_text(encoding="utf-8").split("```python")[1:]]
+    assert not [b for b in readme_blocks if "from cl_bench." in b.split("```")[0] or "import cl_bench." in b.split("```")[0]]
