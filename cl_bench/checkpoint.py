@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +112,6 @@ def progress_problem(progress: Any, next_task: Any, num_tasks: int, num_controls
     if not isinstance(params, dict) or any(not isinstance(params.get(k), list) or len(params[k]) != next_task for k in ("trainable", "added")):
         return f"progress 'params' must list {next_task} trainable and added counts"
     elapsed = progress.get("elapsed")
-    if not is_number(elapsed) or elapsed < 0 or not math.isfinite(elapsed):
+    if not is_number(elapsed) or elapsed < 0:
         return "progress 'elapsed' must be a number of seconds"
     return None

@@ -18,12 +18,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import checkpoint, locks
-from .errors import UserError, clip, shown
+from .errors import UserError, clip
 from .paths import check_writable_folder
 from .plugins import Registry
 from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
@@ -40,13 +39,9 @@ def quiet_third_party_warnings() -> None:
 
 
 def resolve_device(name: str):
-    """auto, cpu, cuda or cuda:N as a torch device (other torch devices are not supported)."""
+    """auto, cpu, cuda or cuda:N (as `RunConfig.check` admits) as a torch device that exists here."""
     import torch
 
-    from .spec import DEVICE_PATTERN
-
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise UserError(f"unknown device {shown(name)}: use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -272,19 +267,24 @@ def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
     try:
         made = resolve_factory(factory)(dict(hparams))
     except ValueError as exc:
-        raise UserError(f"method '{name}': {clip(str(exc), 200)}") from None
+        raise setting_error(name, exc) from None
     return as_method(made, name)
+
+
+def setting_error(method: str, exc: ValueError) -> UserError:
+    """A method's own complaint about its settings, as the one-line error naming the method."""
+    return UserError(f"method '{method}': {clip(str(exc), 200)}")
 
 
 def check_finite(model, task_name: str, hparams: dict[str, Any]) -> None:
     """Stop a diverged run before its checkpoint or result is written."""
     import torch
 
-    for name, param in model.named_parameters():
-        if not bool(torch.isfinite(param).all()):
-            raise UserError(
-                f"training diverged on task '{task_name}': {name} holds inf or nan; lower method.lr (now {hparams.get('lr')}); nothing of this task was saved"
-            )
+    named = list(model.named_parameters())
+    finite = torch.stack([torch.isfinite(param).all() for _, param in named])  # one device sync, not one per tensor
+    if not bool(finite.all()):
+        name = named[int((~finite).nonzero()[0])][0]
+        raise UserError(f"training diverged on task '{task_name}': {name} holds inf or nan; lower method.lr (now {hparams.get('lr')}); nothing of this task was saved")
 
 
 def write_result(path: Path, document: dict[str, Any]) -> None:
@@ -354,7 +354,7 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     try:
         method.setup(model, stream)
     except ValueError as exc:  # a setting that only the model's shapes refute (a rank too large, ...)
-        raise UserError(f"method '{method_spec.name}': {clip(str(exc), 200)}") from None
+        raise setting_error(method_spec.name, exc) from None
     model.to(state.device)
     plugin = AccuracyMatrix(stream)
     strategy = ClStrategy(

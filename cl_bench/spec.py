@@ -313,7 +313,6 @@ def resolve_params(owner: str, prefix: str, defaults: Mapping[str, Any], given: 
 
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch and random accept it too
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -386,8 +385,6 @@ class RunConfig:
             raise UserError(f"num_workers must be 0 or more, got {self.num_workers}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise UserError(f"unknown device {shown(self.device)}: use auto, cpu, cuda or cuda:N")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"precision must be {', '.join(PRECISIONS)}, not {shown(self.precision)}")
         for key in ("iters", "batch_size", "threads"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
