@@ -99,3 +99,30 @@ def test_tower_parameters_split_the_model_without_the_logit_scale(model):
     everything = {id(p) for p in model.parameters()}
     assert image.isdisjoint(text)
     assert everything - image - text == {id(model.clip.logit_scale)}
+
+
+@pytest.mark.parametrize(("protocol", "spaces"), [("mtil", 3), ("domain-il", 2), ("class-il", 3)])
+def test_an_accuracy_row_runs_the_text_tower_once_per_label_space(protocol, spaces):
+    """Evaluation in many small batches still encodes each label space's prompts once per row:
+    mtil (two task spaces + the control's), domain-il (one shared space + the control's),
+    class-il (tasks 1 and 1-2, + the control's)."""
+    from cl_bench import Method
+    from cl_bench.evaluation import AccuracyMatrix, evaluate_row
+    from cl_bench.spec import TRAIN_DEFAULTS
+    from cl_bench.strategy import ClStrategy
+
+    from toys import toy_model, toy_stream
+
+    stream, model = toy_stream(protocol, tasks=2), toy_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.set_classes(stream.prompts())
+    matrix = AccuracyMatrix(stream)
+    strategy = ClStrategy(model=model, method=type("Nothing", (Method,), {})(), stream=stream, hparams=dict(TRAIN_DEFAULTS), eval_batch_size=3, plugins=[matrix], progress=False)
+    calls = []
+    encode = model.encode_text
+    model.encode_text = lambda tokens: calls.append(len(tokens)) or encode(tokens)
+    for row in (0, 1):
+        calls.clear()
+        evaluate_row(strategy, matrix, row)
+        assert len(calls) == spaces, (row, calls)
