@@ -11,7 +11,7 @@ from pathlib import Path
 import cl_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "tests" / "plugin_example"]
+PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
 
 
 def test_every_public_name_resolves():
