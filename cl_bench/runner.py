@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import os
-import platform
-import subprocess
 import sys
 import time
 import uuid
@@ -24,6 +21,7 @@ from typing import Any
 from . import checkpoint, locks
 from .errors import UserError, clip
 from .paths import check_writable_folder
+from .provenance import hardware_info, versions_info
 from .plugins import Registry
 from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
 from .spec import Method, RunConfig, ScenarioContext, as_method, data_root_or_env, default_threads, resolve_factory
@@ -61,65 +59,6 @@ def result_path_for(config: RunConfig, registry: Registry) -> Path:
     """Where `config`'s result file goes (its run id names it), without building anything."""
     versions = tuple(registry.get(kind, getattr(config, kind)).spec.version for kind in ("method", "scenario", "backbone"))
     return Path(config.out) / f"{run_id_for(config, versions)}.json"
-
-
-def versions_info() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def of(dist: str) -> str | None:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "cl_bench": of("cl-bench"),
-        "torch": of("torch"),
-        "avalanche": of("avalanche-lib"),
-        "open_clip": of("open_clip_torch"),
-        "numpy": of("numpy"),
-        "git_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def hardware_info(device, precision: str, threads_setting: int | None) -> dict[str, Any]:
-    import torch
-
-    info = {
-        "device": str(device),
-        "precision": precision,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "threads_setting": "auto (half the usable cores)" if threads_setting is None else threads_setting,
-        "platform": platform.platform(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class _Run:
@@ -341,7 +280,8 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     import torch
 
     from .evaluation import AccuracyMatrix, evaluate_row
-    from .strategy import ClStrategy, seed_everything
+    from .seeding import seed_everything
+    from .strategy import ClStrategy
 
     seed_everything(config.seed)
     model = resolve_factory(backbone_spec.factory)(state.backbone_params)

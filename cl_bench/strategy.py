@@ -17,15 +17,12 @@ What it changes in the template, and why:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
-import random
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
@@ -34,6 +31,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from .seeding import derive_seed, seed_everything
 from .spec import Method
 from .stream import Stream
 
@@ -53,18 +51,6 @@ _ITERATION_EVENTS = (
     "after_eval_iteration",
 )
 _NO_OP_BASES = (BasePlugin, BaseSGDPlugin, SupervisedPlugin)
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 31-bit seed for one part of a run (an experience, a loader), stable across processes."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 def _implements(plugin: object, event: str) -> bool:
