@@ -79,7 +79,7 @@ def write_atomic(path: Path, write) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes private files; results are for sharing
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes private files; results are for sharing
         write(Path(temporary))
         os.replace(temporary, path)
     except BaseException as exc:
@@ -105,7 +105,8 @@ def _out_of_space(exc: BaseException, folder: Path) -> bool:
         return False
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

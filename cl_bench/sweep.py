@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,16 +34,24 @@ class Planned:
         return f"{self.config.method} on {self.config.scenario}, seed {self.config.seed}"
 
 
-def split_settings(items: Sequence[str], methods: Sequence[str]) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
-    """`--set` items for every run, and those for one method's runs (`<method>.<param>=VALUE`)."""
+def split_settings(items: Sequence[str], methods: Sequence[str], known: Iterable[str]) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+    """`--set` items for every run, and those for one method's runs (`<method>.<param>=VALUE`).
+
+    A setting for a `known` method that the sweep does not run is refused.
+    """
     shared: list[str] = []
     per_method: dict[str, list[tuple[str, str]]] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        head = key.strip().split(".", 1)[0]
-        owner = next((m for m in sorted(methods, key=len, reverse=True) if key.strip().startswith(m + ".")), None)
-        if sep and owner and head not in ("method", "scenario", "backbone"):
-            per_method.setdefault(owner, []).append((key.strip()[len(owner) + 1 :], value))
+        key = key.strip()
+        head = key.split(".", 1)[0]
+        owner = next((m for m in sorted(methods, key=len, reverse=True) if key.startswith(m + ".")), None)
+        if head in ("method", "scenario", "backbone") or not sep:
+            shared.append(item)
+        elif owner:
+            per_method.setdefault(owner, []).append((key[len(owner) + 1 :], value))
+        elif head in known:
+            raise UserError(f"--set {item}: '{head}' is not among --methods ({', '.join(methods)})")
         else:
             shared.append(item)
     return shared, per_method

@@ -22,15 +22,10 @@ from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
 from cl_bench.strategy import ClStrategy
 
-from toys import result_document
+from toys import result_document, snapshot
 
 ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every file and folder below `folder` with its bytes (None for folders)."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
 def result_file(folder: Path, name: str, edit: Callable[[dict], None] | None = None, **kwargs) -> Path:

@@ -20,7 +20,7 @@ import pytest
 
 from cl_bench.cli import main
 
-from toys import result_document
+from toys import result_document, snapshot
 
 DRIVER = '''
 import os, signal, sys
@@ -72,10 +72,6 @@ def child(tmp_path: Path, point: str, *argv: str) -> subprocess.CompletedProcess
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, str(driver), point, *argv], capture_output=True, text=True, env=env, timeout=300)
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))} if folder.exists() else {}
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from cl_bench.cli import main
 from cl_bench.results import write_json
 
-from toys import result_document
+from toys import result_document, snapshot
 
 ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]
@@ -20,10 +20,6 @@ def write(folder, name, **kwargs):
     path = folder / f"{name}.json"
     write_json(path, result_document(ACC, CONTROL, **kwargs))
     return path
-
-
-def snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
 
 
 @pytest.fixture

@@ -123,3 +123,8 @@ def result_document(
         "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
         "params": {"trainable": trainable or [0] * len(tasks)},
     }
+
+
+def snapshot(folder) -> dict[str, bytes | None]:
+    """Every file and folder below `folder` with its bytes (None for folders); {} when it does not exist."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))} if folder.exists() else {}
