@@ -50,10 +50,11 @@ def grown_layer(tasks: int, mask_in_training: bool = False, threshold: float = 0
     return layer
 
 
-@pytest.fixture(params=["concatenated", "split"])
+@pytest.fixture(params=["fused", "composite"])
 def matmul_path(request, monkeypatch):
-    """Run a test through both computation paths of the layer (see RankOneMemoryLinear._split)."""
-    monkeypatch.setattr(layer_module, "SPLIT_WORK", 0 if request.param == "split" else 1 << 62)
+    """Run a test through both computations of the layer: MemoryLinear, and autograd's own ops."""
+    if request.param == "composite":
+        monkeypatch.setattr(RankOneMemoryLinear, "composite", lambda self: True)
     return request.param
 
 
@@ -199,3 +200,31 @@ def test_mora_variant_prunes_in_training(registry):
     assert specs["mora"].defaults["mask_in_training"] is True and specs["moram"].defaults["mask_in_training"] is False
     assert "2405.12130" in specs["mora"].summary
     assert specs["moram"].factory == specs["mora"].factory  # one implementation, two specs
+
+
+@pytest.mark.parametrize("k, threshold, frozen", [(3, None, 2), (3, 0.2, 2), (5, None, 3), (5, 0.1, 0), (4, None, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias):
+    """MemoryLinear's backward against finite differences, for every input (frozen ones included)."""
+    torch.manual_seed(k + frozen)
+    atoms, d_in, d_out = 5, 6, 4
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, requires_grad=True)
+
+    inputs = [leaf(7, d_in), leaf(d_out, d_in), leaf(d_out) if bias else None, leaf(frozen, d_in), leaf(atoms - frozen, d_in), leaf(d_out, frozen), leaf(d_out, atoms - frozen)]
+    with_grad = [t for t in inputs if t is not None]
+
+    def apply(*tensors):
+        it = iter(tensors)
+        args = [next(it) if t is not None else None for t in inputs]
+        return layer_module.MemoryLinear.apply(*args, k, 0.5, threshold)
+
+    assert torch.autograd.gradcheck(apply, with_grad)
+
+
+def test_weights_below_the_floor_are_exactly_zero():
+    logits = torch.tensor([[0.0, -59.0, -61.0, -200.0]])
+    weights = layer_module.softmax_last_(logits.clone())
+    assert weights[0, 1] > 0 and weights[0, 2] == 0 and weights[0, 3] == 0
+    assert torch.allclose(weights, torch.softmax(logits, dim=-1), atol=1e-25, rtol=0)

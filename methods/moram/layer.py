@@ -10,15 +10,22 @@ For input x, with atoms (a_i, b_i) accumulated over tasks:
     y = W₀ x + b + (p ⊙ w) Bᵀ       (B: d_out x atoms)
 
 This is the forward of the official code (Artificer-AI-Lab/MoRAM, XTAIL/loralib/moram.py), computed
-differently where it is faster and equal in value:
+differently where it is faster and equal in value (to float rounding; tests/test_moram.py checks
+values and gradients against the official formulation restated):
 - frozen atoms stay stacked in two non-trainable tensors, grown once per task by `add_task`, and the
-  new block is separate; when training at sizes where it pays (ViT-B/16 layers), the A side and the
-  B side each take one matmul for the frozen stack and one for the new block, so autograd never
-  forms gradients for frozen atoms (the official code concatenates every call and computes the
-  gradient of the whole stack); small layers and evaluation concatenate, which takes fewer ops;
-- the top k are chosen on p (the same atoms as on s), only the k chosen scores are normalised, the
-  softmax runs over them, and p ⊙ w is scattered back from the k products: equal to a softmax over
-  a vector with -inf outside the top k, with fewer full-size operations.
+  new block is separate;
+- the whole layer (base and memory) is one autograd node (`MemoryLinear`) with a hand-derived
+  backward: one matmul per side for all atoms, weight gradients for the new atoms only (the
+  official code computes the gradient of the whole concatenated stack), and the memory's product
+  accumulated into the base output inside its matmul;
+- the top k are chosen on p (the same atoms as on s), unsorted; only the k chosen scores are
+  normalised and go through the softmax, and p ⊙ w is scattered back from the k products: equal
+  to a softmax over a vector with -inf outside the top k, with fewer full-size operations;
+- softmax weights below e^-60 of the largest are zero (see WEIGHT_FLOOR).
+
+Where the time goes (benchmarks/moram_layer.py, one CPU thread): at tiny-clip sizes, torch.topk
+alone costs about as much as a LoRA layer's forward and backward; at ViT-B/16 sizes it is about
+5% of the layer.
 """
 
 from __future__ import annotations
@@ -30,10 +37,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import LinearAdapter
-
-
-# Wasted weight-gradient multiply-adds above which the frozen stack gets its own matmuls (see _split).
-SPLIT_WORK = 1 << 26
 
 
 def check_settings(rank: int, topk: int, temperature: float) -> None:
@@ -87,15 +90,11 @@ class RankOneMemoryLinear(LinearAdapter):
 
     def atoms_A(self) -> Tensor:
         """All atoms' input vectors, stacked: (atoms, d_in)."""
-        if not (self.frozen_A.shape[0] and self.new_A.shape[0]):
-            return self.new_A if self.new_A.shape[0] else self.frozen_A
-        return torch.cat([self.frozen_A, self.new_A])
+        return stacked(self.frozen_A, self.new_A, 0)
 
     def atoms_B(self) -> Tensor:
         """All atoms' output vectors, stacked: (d_out, atoms)."""
-        if not (self.frozen_B.shape[1] and self.new_B.shape[1]):
-            return self.new_B if self.new_B.shape[1] else self.frozen_B
-        return torch.cat([self.frozen_B, self.new_B], dim=1)
+        return stacked(self.frozen_B, self.new_B, 1)
 
     def _resize_to_incoming(self, state, prefix, *args) -> None:
         """Let a fresh layer load a state with any number of atoms (checkpoints of grown memories)."""
@@ -108,28 +107,19 @@ class RankOneMemoryLinear(LinearAdapter):
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.base(x)
-        frozen, new = self.frozen_A.shape[0], self.new_A.shape[0]
-        if frozen + new == 0:
-            return out
-        if frozen and new and self._split(x, frozen):
-            projection = torch.cat([F.linear(x, self.frozen_A), F.linear(x, self.new_A)], dim=-1)
-            weighted = self.weighted_projection(projection)
-            return out + F.linear(weighted[..., :frozen], self.frozen_B) + F.linear(weighted[..., frozen:], self.new_B)
-        projection = F.linear(x, self.atoms_A())
-        return out + F.linear(self.weighted_projection(projection), self.atoms_B())
+        if self.num_atoms == 0:
+            return self.base(x)
+        if self.composite():
+            return self.base(x) + F.linear(self.weighted_projection(F.linear(x, self.atoms_A())), self.atoms_B())
+        k = min(max(self.topk, 2), self.num_atoms)
+        masked = self.threshold > 0 and (self.mask_in_training or not self.training)
+        flat = x.reshape(-1, x.shape[-1])
+        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.new_B, k, self.temperature, self.threshold if masked else None)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
-    def _split(self, x: Tensor, frozen: int) -> bool:
-        """Use separate matmuls for the frozen stack when that saves real work.
-
-        With the atoms concatenated, autograd forms the weight gradient of the whole stack
-        (tokens x frozen x (d_in + d_out) wasted multiply-adds); split, it costs a few more ops.
-        In evaluation there is no weight gradient, so concatenating is always cheaper.
-        """
-        if not (torch.is_grad_enabled() and self.new_A.requires_grad):
-            return False
-        tokens = x.numel() // x.shape[-1]
-        return tokens * frozen * (self.base.in_features + self.base.out_features) >= SPLIT_WORK
+    def composite(self) -> bool:
+        """Whether this forward goes through autograd's own ops: the balance term needs w in the graph."""
+        return self.track_balance and self.training
 
     def _select(self, projection: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         """(indices of the active atoms or None for all, their projections, their weights w).
@@ -159,9 +149,103 @@ class RankOneMemoryLinear(LinearAdapter):
         return weights if index is None else torch.zeros_like(projection).scatter(-1, index, weights)
 
     def weighted_projection(self, projection: Tensor) -> Tensor:
-        """p ⊙ w, built from the k active atoms only."""
+        """p ⊙ w through autograd's own ops (the reference path, and the one with a balance term)."""
         index, top, weights = self._select(projection)
         return top * weights if index is None else torch.zeros_like(projection).scatter(-1, index, top * weights)
 
     def extra_repr(self) -> str:
         return f"atoms={self.num_atoms}, rank={self.rank}, topk={self.topk}, temperature={self.temperature}, threshold={self.threshold}, mask_in_training={self.mask_in_training}"
+
+
+# Softmax weights below e^-60 of the largest (about 1e-26) are set to zero: their share of any
+# output is far below float precision, and left alone they decay into denormal floats, which make
+# every later product with them several times slower on CPUs (measured: 2-3x for a tiny-clip layer).
+WEIGHT_FLOOR = math.exp(-60.0)
+
+
+def softmax_last_(z: Tensor) -> Tensor:
+    """Softmax over the last dimension, in place; faster on CPU than torch.softmax for short rows."""
+    e = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
+    F.threshold_(e, WEIGHT_FLOOR, 0.0)
+    return e.div_(e.sum(dim=-1, keepdim=True))
+
+
+def stacked(frozen: Tensor, new: Tensor, dim: int) -> Tensor:
+    """The frozen and the new atoms as one tensor (no copy when either block is empty)."""
+    if not (frozen.shape[dim] and new.shape[dim]):
+        return new if new.shape[dim] else frozen
+    return torch.cat([frozen, new], dim=dim)
+
+
+class MemoryLinear(torch.autograd.Function):
+    """y = W₀ x + b + (p ⊙ w) Bᵀ for 2-D x, as one autograd node.
+
+    Per row of p = x Aᵀ: r = ‖p‖, S the top k, z_i = p_i / (r τ), w = softmax over S of z, times
+    the mask m (a constant). For u = p ⊙ w and an upstream gradient g = ∂L/∂u, with
+    v = g ⊙ w ⊙ m and q = v ⊙ p − w Σ v ⊙ p (the softmax's backward, on S):
+    ∂L/∂p = (v + q / (r τ)) on S  −  p · Σ_S q p / (r³ τ)   (the last term through r).
+    Then ∂L/∂x = G W₀ + (∂L/∂p) A, ∂L/∂A = (∂L/∂p)ᵀ x and ∂L/∂B = Gᵀ u, each formed only where
+    needed (never for the frozen atoms or the base, which do not require gradients).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, frozen_A, new_A, frozen_B, new_B, k: int, temperature: float, threshold: float | None):
+        out = F.linear(x, weight, bias)
+        dtype = out.dtype  # under autocast F.linear computes in lower precision than the parameters
+        A, B = stacked(frozen_A, new_A, 0), stacked(frozen_B, new_B, 1)
+        if x.dtype != dtype or A.dtype != dtype:
+            x, A, B, weight = x.to(dtype), A.to(dtype), B.to(dtype), weight.to(dtype)
+        projection = x @ A.t()
+        norm = projection.norm(dim=-1, keepdim=True)
+        if k == projection.shape[-1]:
+            index, top = None, projection
+        else:  # order within the top k does not matter: everything below is per atom or a sum
+            top, index = projection.topk(k, dim=-1, sorted=False)
+        # 1 / (r τ), with r clamped as F.normalize does; below the clamp r passes no gradient
+        scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()
+        through_norm = scale.square().mul_(scale).mul_(temperature**2 * (norm >= 1e-12))  # 1 / (r³ τ)
+        logits = top * scale
+        keep = None if threshold is None else (logits >= threshold / temperature).to(dtype)
+        soft = softmax_last_(logits)  # keep is already computed from the logits
+        weights = soft if keep is None else soft * keep
+        mixed = top * weights
+        weighted = mixed if index is None else torch.zeros_like(projection).scatter_(-1, index, mixed)
+        out.addmm_(weighted, B.t())
+        ctx.save_for_backward(x, weight, A, B, projection, weighted, scale, through_norm, index, top, soft, weights)
+        ctx.frozen, ctx.has_bias = frozen_A.shape[0], bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, A, B, projection, weighted, scale, through_norm, index, top, soft, weights = ctx.saved_tensors
+        frozen, needs = ctx.frozen, ctx.needs_input_grad
+        if grad.dtype != weighted.dtype:
+            grad = grad.to(weighted.dtype)
+        grads: list[Tensor | None] = [None] * 10
+        if needs[1]:
+            grads[1] = grad.t() @ x
+        if needs[2] and ctx.has_bias:
+            grads[2] = grad.sum(0)
+        if needs[5]:
+            grads[5] = grad.t() @ weighted[:, :frozen]
+        if needs[6]:
+            grads[6] = grad.t() @ weighted[:, frozen:]
+        if not (needs[0] or needs[3] or needs[4]):
+            return tuple(grads)
+        grad_weighted = grad @ B
+        v = (grad_weighted if index is None else grad_weighted.gather(-1, index)).mul_(weights)
+        vp = v * top
+        q = vp.sub_(soft * vp.sum(dim=-1, keepdim=True))
+        on_top = v.addcmul_(q, scale)
+        grad_projection = projection * (torch.linalg.vecdot(q, top).unsqueeze(-1).mul_(through_norm).neg_())
+        if index is None:
+            grad_projection += on_top
+        else:
+            grad_projection.scatter_add_(-1, index, on_top)
+        if needs[0]:
+            grads[0] = torch.addmm(grad_projection @ A, grad, weight)
+        if needs[3]:
+            grads[3] = grad_projection[:, :frozen].t() @ x
+        if needs[4]:
+            grads[4] = grad_projection[:, frozen:].t() @ x
+        return tuple(grads)
