@@ -156,11 +156,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .leaderboard import publish
+    from .results import result_files
 
     files = []
     for given in args.results:
         path = Path(given)
-        files.extend(sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")) if path.is_dir() else [path])
+        files.extend(result_files(path) if path.is_dir() else [path])
     copies = publish(files, args.leaderboard)
     print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html and plots/")
     return 0

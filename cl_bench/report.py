@@ -72,13 +72,13 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     counts once, the newer file.
     """
     from .errors import UserError
-    from .results import load_valid
+    from .results import load_valid, result_files
 
     files: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")))
+            files.extend(result_files(path))
         elif path.is_file():
             files.append(path)
         else:

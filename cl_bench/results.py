@@ -73,6 +73,14 @@ class RunResult:
         return self.data
 
 
+SWEEP_LOGS = "logs"  # the folder where a sweep keeps its runs' logs and configurations, in its --out
+
+
+def result_files(folder: Path) -> list[Path]:
+    """The result files under a folder: every *.json but hidden files and a sweep's logs/ folder."""
+    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".") and SWEEP_LOGS not in p.relative_to(folder).parts[:-1])
+
+
 def write_atomic(path: Path, write) -> None:
     """Call `write(temporary_path)`, then rename it over `path` (same folder, so the rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .plugins import Registry
-from .results import load_valid, write_json
+from .results import SWEEP_LOGS, load_valid, write_json
 from .runner import check
 from .spec import RunConfig
 
@@ -160,7 +160,7 @@ def execute(grid: Sequence[Planned], jobs: int = 1, force: bool = False, progres
     ran, failed = [], []
     bar = tqdm(total=len(grid), initial=len(skipped), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / "logs") for planned in todo]
+        futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / SWEEP_LOGS) for planned in todo]
         for future in as_completed(futures):
             planned, code, log = future.result()
             if code == 0 and is_complete(planned.result_path):

@@ -21,6 +21,12 @@ def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):
     assert len(results) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in results)
     assert json.loads(results[0].read_text())["method"]["hyperparameters"]["iters"] == 2
 
+    assert sorted((out / "logs").glob("*.config.json"))  # the children's configurations, beside their logs
+    # the README's next steps read the sweep's folder as it is: its logs/ are not results
+    assert main(["report", str(out)]) == 0 and "seq-lora" in capsys.readouterr().out
+    assert main(["publish", str(out), "--leaderboard", str(tmp_path / "board")]) == 0
+    assert "published 2 result(s)" in capsys.readouterr().out
+
     stamps = {p: p.stat().st_mtime_ns for p in results}
     assert main(args) == 0  # nothing left to do
     assert "0 ran, 2 already complete" in capsys.readouterr().err
