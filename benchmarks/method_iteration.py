@@ -6,8 +6,9 @@ Every method trains tiny-clip on embedded-mtil with its tiny-clip profile, throu
 strategy. The methods take turns task by task (all methods train task 1, then all train task 2,
 ...), so that they see the same machine conditions; a plugin times each iteration (forward,
 loss, backward, optimiser step). Reported: the median iteration time, its ratio to seq-lora's,
-and the rest of each task's training call (per-task work outside the iterations: EBLoRA's two
-gradient passes, MoE-LoRA's selector, optimiser set-up), averaged over the tasks.
+the rest of each task's training call (per-task work outside the iterations: EBLoRA's two
+gradient passes, MoE-LoRA's selector, optimiser set-up), averaged over the tasks, and the time of
+one accuracy-matrix row (every test set and control set) after each task, averaged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ quiet_third_party_warnings()  # before Avalanche is imported: it warns about opt
 
 from avalanche.core import SupervisedPlugin  # noqa: E402
 
+from cl_bench.evaluation import AccuracyMatrix, evaluate_row  # noqa: E402
 from cl_bench.plugins import Registry  # noqa: E402
 from cl_bench.spec import resolve_factory  # noqa: E402
 from cl_bench.strategy import ClStrategy, seed_everything  # noqa: E402
@@ -59,7 +61,9 @@ def build(registry: Registry, name: str, iters: int):
     method = resolve_factory(spec.factory)(hparams)
     method.setup(model, stream)
     clock = IterationClock()
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, plugins=[clock], progress=False)
+    matrix = AccuracyMatrix(stream)
+    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, plugins=[clock, matrix], progress=False)
+    clock.matrix = matrix
     return strategy, stream, clock
 
 
@@ -72,6 +76,7 @@ def main() -> None:
     names = args.methods.split(",")
     runs = {name: build(registry, name, args.iters) for name in names}
     outside: dict[str, list[float]] = {name: [] for name in names}
+    evaluation: dict[str, list[float]] = {name: [] for name in names}
     tasks = next(iter(runs.values()))[1].num_tasks
     for task in range(tasks):
         for name, (strategy, stream, clock) in runs.items():
@@ -79,13 +84,16 @@ def main() -> None:
             start = time.perf_counter()
             strategy.train(stream.benchmark.streams["train"][task])
             outside[name].append(time.perf_counter() - start - (sum(clock.times) - before))
+            start = time.perf_counter()
+            evaluate_row(strategy, clock.matrix, task + 1)
+            evaluation[name].append(time.perf_counter() - start)
     reference = statistics.median(runs["seq-lora"][2].times) if "seq-lora" in runs else None
     print(f"tiny-clip, embedded-mtil, {tasks} tasks x {args.iters} iterations, {torch.get_num_threads()} threads")
-    print(f"{'method':10} {'ms/iter':>8} {'vs seq-lora':>12} {'per-task work outside iterations':>34}")
+    print(f"{'method':10} {'ms/iter':>8} {'vs seq-lora':>12} {'per-task work outside iterations':>34} {'eval ms/row':>12}")
     for name, (_, _, clock) in runs.items():
         median = statistics.median(clock.times)
         ratio = f"{median / reference:12.2f}" if reference else f"{'-':>12}"
-        print(f"{name:10} {median * 1000:8.1f} {ratio} {statistics.mean(outside[name]) * 1000:31.0f} ms")
+        print(f"{name:10} {median * 1000:8.1f} {ratio} {statistics.mean(outside[name]) * 1000:31.0f} ms {statistics.mean(evaluation[name]) * 1000:12.0f}")
 
 
 if __name__ == "__main__":

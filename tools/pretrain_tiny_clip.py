@@ -1,6 +1,6 @@
 """Pre-train tiny-clip on the pre-training splits that the embedded scenario plugins expose.
 
-    python -m cl_bench.backbones.tiny_clip.pretrain [--out DIR] [--steps N] [--seed S]
+    python tools/pretrain_tiny_clip.py [--out DIR] [--steps N] [--seed S]
 
 Captions are made from class names with a few templates; the objective is CLIP's image-to-text
 cross-entropy over the text features of every pre-training class (class names repeat within a
@@ -30,12 +30,19 @@ ARCH: dict[str, Any] = {
     "std": [0.5, 0.5, 0.5],
 }
 CAPTION_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
+def package_folder() -> Path:
+    """Where the shipped weights live: the tiny_clip backbone package."""
+    from cl_bench.backbones import tiny_clip
+
+    return Path(tiny_clip.__file__).resolve().parent
+
+
 DEFAULTS = {"steps": 2000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup": 150, "seed": 0}
 
 
 def gather_pretraining_data(registry=None) -> dict[str, Any]:
     """Every embedded scenario's pre-training splits, merged by source name."""
-    from ...plugins import Registry
+    from cl_bench.plugins import Registry
 
     registry = registry or Registry()
     sources: dict[str, Any] = {}
@@ -75,7 +82,7 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import torch
     import torch.nn.functional as F
 
-    from . import build_clip, wrap
+    from cl_bench.backbones.tiny_clip import build_clip, wrap
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -130,9 +137,9 @@ def zero_shot_report(model) -> dict[str, float]:
     """Zero-shot accuracy (%) of `model` on each embedded scenario's test sets and control sets."""
     import torch
 
-    from ...plugins import Registry
-    from ...spec import resolve_factory
-    from ...stream import Stream
+    from cl_bench.plugins import Registry
+    from cl_bench.spec import resolve_factory
+    from cl_bench.stream import Stream
 
     report: dict[str, float] = {}
     model.eval()
@@ -155,7 +162,7 @@ def zero_shot_report(model) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for tiny_clip.safetensors and config.json")
+    parser.add_argument("--out", default=str(package_folder()), help="folder for tiny_clip.safetensors and config.json")
     for key, value in DEFAULTS.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -163,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from ...runner import quiet_third_party_warnings
-    from ..clip import file_sha256
+    from cl_bench.runner import quiet_third_party_warnings
+    from cl_bench.backbones.clip import file_sha256
 
     quiet_third_party_warnings()
     model, record = train(args)
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     save_file(state, str(tmp))
     tmp.replace(weights)
     # Score the fp16 weights that ship, not the fp32 ones in memory.
-    from . import build_clip, wrap
+    from cl_bench.backbones.tiny_clip import build_clip, wrap
 
     shipped = build_clip(ARCH)
     shipped.load_state_dict({k: v.float() for k, v in state.items()})
@@ -191,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _open_clip_state(model) -> dict[str, Any]:
     """The weights in open_clip's own layout (fused attention), as open_clip would save them."""
-    from . import build_clip
+    from cl_bench.backbones.tiny_clip import build_clip
 
     reference = build_clip(ARCH)
     state = {}
