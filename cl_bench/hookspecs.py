@@ -54,22 +54,47 @@ def cl_bench_backbones() -> list[BackboneSpec]:
     """
 
 
+# Run events: for loggers (files, dashboards, trackers). Each is called between experiences, never
+# per iteration; an exception in one is reported and does not stop the run. Every event carries
+# `run_id` (the configuration: a forced re-run or a resume has the same one) and `execution_id`
+# (new for every call of `run`): key a tracker's runs on `execution_id`, group them by `run_id`.
+# As pluggy allows, an implementation may declare only the arguments it uses.
+
+
 @hookspec
-def cl_bench_run_event(event: str, payload: dict[str, Any]) -> None:
-    """Observe a run: called with `run_start`, `before_training`, `experience_end` and `run_end`.
+def cl_bench_run_start(run_id: str, execution_id: str, config: dict[str, Any], plan: dict[str, Any]) -> None:
+    """A run is about to train (or to resume): everything is checked and built.
 
-    Every payload carries `run_id` (the configuration: a forced re-run or a resume has the same
-    one) and `execution_id` (new for every call of `run`, so a tracker keys one execution on it
-    and groups executions of one configuration by `run_id`).
-
-    - `run_start`: `config` (the settings as given) and `plan` (as resolved: method, scenario and
-      backbone with versions and typed parameters after profiles, seed, device, precision, data
-      root, out folder, result path, and `first_task`, above 0 when resuming);
-    - `before_training`: row 0 of the matrices (`row` 0, `acc_row`, `control_row`, `timings`),
-      the model before any training; not sent when a resume restores it;
-    - `experience_end`: `task` (0-based), `row` (task + 1), `acc_row`, `control_row`, `timings`;
-    - `run_end`: `path` and the whole `result` dict.
-
-    Use it for loggers (files, dashboards); ignore events you do not know. It is called between
-    experiences, never per iteration; an exception in it is reported and does not stop the run.
+    `config` holds the settings as given; `plan` the settings as resolved: method, scenario and
+    backbone with versions and typed parameters after profiles, seed, device, precision, data
+    root, out folder, result path, and `first_task` (above 0 when resuming).
     """
+
+
+@hookspec
+def cl_bench_before_training(run_id: str, execution_id: str, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
+    """Row 0 of the accuracy and control matrices: the model before any training.
+
+    `row` is 0; `timings` has `eval`, the seconds the row took. Not sent when a resume restores
+    the row from its checkpoint.
+    """
+
+
+@hookspec
+def cl_bench_experience_end(run_id: str, execution_id: str, task: int, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
+    """One task is trained and evaluated: `task` (0-based) and its matrix row `row` (task + 1).
+
+    `acc_row` has one accuracy (%) per task's test set, `control_row` one per control set;
+    `timings` has the task's name and its `train` and `eval` seconds and `iters`.
+    """
+
+
+@hookspec
+def cl_bench_run_end(run_id: str, execution_id: str, path: str, result: dict[str, Any]) -> None:
+    """The run is complete and its result file written: `path`, and `result`, the file's dict.
+
+    Log the final metrics from `result["metrics"]`; the file itself can be kept as an artifact.
+    """
+
+
+RUN_EVENTS = ("cl_bench_run_start", "cl_bench_before_training", "cl_bench_experience_end", "cl_bench_run_end")

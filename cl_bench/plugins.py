@@ -81,7 +81,10 @@ class Registry:
             if getattr(caller, "spec", True) is None:
                 for impl in caller.get_hookimpls():
                     if not impl.optionalhook:
-                        message = unknown_name("hook", name, known, hint="the plugin's implementation is never called").args[0]
+                        hint = "the plugin's implementation is never called"
+                        if name == f"{hookspecs.PROJECT}_run_event":  # the one hook of releases before the split
+                            hint = f"it was split into {', '.join(hookspecs.RUN_EVENTS)}; {hint}"
+                        message = unknown_name("hook", name, known, hint=hint).args[0]
                         self.errors.append(PluginError(impl.plugin_name, message))
 
     def _load_entry_points(self) -> None:
@@ -146,13 +149,12 @@ class Registry:
     def backbones(self) -> dict[str, BackboneSpec]:
         return {name: reg.spec for name, reg in self._collect("backbone").items()}
 
-    def emit(self, event: str, payload: dict[str, Any]) -> list[PluginError]:
-        """Call every `cl_bench_run_event` implementation; failures are returned, not raised."""
+    def emit(self, event: str, **arguments: Any) -> list[PluginError]:
+        """Call every implementation of the run-event hook `event`; failures are returned, not raised."""
         failures = []
-        arguments = {"event": event, "payload": payload}
-        for impl in self._pm.hook.cl_bench_run_event.get_hookimpls():
+        for impl in getattr(self._pm.hook, event).get_hookimpls():
             try:  # like pluggy, pass only the arguments the implementation declares
                 impl.function(*(arguments[name] for name in impl.argnames))
             except PLUGIN_FAILURES as exc:
-                failures.append(PluginError(impl.plugin_name, f"cl_bench_run_event({event!r}) failed ({_one_line(exc)})"))
+                failures.append(PluginError(impl.plugin_name, f"{event} failed ({_one_line(exc)})"))
         return failures

@@ -318,14 +318,14 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
             plugin.acc[row], plugin.control[row] = acc, control
     state.timings["setup"] = round(time.perf_counter() - state.started, 3)
     ids = {"run_id": state.run_id, "execution_id": state.execution_id}
-    emit(registry, "run_start", {**ids, "config": config.to_dict(), "plan": state.resolved(first_task)})
+    emit(registry, "cl_bench_run_start", **ids, config=config.to_dict(), plan=state.resolved(first_task))
 
     if first_task == 0:
         began = time.perf_counter()
         acc, control = evaluate_row(strategy, plugin, 0)
         state.acc_rows, state.control_rows = [acc], [control]
         state.timings["eval_before"] = round(time.perf_counter() - began, 3)
-        emit(registry, "before_training", {**ids, "row": 0, "acc_row": acc, "control_row": control, "timings": {"eval": state.timings["eval_before"]}})
+        emit(registry, "cl_bench_before_training", **ids, row=0, acc_row=acc, control_row=control, timings={"eval": state.timings["eval_before"]})
 
     train_stream = stream.benchmark.streams["train"]
     for task in range(first_task, stream.num_tasks):
@@ -349,16 +349,16 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         if task + 1 < stream.num_tasks:
             state.save_checkpoint(task + 1, model, method)
             write_result(state.result_path, state.document("partial", stream, model))
-        emit(registry, "experience_end", {**ids, "task": task, "row": task + 1, "acc_row": acc, "control_row": control, "timings": state.timings["experiences"][-1]})
+        emit(registry, "cl_bench_experience_end", **ids, task=task, row=task + 1, acc_row=acc, control_row=control, timings=state.timings["experiences"][-1])
 
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)
     write_result(state.result_path, document)
     state.checkpoint_path.unlink(missing_ok=True)
-    emit(registry, "run_end", {**ids, "path": str(state.result_path), "result": document})
+    emit(registry, "cl_bench_run_end", **ids, path=str(state.result_path), result=document)
     return RunResult(document, state.result_path)
 
 
-def emit(registry: Registry, event: str, payload: dict[str, Any]) -> None:
-    for failure in registry.emit(event, payload):
+def emit(registry: Registry, event: str, **arguments: Any) -> None:
+    for failure in registry.emit(event, **arguments):
         print(f"clbench: warning: {failure}", file=sys.stderr)

@@ -147,17 +147,27 @@ def test_run_event_failures_are_returned_not_raised():
 
     class Logger:
         @hookimpl
-        def cl_bench_run_event(self, event):  # declares only what it needs, as pluggy allows
-            seen.append(event)
+        def cl_bench_run_start(self, run_id):  # declares only what it needs, as pluggy allows
+            seen.append(run_id)
 
     class Broken:
         @hookimpl
-        def cl_bench_run_event(self, event, payload):
+        def cl_bench_run_start(self, run_id, execution_id, config, plan):
             raise OSError("disk full")
 
     registry = Registry([Logger(), Broken()], entry_points=False)
-    failures = registry.emit("run_start", {"run_id": "x"})
-    assert seen == ["run_start"] and len(failures) == 1 and "disk full" in str(failures[0])
+    failures = registry.emit("cl_bench_run_start", run_id="x", execution_id="e", config={}, plan={})
+    assert seen == ["x"] and len(failures) == 1 and "cl_bench_run_start failed (OSError: disk full)" in str(failures[0])
+
+
+def test_the_hook_of_earlier_releases_is_named_with_its_replacements():
+    class OldLogger:
+        @hookimpl
+        def cl_bench_run_event(self, event, payload):
+            pass
+
+    registry = Registry([OldLogger()], entry_points=False)
+    assert any("cl_bench_run_event" in str(e) and "split into cl_bench_run_start, cl_bench_before_training" in str(e) for e in registry.errors)
 
 
 def test_a_misspelled_hook_is_reported_not_silently_ignored():

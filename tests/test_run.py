@@ -102,12 +102,26 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
 
 class EventLog:
+    """A logger of every run event, in the order they arrive."""
+
     def __init__(self):
         self.events = []
 
     @hookimpl
-    def cl_bench_run_event(self, event, payload):
-        self.events.append((event, payload))
+    def cl_bench_run_start(self, run_id, execution_id, config, plan):
+        self.events.append(("run_start", {"run_id": run_id, "execution_id": execution_id, "config": config, "plan": plan}))
+
+    @hookimpl
+    def cl_bench_before_training(self, run_id, execution_id, row, acc_row, control_row, timings):
+        self.events.append(("before_training", {"run_id": run_id, "execution_id": execution_id, "row": row, "acc_row": acc_row, "timings": timings}))
+
+    @hookimpl
+    def cl_bench_experience_end(self, run_id, execution_id, task, row, acc_row, control_row, timings):
+        self.events.append(("experience_end", {"run_id": run_id, "execution_id": execution_id, "task": task, "row": row, "acc_row": acc_row, "timings": timings}))
+
+    @hookimpl
+    def cl_bench_run_end(self, run_id, execution_id, path, result):
+        self.events.append(("run_end", {"run_id": run_id, "execution_id": execution_id, "path": path, "result": result}))
 
 
 def test_run_events_reach_loggers_in_order(tmp_path):
@@ -115,13 +129,15 @@ def test_run_events_reach_loggers_in_order(tmp_path):
     result = run(config(tmp_path, method="zeroshot", iters=3), plugins=[log])
     names = [e for e, _ in log.events]
     assert names == ["run_start", "before_training", "experience_end", "experience_end", "experience_end", "run_end"]
-    assert log.events[-1][1]["result"]["metrics"] == result.metrics
+    assert log.events[-1][1]["result"]["metrics"] == result.metrics and log.events[-1][1]["path"] == str(result.path)
     assert [p["task"] for e, p in log.events if e == "experience_end"] == [0, 1, 2]
     rows = [p["acc_row"] for e, p in log.events if e in ("before_training", "experience_end")]
     assert rows == result.acc_matrix and [p["row"] for _, p in log.events[1:-1]] == [0, 1, 2, 3]
+    assert [p["timings"] for e, p in log.events if e == "experience_end"] == result.data["timings"]["experiences"]
     plan = log.events[0][1]["plan"]  # resolved: typed, after the profile, with the device
     assert plan["method"]["hyperparameters"] == result.data["method"]["hyperparameters"] and plan["method"]["hyperparameters"]["iters"] == 3
     assert plan["device"] == "cpu" and plan["precision"] == "fp32" and plan["first_task"] == 0 and plan["backbone"]["name"] == "tiny-clip"
+    assert log.events[0][1]["config"]["iters"] == 3
     executions = {p["execution_id"] for _, p in log.events}
     assert len(executions) == 1 and result.data["execution_id"] in executions and {p["run_id"] for _, p in log.events} == {result.data["run_id"]}
     again = EventLog()

@@ -1,7 +1,7 @@
 """tiny-clip, the embedded default backbone: a small open_clip CLIP whose weights ship in the package.
 
 `config.json` holds the architecture, the preprocessing, the weights' sha256 and the record of how
-`pretrain.py` made them; `tiny_clip.safetensors` holds the weights (fp16).
+`tools/pretrain_tiny_clip.py` made them; `tiny_clip.safetensors` holds the weights (fp16).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def wrap(clip, arch: dict[str, Any], weights_sha256: str | None):
 def weights_problem(params: dict[str, Any] | None = None) -> str | None:
     path = Path((params or {}).get("pretrained") or WEIGHTS_FILE)
     if not path.is_file():
-        return f"tiny-clip weights {path} are missing; reinstall cl-bench or run python -m cl_bench.backbones.tiny_clip.pretrain"
+        return f"tiny-clip weights {path} are missing; reinstall cl-bench or run python tools/pretrain_tiny_clip.py (in a clone of the repository)"
     return None
 
 
