@@ -243,3 +243,31 @@ def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_p
     from cl_bench.spec import default_threads
 
     assert auto.data["hardware"]["torch_threads"] == default_threads() and auto.data["hardware"]["threads_setting"].startswith("auto")
+
+
+def test_finetune_label_smoothing_matches_zscl_and_the_vit_defaults_are_zscls(registry):
+    import torch
+    import torch.nn.functional as F
+
+    from cl_bench.methods.finetune import FineTune
+    from toys import toy_strategy
+
+    method = FineTune({"towers": "both", "label_smoothing": 0.2})
+    strategy, model, stream = toy_strategy(method, tasks=2)
+    model.set_label_space([2, 3])
+    torch.manual_seed(0)
+    outputs = torch.full((6, model.num_classes), float("-inf"))
+    outputs[:, 2:4] = torch.randn(6, 2) * 3
+    targets = torch.tensor([2, 3, 3, 2, 2, 3])
+    total = F.cross_entropy(outputs, targets) + method.extra_loss(model, (torch.zeros(6), targets), outputs)
+    # the smoothed target spreads 0.2 over the task's two classes, none over the others
+    expected = F.cross_entropy(outputs[:, 2:4], targets - 2, label_smoothing=0.2)
+    assert float(total) == pytest.approx(float(expected), abs=1e-6)
+    assert FineTune({"towers": "both", "label_smoothing": 0.0}).extra_loss(model, (None, targets), outputs) is None
+    spec = registry.methods()["finetune"]
+    vit = spec.resolve("clip-vit-b16", {})
+    assert (vit["label_smoothing"], vit["warmup_iters"], vit["lr"], vit["iters"]) == (0.2, 100, 1e-5, 1000)
+    tiny = spec.resolve("tiny-clip", {})
+    assert (tiny["label_smoothing"], tiny["warmup_iters"]) == (0.0, 0)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        FineTune({"towers": "both", "label_smoothing": 1.0})

@@ -16,9 +16,12 @@ from typing import Any
 
 from cl_bench import MethodSpec, hookimpl
 
-# ViT-B/16, after the paper and its CIFAR-100 config: M=10, length 5, N=5, λ=0.1, prompts and keys
-# uniform(-1, 1); Adam at lr 0.03 for batch 128 and 5 epochs. Here batch 64, so lr 0.015 (linear
-# scaling), 500 iterations per task, and the shared warm-up-free cosine schedule (L2P's is constant).
+# ViT-B/16 defaults follow the PyTorch port's CIFAR-100 settings (JH-LEE-KR/l2p-pytorch): M=10,
+# length 5, N=5, λ=0.1, prompts and keys uniform(-1, 1), Adam at lr 0.03 for batch 128, 5 epochs.
+# The official JAX config (google-research/l2p configs/cifar100_l2p.py) differs: length 10, top 4,
+# pull coefficient 1.0, batch 16 per device; set those with --set method.length=10 and so on.
+# Here batch 64, so lr 0.015 (linear scaling), 500 iterations per task, and the shared warm-up-free
+# cosine schedule (L2P's is constant).
 CLIP_DEFAULTS: dict[str, Any] = {
     "pool_size": 10,
     "length": 5,
