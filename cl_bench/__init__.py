@@ -14,7 +14,7 @@ from typing import Any
 from .errors import UserError
 from .hookspecs import hookimpl
 from .paths import safe_slug
-from .spec import BackboneSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports
+from .spec import BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ _DEFERRED = {
 __all__ = [
     "BackboneSpec",
     "Method",
+    "LoggerSpec",
     "MethodSpec",
     "RunConfig",
     "ScenarioContext",

@@ -45,7 +45,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         spec = reg.spec
         problem = spec.check_weights(dict(spec.defaults)) if spec.check_weights else None
         backbones.append((name, spec.kind, "weights: present" if not problem else "weights: missing", spec.summary))
-    for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones)):
+    import importlib.util
+
+    loggers = []
+    for name, reg in registry.all("logger").items():
+        missing = [m for m in reg.spec.requires if importlib.util.find_spec(m) is None]
+        loggers.append((name, "installed" if not missing else f"needs: pip install {reg.spec.install or ' '.join(missing)}", reg.spec.summary))
+    for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones), ("loggers (--log)", loggers)):
         print(f"{title}:")
         print(tabulate(rows, tablefmt="plain") if rows else "  (none)")
         print()
@@ -60,7 +66,7 @@ def build_config(args: argparse.Namespace):
     from .spec import RunConfig, load_config_file
 
     config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
-    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads"):
+    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads", "log"):
         value = getattr(args, flag)
         if value is not None:
             config.set(flag, value, source=f"--{flag.replace('_', '-')}")
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     run.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
     run.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
+    run.add_argument("--log", help="experiment trackers fed by the run, comma-separated: wandb, mlflow ('clbench ls' lists them)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting: method.X, scenario.X, backbone.X or a run field; repeatable")
     run.add_argument("--out", help="folder for the result file and checkpoints (default runs)")
     run.add_argument("--config", help="TOML, YAML or JSON file of settings (a result file repeats its run)")
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
     sweep.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
     sweep.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
+    sweep.add_argument("--log", help="experiment trackers for every run, comma-separated (as in clbench run)")
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting for every run (as in clbench run); repeatable")
     sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")

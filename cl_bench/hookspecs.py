@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .spec import BackboneSpec, MethodSpec, ScenarioSpec
+    from .spec import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 PROJECT = "cl_bench"
 
@@ -51,6 +51,16 @@ def cl_bench_backbones() -> list[BackboneSpec]:
 
     Each `BackboneSpec` says how to build a `ClipModel` from its parameters (for example a local
     weights path); factories must never download anything.
+    """
+
+
+@hookspec
+def cl_bench_loggers() -> list[LoggerSpec]:
+    """Return the experiment trackers this plugin provides, chosen per run with `--log NAME`.
+
+    Each `LoggerSpec` names a tracker and says how to build, for one run, a plugin object that
+    implements the run-event hooks below; it is attached for that run only, so a tracker that is
+    installed but not chosen never sees a run.
     """
 
 

@@ -6,6 +6,7 @@ plugin's name in `Registry.errors`, and the rest still load.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pluggy
 from . import hookspecs
 from .errors import clip, shown, unknown_name
 from .paths import slug_problem
-from .spec import BackboneSpec, MethodSpec, ScenarioSpec
+from .spec import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Registry:
         "method": ("cl_bench_methods", MethodSpec),
         "scenario": ("cl_bench_scenarios", ScenarioSpec),
         "backbone": ("cl_bench_backbones", BackboneSpec),
+        "logger": ("cl_bench_loggers", LoggerSpec),
     }
 
     def __init__(self, plugins: Iterable[object] = (), *, entry_points: bool = True) -> None:
@@ -139,6 +141,21 @@ class Registry:
             broken = f" (plugins that failed to load: {', '.join(e.plugin for e in self.errors)})" if self.errors else ""
             raise unknown_name(kind, name, specs, hint=f"'clbench ls' lists them{broken}.")
         return specs[name]
+
+    @contextlib.contextmanager
+    def attached(self, plugins: Iterable[object]):
+        """Register `plugins` (a run's loggers) for the duration of a `with` block."""
+        plugins = list(plugins)
+        for plugin in plugins:
+            self._pm.register(plugin)
+        try:
+            yield
+        finally:
+            for plugin in plugins:
+                self._pm.unregister(plugin)
+
+    def loggers(self) -> dict[str, LoggerSpec]:
+        return {name: reg.spec for name, reg in self._collect("logger").items()}
 
     def methods(self) -> dict[str, MethodSpec]:
         return {name: reg.spec for name, reg in self._collect("method").items()}

@@ -73,7 +73,7 @@ class RunResult:
         return self.data
 
 
-SWEEP_LOGS = "logs"  # the folder where a sweep keeps its runs' logs and configurations, in its --out
+SWEEP_LOGS = "logs"  # in --out: a sweep's logs and run configurations, trackers' local stores
 
 
 def result_files(folder: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from .errors import UserError, clip
 from .paths import check_writable_folder
 from .provenance import hardware_info, versions_info
 from .plugins import Registry
-from .results import SCHEMA, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
+from .results import SCHEMA, SWEEP_LOGS, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
 from .spec import Method, RunConfig, ScenarioContext, as_method, data_root_or_env, default_threads, resolve_factory
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
@@ -100,6 +100,7 @@ class _Run:
             if problem:
                 raise UserError(problem)
         check_writable_folder(config.out, "--out")
+        self.loggers = build_loggers(registry, config.log, config.out)
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
@@ -210,6 +211,20 @@ def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
     return as_method(made, name)
 
 
+def build_loggers(registry: Registry, names: Iterable[str], out: str) -> list[object]:
+    """The run's experiment trackers (`--log`), each checked for its packages before any work."""
+    import importlib.util
+
+    loggers = []
+    for name in dict.fromkeys(names):
+        spec = registry.get("logger", name).spec
+        missing = [module for module in spec.requires if importlib.util.find_spec(module) is None]
+        if missing:
+            raise UserError(f"logger '{name}' needs the {', '.join(missing)} package; install it with: pip install {spec.install or ' '.join(missing)}")
+        loggers.append(resolve_factory(spec.factory)(str(Path(out) / SWEEP_LOGS)))
+    return loggers
+
+
 def setting_error(method: str, exc: ValueError) -> UserError:
     """A method's own complaint about its settings, as the one-line error naming the method."""
     return UserError(f"method '{method}': {clip(str(exc), 200)}")
@@ -245,7 +260,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     torch.set_num_threads(config.threads or default_threads())
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with locks.held(lock, wait=False):
+        with locks.held(lock, wait=False), registry.attached(state.loggers):
             return _execute(state, registry)
     except locks.Busy:
         raise UserError(

@@ -141,6 +141,24 @@ class BackboneSpec:
         return resolve_params(f"backbone '{self.name}'", "backbone", dict(self.defaults), given)
 
 
+@dataclass(frozen=True)
+class LoggerSpec:
+    """An experiment tracker fed by the run events: `factory(folder)` returns a plugin object.
+
+    The object implements some of the run-event hooks (`cl_bench_run_start`, ...) with
+    `@cl_bench.hookimpl`; it is attached to the run's plugin manager for that run only. `folder` is
+    `<out>/logs`, where a tracker keeps a local store unless told otherwise (report and publish
+    never read it as results). `requires`
+    names the modules it imports; a missing one is reported before any work.
+    """
+
+    name: str
+    factory: Callable[[str], Any] | str
+    summary: str
+    requires: tuple[str, ...] = ()
+    install: str = ""  # what to pip install when `requires` is missing
+
+
 @runtime_checkable
 class Method(Protocol):
     """The per-run method object. The shared strategy calls it directly (no pluggy on the hot path).
@@ -336,11 +354,12 @@ class RunConfig:
     method_params: dict[str, Any] = field(default_factory=dict)
     scenario_params: dict[str, Any] = field(default_factory=dict)
     backbone_params: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)  # experiment trackers fed by the run events (--log)
     resume: bool = False
     progress: bool = True
 
     # Fields that name where and how a run executes, not what it computes.
-    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads")
+    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -372,6 +391,11 @@ class RunConfig:
             setattr(self, key, None if value is None else coerce(key, value, 1))
         elif key in ("data_root", "pretrained"):
             setattr(self, key, None if value in (None, "") else coerce(key, value, ""))
+        elif key == "log":
+            names = value.split(",") if isinstance(value, str) else value
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UserError(f"{source}: 'log' must be logger names (a list, or a comma-separated string), got {shown(value)}")
+            self.log = [n.strip() for n in names if n.strip()]
         else:
             setattr(self, key, coerce(key, value, default))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cl_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
+PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
 
 
 def test_every_public_name_resolves():
@@ -31,7 +31,7 @@ def core_imports(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [a.name for a in node.names] if isinstance(node, ast.Import) else []
         for name in names:
-            if name.startswith("cl_bench.") and not name.startswith(("cl_bench.methods.", "cl_bench.scenarios.")):
+            if name.startswith("cl_bench.") and not name.startswith(("cl_bench.methods.", "cl_bench.scenarios.", "cl_bench.loggers.")):
                 found.append(f"{path.relative_to(ROOT)}: {name}")
     return found
 
