@@ -148,7 +148,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         runs = sum(1 for p in grid if p.config.method == method)
         shown_settings = ", ".join(f"{key}={value}" for key, value in settings)
         print(f"sweep: {method}'s settings {shown_settings} apply to its {runs} run(s)", file=sys.stderr)
-    ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    ray_options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
+    ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet, engine=args.engine, ray_options=ray_options)
     print(f"sweep: {len(grid)} runs: {len(ran)} ran, {len(skipped)} already complete, {len(failed)} failed", file=sys.stderr)
     for planned, log in failed:
         print(f"sweep: failed: {planned.name} (log: {log})", file=sys.stderr)
@@ -241,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--log", help="experiment trackers for every run, comma-separated (as in clbench run)")
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting for every run (as in clbench run); repeatable")
     sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
+    sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local child processes (default) or Ray tasks (pip install -e '.[ray]')")
+    sweep.add_argument("--address", help="with --engine ray: a running cluster's address (ray start --head); default: start Ray here")
+    sweep.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, default=1.0, help="with --engine ray: CPUs per run (also its threads; default 1)")
+    sweep.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, default=0.0, help="with --engine ray: GPUs per run (default 0)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
     sweep.set_defaults(handler=cmd_sweep, resume=False)

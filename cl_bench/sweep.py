@@ -143,12 +143,21 @@ def die_with_sweep() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def execute(grid: Sequence[Planned], jobs: int = 1, force: bool = False, progress: bool = True) -> tuple[list[Planned], list[Planned], list[tuple[Planned, Path]]]:
-    """Run what the grid still needs; returns (ran, skipped, failed with their log files)."""
+def execute(
+    grid: Sequence[Planned], jobs: int = 1, force: bool = False, progress: bool = True, engine: str = "local", ray_options: dict | None = None
+) -> tuple[list[Planned], list[Planned], list[tuple[Planned, Path]]]:
+    """Run what the grid still needs; returns (ran, skipped, failed with their log files).
+
+    `engine` "local" runs child processes here (`jobs` at once); "ray" runs each run as a Ray task
+    (see sweep_ray.py, `ray_options`: address, cpus_per_run, gpus_per_run). The skip, redo and
+    --force rules are the same for both.
+    """
     from tqdm.auto import tqdm
 
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown --engine {engine!r}: use local or ray")
     todo = [p for p in grid if force or not is_complete(p.result_path)]
     skipped = [p for p in grid if p not in todo]
     for planned in todo:
@@ -156,18 +165,30 @@ def execute(grid: Sequence[Planned], jobs: int = 1, force: bool = False, progres
             planned.result_path.with_suffix(".ckpt").unlink(missing_ok=True)
         if force or result_status(planned.result_path) is None:  # a broken or tampered result is redone
             planned.result_path.unlink(missing_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if engine == "ray":
+        from .sweep_ray import run_on_ray
+
+        outcomes = run_on_ray(todo, force=force, **(ray_options or {}))
+    else:
+        outcomes = _run_locally(todo, jobs)
     ran, failed = [], []
     bar = tqdm(total=len(grid), initial=len(skipped), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+    for planned, log in outcomes:
+        if is_complete(planned.result_path):
+            ran.append(planned)
+        else:
+            failed.append((planned, log))
+        bar.set_postfix_str(planned.name, refresh=False)
+        bar.update(1)
+    bar.close()
+    return ran, skipped, failed
+
+
+def _run_locally(todo: Sequence[Planned], jobs: int):
+    """(planned, log file) as each child process ends, `jobs` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / SWEEP_LOGS) for planned in todo]
         for future in as_completed(futures):
-            planned, code, log = future.result()
-            if code == 0 and is_complete(planned.result_path):
-                ran.append(planned)
-            else:
-                failed.append((planned, log))
-            bar.set_postfix_str(planned.name, refresh=False)
-            bar.update(1)
-    bar.close()
-    return ran, skipped, failed
+            planned, _, log = future.result()
+            yield planned, log
