@@ -174,6 +174,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_settings(parser: argparse.ArgumentParser, every: str, threads: str) -> None:
+    """The settings of a run that `run` and `sweep` share (`every`: how sweep's help says it)."""
+    parser.add_argument("--backbone", help=f"backbone name{every} (default tiny-clip)")
+    parser.add_argument("--iters", help=f"optimiser steps per experience{every} (method.iters)")
+    parser.add_argument("--batch-size", dest="batch_size", help=f"training batch size{every} (method.batch_size)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", help=threads)
+    parser.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    parser.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
+    parser.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
+    parser.add_argument("--log", help=f"experiment trackers{every}, comma-separated: wandb, mlflow ('clbench ls' lists them)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"a setting{every}: method.X, scenario.X, backbone.X or a run field; repeatable")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with cl_bench's one-line errors (and the usual exit code 2)."""
 
@@ -200,17 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one method on one stream and write a result file", formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--method", help="method name (default moram)")
     run.add_argument("--scenario", help="stream name (default embedded-mtil)")
-    run.add_argument("--backbone", help="backbone name (default tiny-clip)")
     run.add_argument("--seed", help="training seed (default 0); it never changes the task or class order")
-    run.add_argument("--iters", help="optimiser steps per experience (method.iters)")
-    run.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
-    run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    run.add_argument("--threads", help="CPU threads (default: half the usable cores; more threads than free cores run far slower)")
-    run.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
-    run.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
-    run.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
-    run.add_argument("--log", help="experiment trackers fed by the run, comma-separated: wandb, mlflow ('clbench ls' lists them)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting: method.X, scenario.X, backbone.X or a run field; repeatable")
+    add_run_settings(run, every="", threads="CPU threads (default: half the usable cores; more threads than free cores run far slower)")
     run.add_argument("--out", help="folder for the result file and checkpoints (default runs)")
     run.add_argument("--config", help="TOML, YAML or JSON file of settings (a result file repeats its run)")
     run.add_argument("--resume", action="store_true", help="continue from this configuration's checkpoint in --out")
@@ -225,22 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 
-    sweep = commands.add_parser("sweep", help="run a grid of methods x scenarios x seeds as local processes, then report")
+    sweep = commands.add_parser("sweep", help="run a grid of methods x scenarios x seeds as local processes or Ray tasks, then report")
     sweep.add_argument("--methods", required=True, help="comma-separated method names")
     sweep.add_argument("--scenarios", required=True, help="comma-separated stream names")
     sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once (each gets an equal share of the CPU threads)")
     sweep.add_argument("--force", action="store_true", help="redo runs whose complete result exists")
-    sweep.add_argument("--backbone", help="backbone name (default tiny-clip)")
-    sweep.add_argument("--iters", help="optimiser steps per experience for every method (method.iters)")
-    sweep.add_argument("--batch-size", dest="batch_size", help="training batch size (method.batch_size)")
-    sweep.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    sweep.add_argument("--threads", help="CPU threads per run (default: the cores divided by --jobs)")
-    sweep.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
-    sweep.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
-    sweep.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")
-    sweep.add_argument("--log", help="experiment trackers for every run, comma-separated (as in clbench run)")
-    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting for every run (as in clbench run); repeatable")
+    add_run_settings(sweep, every=" for every run", threads="CPU threads per run (default: the cores divided by --jobs)")
     sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
     sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local child processes (default) or Ray tasks (pip install -e '.[ray]')")
     sweep.add_argument("--address", help="with --engine ray: a running cluster's address (ray start --head); default: start Ray here")
