@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .results import SWEEP_LOGS, write_json
+from .results import SWEEP_LOGS
 
 RETRIES = 3  # Ray's retries of a task whose worker process died
 WORKER_FOLDER = "ray"  # under <out>/logs: the workers' checkpoints and own copies of results
@@ -98,7 +98,12 @@ def run_on_ray(
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(outcome["output"], encoding="utf-8")
             if outcome["ok"]:
-                write_json(planned.result_path, outcome["result"])
+                from .runner import write_result  # validated first: what a worker sends is checked like a file
+
+                try:
+                    write_result(planned.result_path, outcome["result"])
+                except UserError as exc:
+                    log.write_text(outcome["output"] + f"clbench: error: the worker's result was refused: {exc}\n", encoding="utf-8")
             yield planned, log
     finally:
         ray.shutdown()
