@@ -45,12 +45,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         spec = reg.spec
         problem = spec.check_weights(dict(spec.defaults)) if spec.check_weights else None
         backbones.append((name, spec.kind, "weights: present" if not problem else "weights: missing", spec.summary))
-    import importlib.util
-
-    loggers = []
-    for name, reg in registry.all("logger").items():
-        missing = [m for m in reg.spec.requires if importlib.util.find_spec(m) is None]
-        loggers.append((name, "installed" if not missing else f"needs: pip install {reg.spec.install or ' '.join(missing)}", reg.spec.summary))
+    loggers = [(name, reg.spec.missing_packages() or "installed", reg.spec.summary) for name, reg in registry.all("logger").items()]
     for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones), ("loggers (--log)", loggers)):
         print(f"{title}:")
         print(tabulate(rows, tablefmt="plain") if rows else "  (none)")

@@ -154,9 +154,6 @@ class Registry:
             for plugin in plugins:
                 self._pm.unregister(plugin)
 
-    def loggers(self) -> dict[str, LoggerSpec]:
-        return {name: reg.spec for name, reg in self._collect("logger").items()}
-
     def methods(self) -> dict[str, MethodSpec]:
         return {name: reg.spec for name, reg in self._collect("method").items()}
 

@@ -213,14 +213,12 @@ def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
 
 def build_loggers(registry: Registry, names: Iterable[str], out: str) -> list[object]:
     """The run's experiment trackers (`--log`), each checked for its packages before any work."""
-    import importlib.util
-
     loggers = []
     for name in dict.fromkeys(names):
         spec = registry.get("logger", name).spec
-        missing = [module for module in spec.requires if importlib.util.find_spec(module) is None]
-        if missing:
-            raise UserError(f"logger '{name}' needs the {', '.join(missing)} package; install it with: pip install {spec.install or ' '.join(missing)}")
+        problem = spec.missing_packages()
+        if problem:
+            raise UserError(f"logger '{name}' {problem}")
         loggers.append(resolve_factory(spec.factory)(str(Path(out) / SWEEP_LOGS)))
     return loggers
 

@@ -148,8 +148,8 @@ class LoggerSpec:
     The object implements some of the run-event hooks (`cl_bench_run_start`, ...) with
     `@cl_bench.hookimpl`; it is attached to the run's plugin manager for that run only. `folder` is
     `<out>/logs`, where a tracker keeps a local store unless told otherwise (report and publish
-    never read it as results). `requires`
-    names the modules it imports; a missing one is reported before any work.
+    never read it as results). `requires` names the modules it imports; a missing one is reported
+    before any work.
     """
 
     name: str
@@ -157,6 +157,15 @@ class LoggerSpec:
     summary: str
     requires: tuple[str, ...] = ()
     install: str = ""  # what to pip install when `requires` is missing
+
+    def missing_packages(self) -> str | None:
+        """None when every required module imports, else what is missing and how to install it."""
+        import importlib.util
+
+        missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
+        if not missing:
+            return None
+        return f"needs the {', '.join(missing)} package; install it with: pip install {self.install or ' '.join(missing)}"
 
 
 @runtime_checkable
