@@ -111,11 +111,18 @@ class RankOneMemoryLinear(LinearAdapter):
             return self.base(x)
         if self.composite():
             return self.base(x) + F.linear(self.weighted_projection(F.linear(x, self.atoms_A())), self.atoms_B())
-        k = min(max(self.topk, 2), self.num_atoms)
-        masked = self.threshold > 0 and (self.mask_in_training or not self.training)
         flat = x.reshape(-1, x.shape[-1])
-        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.new_B, k, self.temperature, self.threshold if masked else None)
+        threshold = self.threshold if self.masking() else None
+        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.new_B, self.active(self.num_atoms), self.temperature, threshold)
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def active(self, atoms: int) -> int:
+        """k: how many atoms the top-k keeps, at least 2 and at most all."""
+        return min(max(self.topk, 2), atoms)
+
+    def masking(self) -> bool:
+        """Whether the rank-pruning mask applies now: at evaluation, or also in training (mora)."""
+        return self.threshold > 0 and (self.mask_in_training or not self.training)
 
     def composite(self) -> bool:
         """Whether this forward goes through autograd's own ops: the balance term needs w in the graph."""
@@ -129,7 +136,7 @@ class RankOneMemoryLinear(LinearAdapter):
         """
         norm = projection.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # as F.normalize
         atoms = projection.shape[-1]
-        k = min(max(self.topk, 2), atoms)
+        k = self.active(atoms)
         if k == atoms:
             index, top = None, projection
         else:
@@ -139,7 +146,7 @@ class RankOneMemoryLinear(LinearAdapter):
         if self.track_balance and self.training:
             full = weights if index is None else torch.zeros_like(projection).scatter(-1, index, weights)
             self.balance = atoms * full.reshape(-1, atoms).mean(dim=0).square().sum()
-        if self.threshold > 0 and (self.mask_in_training or not self.training):
+        if self.masking():
             weights = weights * (scores >= self.threshold).to(weights.dtype)
         return index, top, weights
 
@@ -203,7 +210,6 @@ class MemoryLinear(torch.autograd.Function):
             top, index = projection.topk(k, dim=-1, sorted=False)
         # 1 / (r τ), with r clamped as F.normalize does; below the clamp r passes no gradient
         scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()
-        through_norm = scale.square().mul_(scale).mul_(temperature**2 * (norm >= 1e-12))  # 1 / (r³ τ)
         logits = top * scale
         keep = None if threshold is None else (logits >= threshold / temperature).to(dtype)
         soft = softmax_last_(logits)  # keep is already computed from the logits
@@ -211,13 +217,13 @@ class MemoryLinear(torch.autograd.Function):
         mixed = top * weights
         weighted = mixed if index is None else torch.zeros_like(projection).scatter_(-1, index, mixed)
         out.addmm_(weighted, B.t())
-        ctx.save_for_backward(x, weight, A, B, projection, weighted, scale, through_norm, index, top, soft, weights)
-        ctx.frozen, ctx.has_bias = frozen_A.shape[0], bias is not None
+        ctx.save_for_backward(x, weight, A, B, projection, weighted, norm, scale, index, top, soft, weights)
+        ctx.frozen, ctx.has_bias, ctx.temperature = frozen_A.shape[0], bias is not None, temperature
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, A, B, projection, weighted, scale, through_norm, index, top, soft, weights = ctx.saved_tensors
+        x, weight, A, B, projection, weighted, norm, scale, index, top, soft, weights = ctx.saved_tensors
         frozen, needs = ctx.frozen, ctx.needs_input_grad
         if grad.dtype != weighted.dtype:
             grad = grad.to(weighted.dtype)
@@ -237,6 +243,7 @@ class MemoryLinear(torch.autograd.Function):
         vp = v * top
         q = vp.sub_(soft * vp.sum(dim=-1, keepdim=True))
         on_top = v.addcmul_(q, scale)
+        through_norm = scale.square().mul_(scale).mul_(ctx.temperature**2 * (norm >= 1e-12))  # 1 / (r³ τ)
         grad_projection = projection * (torch.linalg.vecdot(q, top).unsqueeze(-1).mul_(through_norm).neg_())
         if index is None:
             grad_projection += on_top
