@@ -56,12 +56,10 @@ class MlflowLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
 
     @hookimpl
-    def cl_bench_before_training(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
-        self._log(row_metrics(row, acc_row, control_row, timings), row)
-
-    @hookimpl
     def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
         self._log(row_metrics(row, acc_row, control_row, timings), row)
+
+    cl_bench_before_training = cl_bench_experience_end  # row 0 is logged like every other row
 
     @hookimpl
     def cl_bench_run_end(self, path: str, result: dict[str, Any]) -> None:

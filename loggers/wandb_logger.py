@@ -31,12 +31,10 @@ class WandbLogger:
         )
 
     @hookimpl
-    def cl_bench_before_training(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
-        self.run.log(row_metrics(row, acc_row, control_row, timings), step=row)
-
-    @hookimpl
     def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
         self.run.log(row_metrics(row, acc_row, control_row, timings), step=row)
+
+    cl_bench_before_training = cl_bench_experience_end  # row 0 is logged like every other row
 
     @hookimpl
     def cl_bench_run_end(self, run_id: str, path: str, result: dict[str, Any]) -> None:
