@@ -47,7 +47,8 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     config.progress = False
     # Resume whatever an earlier attempt left, except under --force, where this sweep's first
     # attempt starts over and only its own retries resume (the marker names the sweep).
-    marker = result_path_for(config, Registry()).with_suffix(".attempt")
+    registry = Registry()
+    marker = result_path_for(config, registry).with_suffix(".attempt")
     retry = marker.is_file() and marker.read_text(encoding="utf-8") == sweep_id
     config.resume = retry or not force
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
-            result = run(config)
+            result = run(config, registry=registry)
         except UserError as exc:
             print(f"clbench: error: {exc}")
             return {"ok": False, "output": output.getvalue()}
