@@ -4,6 +4,12 @@
 test set of task j); in code both are 0-based arrays, so column c holds task c + 1. `C` has the
 same rows for the control sets. Accuracies are percentages; `zs_retention` is a ratio. A metric
 that a matrix cannot define (bwt with one task, say) is None.
+
+`last` and `avg` follow each protocol's literature. Class-IL papers pool the test images of every
+class seen so far (`last_pooled`: after the last task; `avg_incremental`: after each task, averaged
+over tasks), so the per-task cells are weighted by the tasks' test-set sizes `n`. MTIL, X-TAIL and
+domain-IL papers average over tasks (data sets, domains) with equal weight (`last_task_mean`,
+`avg_all_cells`). All four stay available under those names, whatever the protocol.
 """
 
 from __future__ import annotations
@@ -12,8 +18,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-METRICS = ("last", "avg", "transfer", "plasticity", "bwt", "forgetting", "fwt", "zs_retention")
+METRICS = (
+    "last",
+    "avg",
+    "transfer",
+    "plasticity",
+    "bwt",
+    "forgetting",
+    "fwt",
+    "zs_retention",
+    "last_task_mean",
+    "avg_all_cells",
+    "last_pooled",
+    "avg_incremental",
+)
 LOWER_IS_BETTER = frozenset({"forgetting"})
+POOLED_PROTOCOLS = frozenset({"class-il"})  # where `last` and `avg` pool test images over seen tasks
 
 
 def _matrix(acc_matrix: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -29,14 +49,37 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def last(a: np.ndarray) -> float:
-    """Mean accuracy over every task after the last one: mean_j A[T, j]."""
+def _sizes(test_sizes: Sequence[int] | np.ndarray, tasks: int) -> np.ndarray:
+    n = np.asarray(test_sizes, dtype=float)
+    if n.shape != (tasks,) or not np.isfinite(n).all() or (n < 1).any():
+        raise ValueError(f"test_sizes must hold one positive count per task ({tasks}), got {list(test_sizes)!r}")
+    return n
+
+
+def last_task_mean(a: np.ndarray) -> float:
+    """Mean accuracy over every task after the last one: mean_j A[T, j] (MTIL, X-TAIL 'Last')."""
     return float(a[-1].mean())
 
 
-def avg(a: np.ndarray) -> float:
+def avg_all_cells(a: np.ndarray) -> float:
     """MTIL 'Average': mean of A[i, j] over every i >= 1 and every j."""
     return float(a[1:].mean())
+
+
+def seen_accuracy(a: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Row i >= 1: accuracy over the pooled test images of tasks 1..i, sum_{j<=i} n_j A[i, j] / sum_{j<=i} n_j."""
+    t = a.shape[1]
+    return np.array([float(np.dot(a[i, :i], n[:i]) / n[:i].sum()) for i in range(1, t + 1)])
+
+
+def last_pooled(a: np.ndarray, n: np.ndarray) -> float:
+    """Class-IL 'Last': accuracy over every test image after the last task, sum_j n_j A[T, j] / sum_j n_j."""
+    return float(seen_accuracy(a, n)[-1])
+
+
+def avg_incremental(a: np.ndarray, n: np.ndarray) -> float:
+    """Class-IL 'Average' (average incremental accuracy): mean over i >= 1 of the accuracy on tasks 1..i."""
+    return float(seen_accuracy(a, n).mean())
 
 
 def transfer(a: np.ndarray) -> float | None:
@@ -83,18 +126,28 @@ def zs_retention(c: Sequence[Sequence[float]] | np.ndarray | None) -> float | No
     return float(np.mean(m[-1] / m[0]))
 
 
-def compute(acc_matrix, control_matrix=None) -> dict[str, float | None]:
-    """Every section-7 metric of an accuracy matrix (and control matrix), keyed by name."""
+def compute(acc_matrix, control_matrix=None, *, protocol: str, test_sizes: Sequence[int]) -> dict[str, float | None]:
+    """Every metric of an accuracy matrix (and control matrix), keyed by name.
+
+    `protocol` picks what `last` and `avg` are (see the module's docstring); `test_sizes` holds the
+    number of test images of each task, in task order.
+    """
     a = _matrix(acc_matrix)
+    n = _sizes(test_sizes, a.shape[1])
     if control_matrix is not None and len(control_matrix) and np.asarray(control_matrix, dtype=float).shape[0] != a.shape[0]:
         raise ValueError("the control matrix must have the same rows as the accuracy matrix")
+    pooled = {"last_pooled": last_pooled(a, n), "avg_incremental": avg_incremental(a, n)}
+    per_task = {"last_task_mean": last_task_mean(a), "avg_all_cells": avg_all_cells(a)}
+    last, avg = (pooled["last_pooled"], pooled["avg_incremental"]) if protocol in POOLED_PROTOCOLS else (per_task["last_task_mean"], per_task["avg_all_cells"])
     return {
-        "last": last(a),
-        "avg": avg(a),
+        "last": last,
+        "avg": avg,
         "transfer": transfer(a),
         "plasticity": plasticity(a),
         "bwt": bwt(a),
         "forgetting": forgetting(a),
         "fwt": fwt(a),
         "zs_retention": zs_retention(control_matrix),
+        **per_task,
+        **pooled,
     }

@@ -286,18 +286,29 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path) -> Path:
-    """Mean accuracy over every task's test set after each task, one line per method (mean over seeds)."""
+    """Accuracy after each task, one line per method (mean over seeds): under class-IL over the test
+    images of the tasks seen so far (the curve `avg` averages), otherwise the mean over every task."""
     import numpy as np
+
+    from .metrics import POOLED_PROTOCOLS, seen_accuracy
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     labels = _variant_labels(list(results))
     tasks = results[0]["scenario"]["task_order"]
+    pooled = results[0]["scenario"]["protocol"] in POOLED_PROTOCOLS
+
+    def curve(data: Mapping[str, Any]) -> np.ndarray:
+        acc = np.asarray(data["acc_matrix"], dtype=float)
+        if pooled:  # class-IL: the test images of the classes seen so far (nothing is seen before task 1)
+            return np.concatenate([[np.nan], seen_accuracy(acc, np.asarray(data["scenario"]["test_sizes"], dtype=float))])
+        return acc.mean(axis=1)
+
     for label in sorted(set(labels)):
-        curves = np.array([np.mean(d["acc_matrix"], axis=1) for d, lab in zip(results, labels) if lab == label])
+        curves = np.array([curve(d) for d, lab in zip(results, labels) if lab == label])
         axes.plot(range(len(tasks) + 1), curves.mean(axis=0), marker="o", label=escape.plot_text(f"{label} (n={len(curves)})"))
     axes.set_xticks(range(len(tasks) + 1), ["zero-shot", *(f"after {escape.plot_text(t)}" for t in tasks)], rotation=20)
-    axes.set_ylabel("mean accuracy over all tasks %")
+    axes.set_ylabel("accuracy on the tasks seen so far %" if pooled else "mean accuracy over all tasks %")
     axes.set_title(escape.plot_text(scenario_label(results[0]["scenario"])), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

@@ -1,4 +1,4 @@
-"""The run-result file (schema `cl_bench.result/1`, DESIGN section 8): write, load, validate.
+"""The run-result file (schema `cl_bench.result/2`, DESIGN section 8): write, load, validate.
 
 Results are written atomically (a temporary file in the same folder, then a rename), so a reader
 never sees half a file. Validation checks the schema, the shapes and ranges of the matrices, that
@@ -21,7 +21,10 @@ from typing import Any
 from . import metrics as metrics_lib
 from .errors import UserError, clip, shown
 
-SCHEMA = "cl_bench.result/1"
+SCHEMA = "cl_bench.result/2"
+# Schema 1 lacked the test-set sizes that the class-IL metrics pool by: its files cannot be
+# re-scored, but their config still repeats the run.
+OLDER_SCHEMAS = ("cl_bench.result/1",)
 STATUSES = ("complete", "partial")
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema": str,
@@ -167,6 +170,11 @@ def validate(data: Any, source: str = "result") -> None:
 
     if not isinstance(data, dict):
         raise bad("a result file holds one JSON object")
+    if data.get("schema") in OLDER_SCHEMAS:
+        raise bad(
+            f"schema is {data['schema']!r}, written by an older cl_bench without the test-set sizes this one scores by; "
+            f"repeat the run to write a {SCHEMA!r} file: clbench run --config {source} --out <folder>"
+        )
     if data.get("schema") != SCHEMA:
         raise bad(f"schema is {shown(data.get('schema'))}; this cl_bench reads {SCHEMA!r}")
     for key, kind in REQUIRED.items():
@@ -191,6 +199,9 @@ def validate(data: Any, source: str = "result") -> None:
     if not isinstance(tasks, list) or not tasks or not isinstance(controls, list):
         raise bad("scenario.task_order must be a non-empty list and scenario.control_sets a list")
     t = len(tasks)
+    sizes = data["scenario"].get("test_sizes")
+    if not isinstance(sizes, list) or len(sizes) != t or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n < 2**53 for n in sizes):
+        raise bad(f"scenario.test_sizes must hold {t} positive integers (the test examples of each task), found {shown(sizes)}")
     acc, control = data["acc_matrix"], data["control_matrix"]
     complete = data["status"] == "complete"
     if complete and len(acc) != t + 1:
@@ -212,7 +223,7 @@ def validate(data: Any, source: str = "result") -> None:
         if stored:
             raise bad("a partial result carries no metrics")
         return
-    expected = metrics_lib.compute(acc, control if controls else None)
+    expected = metrics_lib.compute(acc, control if controls else None, protocol=data["scenario"]["protocol"], test_sizes=sizes)
     if set(stored) != set(expected):
         missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
         raise bad(f"metrics must be exactly {', '.join(metrics_lib.METRICS)} (check {missing[0]!r})")

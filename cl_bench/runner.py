@@ -137,7 +137,7 @@ class _Run:
             "hardware": hardware_info(self.device, self.precision, self.config.threads),
             "acc_matrix": self.acc_rows,
             "control_matrix": self.control_rows,
-            "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None) if complete else {},
+            "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None, protocol=stream.protocol, test_sizes=stream.test_sizes()) if complete else {},
             "timings": self.timings,
             "params": self.params,
         }

@@ -463,7 +463,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Read a TOML, YAML or JSON run configuration (a result file's `config` section works too)."""
     from pathlib import Path
 
-    from .results import SCHEMA
+    from .results import OLDER_SCHEMAS, SCHEMA
 
     file = Path(path)
     if not file.is_file():
@@ -499,7 +499,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a table of settings")
     if "schema" in data:
-        if data["schema"] != SCHEMA or not isinstance(data.get("config"), dict):
+        if data["schema"] not in (SCHEMA, *OLDER_SCHEMAS) or not isinstance(data.get("config"), dict):
             raise UserError(f"config file '{path}' is a {shown(data['schema'])} document, neither a run configuration nor a {SCHEMA} result file")
         data = data["config"]  # a result file: repeat its run
     return data

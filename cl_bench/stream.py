@@ -130,6 +130,10 @@ class Stream:
         dataset = self.benchmark.streams["train"][task].dataset
         return Experience(task, self.task_names[task], list(self.task_classes[task]), dataset, self)
 
+    def test_sizes(self) -> list[int]:
+        """The number of test examples of each task (the class-IL metrics pool by it)."""
+        return [len(experience.dataset) for experience in self.benchmark.streams["test"]]
+
     def describe(self) -> dict[str, Any]:
         """The stream's part of the result file."""
         return {
@@ -143,5 +147,6 @@ class Stream:
             "templates": list(self.templates),
             "class_templates": {str(k): list(v) for k, v in self.class_templates.items()},
             "control_sets": [{"name": n, "classes": list(c)} for n, c in zip(self.control_names, self.control_classes)],
+            "test_sizes": self.test_sizes(),
             "data": self.metadata,
         }

@@ -54,7 +54,7 @@ def test_publish_copies_results_and_generates_tables_page_and_svg_plots(board):
     [
         (lambda d: d["metrics"].__setitem__("last", 99.0), "metric 'last' is 99.0 but the accuracy matrix gives"),
         (lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}), "a partial run cannot be published"),
-        (lambda d: d.update(schema="cl_bench.result/2"), "schema is 'cl_bench.result/2'"),
+        (lambda d: d.update(schema="cl_bench.result/9"), "schema is 'cl_bench.result/9'"),
         (lambda d: d["scenario"].update(version="2"), "s version 2 (mtil) cannot share a table with version 1 (mtil)"),
         (lambda d: d["scenario"].update(protocol="x-tail"), "s version 1 (x-tail) cannot share a table with version 1 (mtil)"),
         (lambda d: None, "the same run (alpha on s, seed 0, same settings) is already in"),

@@ -68,8 +68,9 @@ def test_config_files_in_toml_yaml_json_and_result_files(tmp_path):
     (tmp_path / "run.toml").write_text('method = "finetune"\nseed = 2\n[method_params]\nlr = 0.01\n')
     (tmp_path / "run.yaml").write_text("method: finetune\nseed: 2\nmethod_params:\n  lr: 0.01\n")
     (tmp_path / "run.json").write_text(json.dumps({"method": "finetune", "seed": 2, "method_params": {"lr": 0.01}}))
-    (tmp_path / "result.json").write_text(json.dumps({"schema": "cl_bench.result/1", "config": {"method": "finetune", "seed": 2, "method_params": {"lr": 0.01}}}))
-    for name in ("run.toml", "run.yaml", "run.json", "result.json"):
+    for schema in ("cl_bench.result/2", "cl_bench.result/1"):  # an older result file still repeats its run
+        (tmp_path / f"result-{schema[-1]}.json").write_text(json.dumps({"schema": schema, "config": {"method": "finetune", "seed": 2, "method_params": {"lr": 0.01}}}))
+    for name in ("run.toml", "run.yaml", "run.json", "result-2.json", "result-1.json"):
         config = RunConfig.from_dict(load_config_file(str(tmp_path / name)))
         assert (config.method, config.seed, config.method_params) == ("finetune", 2, {"lr": 0.01})
 

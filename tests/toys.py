@@ -95,7 +95,7 @@ def result_document(
     trainable: list[int] | None = None,
     train_seconds: float = 0.0,
 ) -> dict:
-    """A minimal, self-consistent result document (schema cl_bench.result/1)."""
+    """A minimal, self-consistent result document (the current schema; MTIL protocol, 10 test images a task)."""
     import hashlib
     import json
 
@@ -112,14 +112,14 @@ def result_document(
         "status": status,
         "config": config,
         "method": {"name": method, "version": "1", "hyperparameters": hyperparameters},
-        "scenario": {"name": scenario, "version": "1", "protocol": "mtil", "task_order": tasks, "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "scenario": {"name": scenario, "version": "1", "protocol": "mtil", "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
         "backbone": {"name": "b"},
         "seed": seed,
         "versions": {},
         "hardware": {},
         "acc_matrix": acc,
         "control_matrix": control,
-        "metrics": metrics.compute(acc, control if control and control[0] else None) if status == "complete" else {},
+        "metrics": metrics.compute(acc, control if control and control[0] else None, protocol="mtil", test_sizes=[10] * len(tasks)) if status == "complete" else {},
         "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
         "params": {"trainable": trainable or [0] * len(tasks)},
     }
