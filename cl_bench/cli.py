@@ -165,7 +165,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         path = Path(given)
         files.extend(result_files(path) if path.is_dir() else [path])
     copies = publish(files, args.leaderboard)
-    print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html and plots/")
+    print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html, plots/ and configs/")
     return 0
 
 

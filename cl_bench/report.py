@@ -239,16 +239,17 @@ def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     return rendered
 
 
-def html_page(title: str, body: str) -> str:
-    """A self-contained HTML page (inline style, no scripts, no network resources)."""
+def html_page(title: str, body: str, style: str = "", script: str = "") -> str:
+    """A self-contained HTML page: inline style, an optional inline script, no network resources."""
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
         "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
-    )
+    ) + style
+    script = f"<script>{script}</script>\n" if script else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape.html(title)}</title>\n'
-        f"<style>{style}</style>\n</head>\n<body>\n<h1>{escape.html(title)}</h1>\n{body}\n</body>\n</html>\n"
+        f"<style>{style}</style>\n</head>\n<body>\n<h1>{escape.html(title)}</h1>\n{body}\n{script}</body>\n</html>\n"
     )
 
 
@@ -285,7 +286,7 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path) -> Path:
+def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, labels: list[str] | None = None) -> Path:
     """Accuracy after each task, one line per method (mean over seeds): under class-IL over the test
     images of the tasks seen so far (the curve `avg` averages), otherwise the mean over every task."""
     import numpy as np
@@ -294,7 +295,7 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path) -> Pa
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
-    labels = _variant_labels(list(results))
+    labels = labels or _variant_labels(list(results))
     tasks = results[0]["scenario"]["task_order"]
     pooled = results[0]["scenario"]["protocol"] in POOLED_PROTOCOLS
 

@@ -43,7 +43,7 @@ def test_publish_copies_results_and_generates_tables_page_and_svg_plots(board):
     assert readme.index("| alpha") < reported and "80.9" in readme[reported:] and "80.9" not in readme[:reported]
     page = (leaderboard / "index.html").read_text()
     assert all(re.search(rf"<td>{m}\s*</td>", page) for m in ("alpha", "beta", "MoRAM"))
-    assert "http" not in page and "<script" not in page  # no network resources
+    assert "http" not in page and page.count("<script") == 1 and "<script>" in page  # one inline script, no network resources
     plots = sorted(p.name for p in (leaderboard / "plots").iterdir())
     assert plots == ["00-s-accuracy.svg", "00-s-alpha.svg", "00-s-beta.svg"] and all(f"plots/{p}" in page for p in plots)
     assert not list(leaderboard.rglob("*.png"))
@@ -108,7 +108,7 @@ def test_text_from_result_files_never_becomes_markdown_markup(tmp_path):
     page = MarkdownIt("commonmark").enable("table").render((board / "README.md").read_text())
     assert "<script" not in page and "javascript:" not in re.sub(r">[^<]*<", "><", page)  # in no tag or attribute
     assert re.findall(r"<img [^>]*>", page) == ['<img src="plots/00-s-accuracy.svg" alt="accuracy over tasks" />']
-    assert re.findall(r'href="([^"]*)"', page) == ["plots/00-s-alpha.svg", "plots/00-s-alpha-2.svg"]
+    assert re.findall(r'href="([^"]*)"', page) == ["plots/00-s-alpha.svg", "plots/00-s-alpha-2.svg", "configs/00-s-alpha.json", "configs/00-s-alpha-2.json"]
     assert len(re.findall(r"<h2>", page)) == 2 and len(re.findall(r"<table>", page)) == 2
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>", page, flags=re.S)
     shown = MARKUP.replace("\n", " ")

@@ -1,0 +1,200 @@
+"""leaderboard/index.html as a page people use: links that resolve, sortable columns, a filter.
+
+The static checks run everywhere. The browser checks drive Debian's `chromium` through
+`chromium-driver` and selenium (`.ci/run` installs both); where no browser is installed they are
+skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from cl_bench.cli import main
+from cl_bench.results import write_json
+
+from toys import result_document
+
+# Two tasks; `last` per method differs so that sorting has an order to find.
+LAST = {"alpha": 70.0, "beta": 90.0, "gamma": 50.0}
+
+
+def _result(method: str, seed: int, scenario: str, protocol: str, backbone: str = "b") -> dict:
+    acc = [[50.0, 40.0], [90.0, 45.0], [LAST[method] + seed, 85.0]]
+    document = result_document(acc, [[90.0], [88.0], [81.0]], method=method, seed=seed, scenario=scenario)
+    document["scenario"]["protocol"] = protocol
+    document["backbone"]["name"] = document["config"]["backbone"] = backbone
+    from cl_bench import metrics
+
+    document["metrics"] = metrics.compute(acc, [[90.0], [88.0], [81.0]], protocol=protocol, test_sizes=document["scenario"]["test_sizes"])
+    return document
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("page")
+    files = []
+    for scenario, protocol in (("mt", "mtil"), ("ci", "class-il")):
+        for method, backbone in (("alpha", "b"), ("beta", "b"), ("gamma", "b2")):
+            for seed in (0, 1):
+                path = folder / "in" / f"{scenario}-{method}-{seed}.json"
+                write_json(path, _result(method, seed, scenario, protocol, backbone))
+                files.append(str(path))
+    leaderboard = folder / "lb"
+    leaderboard.mkdir()
+    reported = [
+        {"method": "PaperNet", "scenario": "MTIL (order I)", "backbone": "CLIP ViT-B/16", "source": "a paper", "protocol": "mtil", "metrics": {"last": 12.3}},
+        {"method": "Elsewhere", "scenario": "other", "backbone": "x", "source": "another", "metrics": {"last": 45.6}},
+    ]
+    (leaderboard / "reported.json").write_text(json.dumps(reported))
+    assert main(["publish", *files, "--leaderboard", str(leaderboard)]) == 0
+    return leaderboard
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def test_every_link_of_both_pages_is_a_file_of_the_folder(board):
+    page = (board / "index.html").read_text()
+    parser = _Links()
+    parser.feed(page)
+    markdown_links = re.findall(r"\]\(([^)]+)\)", (board / "README.md").read_text())
+    targets = parser.targets + markdown_links
+    assert len([t for t in parser.targets if t.startswith("results/")]) == 12  # every seed of every row
+    assert {t.split("/")[0] for t in targets} == {"results", "configs", "plots"}
+    for target in targets:
+        assert not urlparse(target).scheme and (board / unquote(target)).is_file(), target
+    assert "http" not in page and not re.search(r"<(script|link|img)[^>]+src=\"?[a-z]+:", page)
+
+
+def test_rows_are_labelled_and_linked_alike_when_a_method_differs_between_streams(tmp_path):
+    files = []
+    for scenario, protocol, note in (("mt", "mtil", "x"), ("ci", "class-il", "y")):
+        document = _result("alpha", 0, scenario, protocol)
+        document["method"]["hyperparameters"] = document["config"]["method_params"] = {"note": note}
+        write_json(tmp_path / f"{scenario}.json", document)
+        files.append(str(tmp_path / f"{scenario}.json"))
+    assert main(["publish", *files, "--leaderboard", str(tmp_path / "lb")]) == 0
+    page = (tmp_path / "lb" / "index.html").read_text()
+    assert "alpha (note=x)" in page and "alpha (note=y)" in page
+    assert json.loads((tmp_path / "lb" / "configs" / "00-ci-alpha.json").read_text())["method_params"] == {"note": "y"}
+
+
+def test_a_row_config_repeats_the_row(board):
+    config = json.loads((board / "configs" / "00-ci-gamma.json").read_text())
+    assert config == {k: v for k, v in _result("gamma", 0, "ci", "class-il", "b2")["config"].items()}
+
+
+def test_reported_numbers_sit_beside_the_streams_of_their_protocol(board):
+    readme = (board / "README.md").read_text()
+    mtil, class_il, rest = readme.index("## mt (v1, mtil)"), readme.index("## ci (v1, class-il)"), readme.index("## Reported by the papers")
+    assert class_il < mtil < readme.index("PaperNet") < rest < readme.index("Elsewhere")
+    assert "PaperNet" not in readme[class_il:mtil] and readme.count("PaperNet") == 1
+    assert "average incremental accuracy" in readme[class_il:mtil] and "average incremental accuracy" not in readme[mtil:]
+
+
+# ---------------------------------------------------------------------------------- in a browser
+
+
+def _browser_or_skip():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("no headless browser: install Debian's chromium and chromium-driver (.ci/run does)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium never looks for drivers on the network
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--allow-file-access-from-files"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+@pytest.fixture(scope="module")
+def browser(board):
+    driver = _browser_or_skip()
+    driver.get((board / "index.html").as_uri())
+    yield driver
+    driver.quit()
+
+
+def _rows(section):
+    from selenium.webdriver.common.by import By
+
+    return [row for row in section.find_elements(By.CSS_SELECTOR, "table.board tbody tr")]
+
+
+def _column(section, name):
+    from selenium.webdriver.common.by import By
+
+    headers = section.find_elements(By.CSS_SELECTOR, "table.board thead th")
+    return [h.text.strip().rstrip("▲▼ ").strip() for h in headers].index(name), headers
+
+
+def test_the_page_loads_without_console_errors_and_every_image_and_link_resolves(browser, board):
+    from selenium.webdriver.common.by import By
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+    assert not errors, errors
+    assert browser.find_element(By.ID, "filters").is_displayed()  # the script ran
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert images and all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images)
+    links = [a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")]
+    assert len(links) == 12 + 2 * 3 * 2  # per row: its seeds' results, its config, its matrix plot
+    assert all(Path(unquote(urlparse(link).path)).is_file() and Path(unquote(urlparse(link).path)).is_relative_to(board.resolve()) for link in links)
+
+
+def test_clicking_a_column_name_sorts_the_rows(browser):
+    from selenium.webdriver.common.by import By
+
+    section = browser.find_element(By.CSS_SELECTOR, 'section[data-protocol="mtil"]')
+    index, headers = _column(section, "last")
+
+    def order():
+        return [row.find_elements(By.TAG_NAME, "td")[0].text for row in _rows(section)]
+
+    assert order() == ["alpha", "beta", "gamma"]  # as generated: by name
+    headers[index].click()
+    assert order() == ["gamma", "alpha", "beta"]  # last 50.5, 70.5, 90.5
+    assert headers[index].get_attribute("aria-sort") == "ascending"
+    headers[index].click()
+    assert order() == ["beta", "alpha", "gamma"] and headers[index].get_attribute("aria-sort") == "descending"
+    method_index, _ = _column(section, "method")
+    headers[method_index].click()
+    assert order() == ["alpha", "beta", "gamma"]
+
+
+def test_the_filter_hides_rows_and_streams(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    sections = {s.get_attribute("data-protocol"): s for s in browser.find_elements(By.CSS_SELECTOR, "section.stream")}
+    backbone, protocol = Select(browser.find_element(By.ID, "backbone-filter")), Select(browser.find_element(By.ID, "protocol-filter"))
+    assert [o.text for o in backbone.options] == ["all", "b", "b2"] and sorted(o.text for o in protocol.options) == ["all", "class-il", "mtil"]
+    backbone.select_by_visible_text("b2")
+    for section in sections.values():
+        shown = [row.find_elements(By.TAG_NAME, "td")[0].text for row in _rows(section) if row.is_displayed()]
+        assert shown == ["gamma"]
+    protocol.select_by_visible_text("class-il")
+    assert sections["class-il"].is_displayed() and not sections["mtil"].is_displayed()
+    backbone.select_by_visible_text("all")
+    protocol.select_by_visible_text("all")
+    assert all(s.is_displayed() for s in sections.values()) and all(row.is_displayed() for s in sections.values() for row in _rows(s))
