@@ -247,7 +247,7 @@ def html_body(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str,
 
 PAGE_STYLE = (
     "table.board th,table.board td{white-space:nowrap}table.board td:last-child{text-align:left}"
-    "table.board th{cursor:pointer;user-select:none}"
+    "table.board th[tabindex]{cursor:pointer;user-select:none}"
     'table.board th[aria-sort="ascending"]::after{content:" \\25B2"}'
     'table.board th[aria-sort="descending"]::after{content:" \\25BC"}'
     "#filters label{margin-right:1em}"
