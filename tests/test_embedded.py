@@ -28,6 +28,7 @@ def test_mtil_stream_structure(registry):
     for t, classes in enumerate(stream.task_classes):
         assert targets(stream.benchmark.streams["train"][t]) == set(classes) == targets(stream.benchmark.streams["test"][t])
     assert [len(e.dataset) for e in stream.benchmark.streams["train"]] == [26 * 80, 10 * 80, 10 * 300]
+    assert stream.test_sizes() == stream.describe()["test_sizes"] == [26 * 40, 10 * 50, 10 * 100]  # what the pooled metrics weigh by
     assert stream.prompts()[0] == ["a photo of a letter A."]
 
 
@@ -35,6 +36,7 @@ def test_cil_stream_has_no_class_leak_between_tasks(registry):
     stream = build(registry, "embedded-cil")
     assert stream.protocol == "class-il" and [len(c) for c in stream.task_classes] == [2] * 5
     assert [c for classes in stream.task_classes for c in classes] == list(embedded.CIL_CLASS_ORDER)
+    assert stream.test_sizes() == [2 * embedded.FASHION_TEST_PER_CLASS] * 5
     for t, classes in enumerate(stream.task_classes):
         assert targets(stream.benchmark.streams["train"][t]) == set(classes)
         assert targets(stream.benchmark.streams["test"][t]) == set(classes)

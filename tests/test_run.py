@@ -42,6 +42,11 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     result = run(config(tmp_path, method="finetune", iters=5, scenario="embedded-cil"))
     assert result.data["params"]["trainable"][0] == result.data["params"]["backbone"] - 1  # all but the logit scale
     assert len(result.acc_matrix) == 6 and result.acc_matrix[1] != result.acc_matrix[0]
+    # class-IL: avg is the mean, after each task, of the accuracy on the tasks seen so far (equal test sizes here)
+    acc = result.acc_matrix
+    assert result.data["scenario"]["test_sizes"] == [200] * 5
+    assert result.metrics["avg"] == pytest.approx(sum(sum(acc[i][:i]) / i for i in range(1, 6)) / 5)
+    assert result.metrics["avg_all_cells"] == pytest.approx(sum(map(sum, acc[1:])) / 25)
 
 
 @pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora"])  # moram regrows atoms; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
