@@ -157,14 +157,17 @@ def reported_table(entries: list[dict[str, Any]], fmt: str) -> str:
     return render_table(frame, "md" if fmt == "md" else "html", floatfmt=".1f")
 
 
-def protocol_note(protocol: str) -> str:
-    """How `last` and `avg` read on a stream of this protocol (Markdown)."""
+def protocol_note(protocol: str, fmt: str) -> str:
+    """How `last` and `avg` read on a stream of this protocol, as Markdown ("md") or HTML ("html")."""
     if protocol in POOLED_PROTOCOLS:
-        return (
-            f"Protocol {protocol}: `last` and `avg` pool the test images of the classes seen so far "
-            "(`avg` is the average incremental accuracy); the per-task means are `last_task_mean` and `avg_all_cells` in each result file."
+        body = (
+            "{last} and {avg} pool the test images of the classes seen so far ({avg} is the average incremental accuracy); "
+            "the per-task means are {last_task_mean} and {avg_all_cells} in each result file."
         )
-    return f"Protocol {protocol}: `last` and `avg` are means over tasks with equal weight (MTIL's Last and Average)."
+    else:
+        body = "{last} and {avg} are means over tasks with equal weight (MTIL's Last and Average)."
+    code, name = (lambda n: f"`{n}`", escape.markdown(protocol)) if fmt == "md" else (lambda n: f"<code>{n}</code>", escape.html(protocol))
+    return f"Protocol {name}: " + body.format(**{n: code(n) for n in ("last", "avg", "last_task_mean", "avg_all_cells")})
 
 
 # ---------------------------------------------------------------------------------- the two pages
@@ -194,10 +197,10 @@ def regenerate(folder: str | Path) -> None:
 def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list) -> str:
     lines = [GENERATED_NOTE, "", header, ""]
     for page in pages:
-        lines += [f"## {escape.markdown(page.label)}", "", protocol_note(page.protocol), ""]
+        lines += [f"## {escape.markdown(page.label)}", "", protocol_note(page.protocol, "md"), ""]
         lines += [render_table(display_frame(tables[page.label], SUMMARY_METRICS, "md"), "md"), ""]
         if beside[page.protocol]:
-            lines += [f"{REPORTED_TITLE} for {page.protocol} ({REPORTED_CAVEAT}):", "", reported_table(beside[page.protocol], "md"), ""]
+            lines += [f"{REPORTED_TITLE} for {escape.markdown(page.protocol)} ({REPORTED_CAVEAT}):", "", reported_table(beside[page.protocol], "md"), ""]
         lines += [f"![accuracy over tasks](plots/{page.curve})", ""]
         lines += ["Mean accuracy matrix per method: " + ", ".join(f"[{escape.markdown(v.label)}](plots/{v.plot})" for v in page.variants), ""]
         lines += ["Configuration per method (`clbench run --config <file> --seed N`): " + ", ".join(f"[{escape.markdown(v.label)}](configs/{v.config})" for v in page.variants), ""]
@@ -231,7 +234,7 @@ def html_body(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str,
     ]
     for page in pages:
         section = [f'<section class="stream" data-protocol="{escape.html(page.protocol)}">', f"<h2>{escape.html(page.label)}</h2>"]
-        section.append(f"<p>{escape.html(protocol_note(page.protocol).replace('`', ''))}</p>")
+        section.append(f"<p>{protocol_note(page.protocol, 'html')}</p>")
         section.append(board_table(page, tables[page.label]))
         if beside[page.protocol]:
             section.append(f"<h3>{REPORTED_TITLE} for {escape.html(page.protocol)}</h3>\n<p>{escape.html(REPORTED_CAVEAT)}.</p>\n{reported_table(beside[page.protocol], 'html')}")

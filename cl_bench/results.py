@@ -20,6 +20,7 @@ from typing import Any
 
 from . import metrics as metrics_lib
 from .errors import UserError, clip, shown
+from .spec import PROTOCOLS
 
 SCHEMA = "cl_bench.result/2"
 # Schema 1 lacked the test-set sizes that the class-IL metrics pool by: its files cannot be
@@ -187,6 +188,8 @@ def validate(data: Any, source: str = "result") -> None:
     for section, field in (("method", "name"), ("scenario", "name"), ("scenario", "protocol"), ("backbone", "name")):
         if not isinstance(data[section].get(field), str):
             raise bad(f"'{section}.{field}' must be a string")
+    if data["scenario"]["protocol"] not in PROTOCOLS:  # it decides what the metrics are
+        raise bad(f"scenario.protocol is {shown(data['scenario']['protocol'])}; it must be one of {', '.join(PROTOCOLS)}")
     config = data["config"]
     for section in ("method", "scenario", "backbone"):
         if config.get(section) != data[section]["name"]:

@@ -170,6 +170,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("validate-schema", ["validate", "{in}/r.json"], "schema is 'cl_bench.result/0'", result("r", lambda d: d.update(schema="cl_bench.result/0"))),
     ("validate-older-schema", ["validate", "{in}/r.json"], "older cl_bench without the test-set sizes", result("r", lambda d: d.update(schema="cl_bench.result/1"))),
     ("validate-test-sizes", ["validate", "{in}/r.json"], "scenario.test_sizes must hold 2 positive integers", result("r", lambda d: d["scenario"].update(test_sizes=[10, 0]))),
+    ("validate-protocol", ["validate", "{in}/r.json"], "scenario.protocol is 'class-IL'; it must be one of", result("r", lambda d: d["scenario"].update(protocol="class-IL"))),
     ("validate-class-il-avg", ["validate", "{in}/r.json"], "metric 'avg' is", result("r", lambda d: d["scenario"].update(protocol="class-il"))),
     ("validate-tampered", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("last", 1.0))),
     ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2]))),
