@@ -116,6 +116,7 @@ class _Run:
         self.timings["total"] = round(self.elapsed_before + time.perf_counter() - self.started, 3)
         method_spec, backbone_spec = self.method_reg.spec, self.backbone_reg.spec
         complete = status == "complete"
+        scenario = {**stream.describe(), "plugin": self.scenario_reg.plugin}
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
@@ -124,7 +125,7 @@ class _Run:
             "status": status,
             "config": self.config.to_dict(),
             "method": {"name": method_spec.name, "version": method_spec.version, "plugin": self.method_reg.plugin, "paper": method_spec.paper, "hyperparameters": self.hparams},
-            "scenario": {**stream.describe(), "plugin": self.scenario_reg.plugin},
+            "scenario": scenario,
             "backbone": {
                 "name": backbone_spec.name,
                 "version": backbone_spec.version,
@@ -137,7 +138,7 @@ class _Run:
             "hardware": hardware_info(self.device, self.precision, self.config.threads),
             "acc_matrix": self.acc_rows,
             "control_matrix": self.control_rows,
-            "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None, protocol=stream.protocol, test_sizes=stream.test_sizes()) if complete else {},
+            "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None, protocol=stream.protocol, test_sizes=scenario["test_sizes"]) if complete else {},
             "timings": self.timings,
             "params": self.params,
         }

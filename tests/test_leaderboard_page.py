@@ -28,13 +28,7 @@ LAST = {"alpha": 70.0, "beta": 90.0, "gamma": 50.0}
 
 def _result(method: str, seed: int, scenario: str, protocol: str, backbone: str = "b") -> dict:
     acc = [[50.0, 40.0], [90.0, 45.0], [LAST[method] + seed, 85.0]]
-    document = result_document(acc, [[90.0], [88.0], [81.0]], method=method, seed=seed, scenario=scenario)
-    document["scenario"]["protocol"] = protocol
-    document["backbone"]["name"] = document["config"]["backbone"] = backbone
-    from cl_bench import metrics
-
-    document["metrics"] = metrics.compute(acc, [[90.0], [88.0], [81.0]], protocol=protocol, test_sizes=document["scenario"]["test_sizes"])
-    return document
+    return result_document(acc, [[90.0], [88.0], [81.0]], method=method, seed=seed, scenario=scenario, protocol=protocol, backbone=backbone)
 
 
 @pytest.fixture(scope="module")

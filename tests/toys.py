@@ -91,11 +91,13 @@ def result_document(
     method: str = "m",
     seed: int = 0,
     scenario: str = "s",
+    protocol: str = "mtil",
+    backbone: str = "b",
     hyperparameters: dict | None = None,
     trainable: list[int] | None = None,
     train_seconds: float = 0.0,
 ) -> dict:
-    """A minimal, self-consistent result document (the current schema; MTIL protocol, 10 test images a task)."""
+    """A minimal, self-consistent result document (the current schema; 10 test images a task)."""
     import hashlib
     import json
 
@@ -104,7 +106,7 @@ def result_document(
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
     hyperparameters = dict(hyperparameters or {})
-    config = {"method": method, "scenario": scenario, "backbone": "b", "seed": seed, "method_params": hyperparameters}
+    config = {"method": method, "scenario": scenario, "backbone": backbone, "seed": seed, "method_params": hyperparameters}
     return {
         "schema": SCHEMA,
         "run_id": f"{scenario}_{method}_seed{seed}_{hashlib.sha256(json.dumps(hyperparameters, sort_keys=True).encode()).hexdigest()[:8]}",
@@ -112,14 +114,14 @@ def result_document(
         "status": status,
         "config": config,
         "method": {"name": method, "version": "1", "hyperparameters": hyperparameters},
-        "scenario": {"name": scenario, "version": "1", "protocol": "mtil", "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
-        "backbone": {"name": "b"},
+        "scenario": {"name": scenario, "version": "1", "protocol": protocol, "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "backbone": {"name": backbone},
         "seed": seed,
         "versions": {},
         "hardware": {},
         "acc_matrix": acc,
         "control_matrix": control,
-        "metrics": metrics.compute(acc, control if control and control[0] else None, protocol="mtil", test_sizes=[10] * len(tasks)) if status == "complete" else {},
+        "metrics": metrics.compute(acc, control if control and control[0] else None, protocol=protocol, test_sizes=[10] * len(tasks)) if status == "complete" else {},
         "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
         "params": {"trainable": trainable or [0] * len(tasks)},
     }
