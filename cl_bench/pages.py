@@ -34,8 +34,15 @@ class Variant:
 
     label: str
     runs: list[dict[str, Any]]
-    plot: str = ""  # file names inside plots/ and configs/
-    config: str = ""
+    stem: str  # names its files: plots/<stem>.svg (mean matrix), configs/<stem>.json
+
+    @property
+    def plot(self) -> str:
+        return f"{self.stem}.svg"
+
+    @property
+    def config(self) -> str:
+        return f"{self.stem}.json"
 
     @property
     def backbone(self) -> str:
@@ -102,7 +109,7 @@ def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[Stre
             method = safe_slug(runs[0]["method"]["name"], "method name")
             counts[method] = counts.get(method, 0) + 1  # variants of one method: -2, -3, ... after the first
             name = f"{stem}-{method}" if counts[method] == 1 else f"{stem}-{method}-{counts[method]}"
-            variant = Variant(variant_label, runs, plot=f"{name}.svg", config=f"{name}.json")
+            variant = Variant(variant_label, runs, name)
             plot_matrix(mean_result(runs, variant_label), path_inside(folder / "plots", variant.plot))
             write_json(path_inside(folder / "configs", variant.config), run_config(runs))
             page.variants.append(variant)
