@@ -19,17 +19,15 @@ import time
 
 import torch
 
-from cl_bench import ScenarioContext
+from cl_bench import RunConfig, build, plan
 from cl_bench.runner import quiet_third_party_warnings
 
 quiet_third_party_warnings()  # before Avalanche is imported: it warns about optional solvers
 
 from avalanche.core import SupervisedPlugin  # noqa: E402
 
-from cl_bench.evaluation import AccuracyMatrix, evaluate_row  # noqa: E402
+from cl_bench.evaluation import evaluate_row  # noqa: E402
 from cl_bench.plugins import Registry  # noqa: E402
-from cl_bench.spec import resolve_factory  # noqa: E402
-from cl_bench.strategy import ClStrategy, seed_everything  # noqa: E402
 
 METHODS = "seq-lora,eblora,moram,moe-lora,l2p"
 
@@ -47,24 +45,13 @@ class IterationClock(SupervisedPlugin):
         self.times.append(time.perf_counter() - self._start)
 
 
-def build(registry: Registry, name: str, iters: int):
-    seed_everything(0)
-    backbone = registry.backbones()["tiny-clip"]
-    model = resolve_factory(backbone.factory)(backbone.resolve({}))
-    scenario = registry.scenarios()["embedded-mtil"]
-    stream = resolve_factory(scenario.factory)(scenario.resolve({}), ScenarioContext(None, model.image_size))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
-    spec = registry.methods()[name]
-    hparams = spec.resolve("tiny-clip", {"iters": iters})
-    method = resolve_factory(spec.factory)(hparams)
-    method.setup(model, stream)
+def build_run(registry: Registry, name: str, iters: int, threads: int):
+    """The method's run on embedded-mtil as `clbench run` builds it, with a clock in the strategy."""
     clock = IterationClock()
-    matrix = AccuracyMatrix(stream)
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, plugins=[clock, matrix], progress=False)
-    clock.matrix = matrix
-    return strategy, stream, clock
+    config = RunConfig(method=name, scenario="embedded-mtil", iters=iters, threads=threads, progress=False, device="cpu")
+    parts = build(plan(config, registry), plugins=[clock])
+    clock.matrix = parts.matrix
+    return parts.strategy, parts.stream, clock
 
 
 def main() -> None:
@@ -74,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     registry = Registry()
     names = args.methods.split(",")
-    runs = {name: build(registry, name, args.iters) for name in names}
+    runs = {name: build_run(registry, name, args.iters, torch.get_num_threads()) for name in names}
     outside: dict[str, list[float]] = {name: [] for name in names}
     evaluation: dict[str, list[float]] = {name: [] for name in names}
     tasks = next(iter(runs.values()))[1].num_tasks

@@ -29,10 +29,9 @@ from avalanche.core import SupervisedPlugin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from cl_bench.methods.seq_lora.lora import SeqLoRA  # noqa: E402
+from cl_bench import BackboneSpec, RunConfig, ScenarioSpec, build, hookimpl, plan  # noqa: E402
+from cl_bench.plugins import Registry  # noqa: E402
 from cl_bench.runner import quiet_third_party_warnings  # noqa: E402
-from cl_bench.spec import TRAIN_DEFAULTS  # noqa: E402
-from cl_bench.strategy import ClStrategy  # noqa: E402
 
 quiet_third_party_warnings()
 
@@ -111,19 +110,28 @@ class PairedClock(SupervisedPlugin):
         self._resumed = time.perf_counter()
 
 
-def build(size: str, lora: dict, stream, batch_size: int, iters: int, clock: SupervisedPlugin):
-    from cl_bench.backbones import tiny_clip
+class OverheadPlugin:
+    """The benchmark's stream (toy images in memory, as the embedded streams are) and its small CLIP."""
 
-    torch.manual_seed(0)
-    model = tiny_clip.load({}) if size == "tiny-clip" else tiny_clip.wrap(tiny_clip.build_clip(SMALL), SMALL, None)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
-    method = SeqLoRA(lora)
-    method.setup(model, stream)
-    hparams = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": batch_size, "lr": 1e-4}
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, plugins=[clock], progress=False)
-    return model, method, strategy, hparams
+    @hookimpl
+    def cl_bench_scenarios(self):
+        from toys import toy_stream
+
+        factory = lambda params, context: toy_stream("mtil", tasks=1, classes_per_task=4, per_class=256, control=False)  # noqa: E731
+        return [ScenarioSpec(name="overhead-toy", factory=factory, summary="4 toy classes, 1024 images", protocol="mtil", num_tasks=1)]
+
+    @hookimpl
+    def cl_bench_backbones(self):
+        from cl_bench.backbones import tiny_clip
+
+        return [BackboneSpec(name="small", factory=lambda params, weights: tiny_clip.wrap(tiny_clip.build_clip(SMALL), SMALL, None), summary="a random 1-layer CLIP")]
+
+
+def build_run(size: str, lora: dict, batch_size: int, iters: int, clock: SupervisedPlugin):
+    """SeqLoRA with `lora` on the toy stream, planned and built as `clbench run` does."""
+    config = RunConfig(method="seq-lora", scenario="overhead-toy", backbone=size, iters=iters, batch_size=batch_size, method_params={**lora, "lr": 1e-4}, device="cpu", progress=False)
+    parts = build(plan(config, Registry([OverheadPlugin()])), plugins=[clock])
+    return parts.model, parts.method, parts.strategy, parts.stream, parts.strategy.hparams
 
 
 def run_naive(model, method, stream, hparams, clock: PairedClock) -> None:
@@ -159,15 +167,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from toys import toy_stream  # in-memory toy images, as the embedded streams are
-
-    stream = toy_stream("mtil", tasks=1, classes_per_task=4, per_class=256, control=False)
-    experience = stream.benchmark.streams["train"][0]
     print(f"{args.iters} iterations x {args.repeats} repeats, {torch.get_num_threads()} threads; median ms per iteration, paired")
     print(f"{'model':24} {'plain':>8} {'ClStrategy':>11} {'ratio':>6} {'plain':>8} {'Naive':>8} {'ratio':>6} {'ours setup/exp':>15}")
     for label, size, lora, batch in CONFIGS:
         clock = PairedClock()
-        model, method, strategy, hparams = build(size, lora, stream, batch, args.iters, clock)
+        model, method, strategy, stream, hparams = build_run(size, lora, batch, args.iters, clock)
+        experience = stream.benchmark.streams["train"][0]
         strategy.train(experience)  # warm up
         clock.ours, clock.reference, setup = [], [], []
         for _ in range(args.repeats):

@@ -1,4 +1,4 @@
-"""cl_bench: a benchmark suite for continual learning of pre-trained CLIP-like models.
+"""cl_bench: a benchmark suite for continual learning of pre-trained models.
 
 The names in `__all__` are the stable API: everything a method, stream or backbone plugin
 needs is importable from `cl_bench` itself, and plugins import no submodule. Importing this
@@ -14,21 +14,29 @@ from typing import Any
 from .errors import UserError
 from .hookspecs import hookimpl
 from .paths import safe_slug
-from .spec import BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports
+from .spec import BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports, Weights
 
 __version__ = "0.1.0"
 
 # Names whose modules import torch, loaded on first use: name -> module.
 _DEFERRED = {
+    "plan": "run_plan",
+    "build": "run_plan",
+    "RunPlan": "run_plan",
     "run": "runner",
     "RunResult": "results",
     "Stream": "stream",
+    "StreamTask": "stream",
+    "assemble_stream": "stream",
     "Experience": "stream",
     "build_benchmark": "stream",
     "classification_dataset": "stream",
     "DEFAULT_TEMPLATES": "stream",
-    "ClipModel": "backbones.clip",
-    "LinearAdapter": "backbones.clip",
+    "Backbone": "model",
+    "AdaptableLayer": "model",
+    "LinearAdapter": "model",
+    "TaskContext": "model",
+    "CellScorer": "model",
 }
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "ScenarioSpec",
     "Supports",
     "UserError",
+    "Weights",
     "hookimpl",
     "safe_slug",
     *_DEFERRED,

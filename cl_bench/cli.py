@@ -28,6 +28,33 @@ def _registry():
     return registry
 
 
+def _scenario_settings(items: Sequence[str], specs) -> dict[str, str]:
+    """`ls --set scenario.X=VALUE` items as {X: VALUE}; X must be a parameter of some scenario."""
+    from .errors import shown, unknown_name
+
+    given = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        head, _, param = key.strip().partition(".")
+        if not sep or head != "scenario" or not param:
+            raise UserError(f"ls --set takes scenario.X=VALUE (a stream parameter), got {shown(item)}")
+        given[param] = value
+    known = {key for spec in specs for key in spec.defaults}
+    for param in given:
+        if param not in known:
+            raise unknown_name("scenario parameter", param, known, hint="(no listed scenario has it)")
+    return given
+
+
+def _task_column(spec, given: dict[str, str]) -> tuple[str, str | None]:
+    """The scenario's task count under the --set values it has, or 'invalid' and why."""
+    try:
+        params = spec.resolve({key: value for key, value in given.items() if key in spec.defaults})
+    except UserError as exc:
+        return "invalid", str(exc)
+    return f"{spec.task_count(params)} tasks", None
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -35,16 +62,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     registry = _registry()
     methods = [(name, reg.spec.version, reg.plugin, reg.spec.summary) for name, reg in registry.all("method").items()]
+    given = _scenario_settings(args.set or [], [reg.spec for reg in registry.all("scenario").values()])
     scenarios = []
     for name, reg in registry.all("scenario").items():
         spec = reg.spec
         problem = spec.check_data(data_root_or_env(args.data_root)) if spec.check_data else None
-        scenarios.append((name, spec.protocol, f"{spec.num_tasks} tasks", "data: present" if not problem else "data: MISSING", spec.summary))
+        # A value one scenario refuses marks its row: the others may take it (tasks=4 splits 100 classes, not 10).
+        tasks, refused = _task_column(spec, given)
+        scenarios.append((name, spec.protocol, tasks, "data: present" if not problem else "data: MISSING", refused or spec.summary))
     backbones = []
     for name, reg in registry.all("backbone").items():
         spec = reg.spec
-        problem = spec.check_weights(dict(spec.defaults)) if spec.check_weights else None
-        backbones.append((name, spec.kind, "weights: present" if not problem else "weights: missing", spec.summary))
+        backbones.append((name, spec.kind, _weights_state(spec), spec.summary))
     loggers = [(name, reg.spec.missing_packages() or "installed", reg.spec.summary) for name, reg in registry.all("logger").items()]
     for title, rows in (("methods", methods), ("scenarios", scenarios), ("backbones", backbones), ("loggers (--log)", loggers)):
         print(f"{title}:")
@@ -55,6 +84,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for error in registry.errors:
             print(f"  {error}")
     return 0
+
+
+def _weights_state(spec) -> str:
+    """Whether a backbone finds its weights at its default parameters (nothing is loaded or hashed)."""
+    if spec.weights_file is None:
+        return "weights: none needed"
+    try:
+        spec.weights_file(dict(spec.defaults))
+    except UserError:
+        return "weights: missing"
+    return "weights: present"
 
 
 def build_config(args: argparse.Namespace):
@@ -126,7 +166,7 @@ def _names(text: str, flag: str) -> list[str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .report import render_report
     from .results import load_valid
-    from .sweep import execute, plan, split_settings
+    from .sweep import execute, plan_grid, split_settings
 
     try:
         seeds = [int(s) for s in _names(args.seeds, "--seeds")]
@@ -138,7 +178,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.set, per_method = split_settings(args.set or [], methods, registry.all("method"))
     args.method = args.scenario = args.seed = args.config = None
     base = build_config(args)
-    grid = plan(base, methods, _names(args.scenarios, "--scenarios"), seeds, registry, per_method)
+    grid = plan_grid(base, methods, _names(args.scenarios, "--scenarios"), seeds, registry, per_method)
     for method, settings in per_method.items():
         runs = sum(1 for p in grid if p.config.method == method)
         shown_settings = ", ".join(f"{key}={value}" for key, value in settings)
@@ -204,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = commands.add_parser("ls", help="list methods, scenarios (protocol, tasks, data) and backbones")
     ls.add_argument("--data-root", help="where real data sets live, to report whether they are present (or CL_BENCH_DATA)")
+    ls.add_argument("--set", action="append", metavar="scenario.X=VALUE", help="count each scenario's tasks with this parameter value (a row it is invalid for says why); repeatable")
     ls.set_defaults(handler=cmd_ls)
 
     run = commands.add_parser("run", help="run one method on one stream and write a result file", formatter_class=argparse.RawDescriptionHelpFormatter)

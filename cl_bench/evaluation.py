@@ -1,16 +1,17 @@
 """Filling the accuracy matrix through Avalanche's evaluation loop.
 
-`AccuracyMatrix` is an Avalanche plugin: before each evaluation experience it sets the model's
-label space for that cell (the protocol decides, see `Stream.label_space`), it counts correct
-predictions with Avalanche's `Accuracy` metric, and it stores the percentage in row `row`.
+`AccuracyMatrix` is an Avalanche plugin: before each evaluation experience it tells the model the
+cell's task context (its label space: the protocol decides, see `Stream.label_space`), feeds the
+batches to the model's scorer for that cell (top-1 accuracy through Avalanche's `Accuracy` metric
+for classifiers), and stores the score in row `row`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from avalanche.core import SupervisedPlugin
-from avalanche.evaluation.metrics import Accuracy
 
+from .model import CellScorer, TaskContext
 from .stream import Stream
 
 
@@ -21,25 +22,27 @@ class AccuracyMatrix(SupervisedPlugin):
         self.acc = np.full((stream.num_tasks + 1, stream.num_tasks), np.nan)
         self.control = np.full((stream.num_tasks + 1, len(stream.control_names)), np.nan)
         self.row = 0
-        self._accuracy = Accuracy()
+        self._scorer: CellScorer | None = None
         self._cell: tuple[np.ndarray, int] | None = None
 
     def before_eval_exp(self, strategy, **kwargs) -> None:
         experience = strategy.experience
         column = int(experience.current_experience)
         if experience.origin_stream.name == "control":
-            classes, self._cell = self.stream.control_classes[column], (self.control, column)
+            name, classes, self._cell = self.stream.control_names[column], self.stream.control_classes[column], (self.control, column)
+            context = TaskContext("control", column, name, tuple(classes))
         else:
             classes, self._cell = self.stream.label_space(self.row, column), (self.acc, column)
-        strategy.model.set_label_space(classes)
-        self._accuracy.reset()
+            context = TaskContext("test", column, self.stream.task_names[column], tuple(classes))
+        strategy.model.set_task_context(context)
+        self._scorer = strategy.model.scorer(context)
 
     def after_eval_iteration(self, strategy, **kwargs) -> None:
-        self._accuracy.update(strategy.mb_output, strategy.mb_y)
+        self._scorer.update(strategy.mb_output, strategy.mb_y)
 
     def after_eval_exp(self, strategy, **kwargs) -> None:
         matrix, column = self._cell
-        matrix[self.row, column] = 100.0 * self._accuracy.result()
+        matrix[self.row, column] = self._scorer.result()
 
 
 def evaluate_row(strategy, plugin: AccuracyMatrix, row: int) -> tuple[list[float], list[float]]:

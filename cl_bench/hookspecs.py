@@ -6,7 +6,7 @@ and is announced in its package's metadata under the entry-point group `cl_bench
     [project.entry-points.cl_bench]
     mymethod = "my_package.my_module"
 
-The built-in methods, scenarios and backbones register through the same entry points.
+The built-in methods, scenarios, backbones and loggers register through the same entry points.
 Spec hooks return lists, so one plugin can contribute several methods or scenarios.
 """
 
@@ -47,10 +47,12 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
 
 @hookspec
 def cl_bench_backbones() -> list[BackboneSpec]:
-    """Return the CLIP-like backbones this plugin provides.
+    """Return the backbones this plugin provides.
 
-    Each `BackboneSpec` says how to build a `ClipModel` from its parameters (for example a local
-    weights path); factories must never download anything.
+    Each `BackboneSpec` says which weights file its parameters select (`weights_file`, hashed by
+    the run plan) and how to build the model from parameters and weights (`factory(params,
+    weights)`); the model subclasses `cl_bench.Backbone`, the contract the strategy uses. Factories
+    must never download anything.
     """
 
 
@@ -75,9 +77,11 @@ def cl_bench_loggers() -> list[LoggerSpec]:
 def cl_bench_run_start(run_id: str, execution_id: str, config: dict[str, Any], plan: dict[str, Any]) -> None:
     """A run is about to train (or to resume): everything is checked and built.
 
-    `config` holds the settings as given; `plan` the settings as resolved: method, scenario and
-    backbone with versions and typed parameters after profiles, seed, device, precision, data
-    root, out folder, result path, and `first_task` (above 0 when resuming).
+    `config` holds the settings as given; `plan` the run as resolved (`RunPlan.record()`, also the
+    result file's `plan`): `identity` (what the run id hashes), method, scenario and backbone with
+    versions, plugins and typed parameters after profiles (the task count, the weights file and its
+    sha256), seed, device, precision, threads, data root, out folder, result path, and
+    `first_task` (above 0 when resuming).
     """
 
 

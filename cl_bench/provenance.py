@@ -6,6 +6,7 @@ code and the machine that made it; none of it is part of the run id.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -70,3 +71,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

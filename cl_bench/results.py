@@ -1,4 +1,4 @@
-"""The run-result file (schema `cl_bench.result/2`, DESIGN section 8): write, load, validate.
+"""The run-result file (schema `cl_bench.result/3`, DESIGN section 8): write, load, validate.
 
 Results are written atomically (a temporary file in the same folder, then a rename), so a reader
 never sees half a file. Validation checks the schema, the shapes and ranges of the matrices, that
@@ -22,7 +22,10 @@ from . import metrics as metrics_lib
 from .errors import UserError, clip, shown
 from .spec import PROTOCOLS
 
-SCHEMA = "cl_bench.result/2"
+SCHEMA = "cl_bench.result/3"
+# Schema 2 is schema 3 without the resolved `plan` (and with run ids of the older hashing): its
+# files are read and re-scored as they are.
+READABLE_SCHEMAS = ("cl_bench.result/2", SCHEMA)
 # Schema 1 lacked the test-set sizes that the class-IL metrics pool by: its files cannot be
 # re-scored, but their config still repeats the run.
 OLDER_SCHEMAS = ("cl_bench.result/1",)
@@ -176,8 +179,8 @@ def validate(data: Any, source: str = "result") -> None:
             f"schema is {data['schema']!r}, written by an older cl_bench without the test-set sizes this one scores by; "
             f"repeat the run to write a {SCHEMA!r} file: clbench run --config {source} --out <folder>"
         )
-    if data.get("schema") != SCHEMA:
-        raise bad(f"schema is {shown(data.get('schema'))}; this cl_bench reads {SCHEMA!r}")
+    if data.get("schema") not in READABLE_SCHEMAS:
+        raise bad(f"schema is {shown(data.get('schema'))}; this cl_bench reads {' and '.join(map(repr, READABLE_SCHEMAS))}")
     for key, kind in REQUIRED.items():
         if key not in data:
             raise bad(f"required field '{key}' is missing")
@@ -196,6 +199,8 @@ def validate(data: Any, source: str = "result") -> None:
             raise bad(f"config.{section} is {shown(config.get(section))} but {section}.name is {shown(data[section]['name'])}")
     if config.get("seed") != data["seed"]:
         raise bad(f"config.seed is {shown(config.get('seed'))} but seed is {shown(data['seed'])}")
+    if data["schema"] == SCHEMA:
+        _check_plan(data, bad)
 
     tasks = data["scenario"].get("task_order")
     controls = data["scenario"].get("control_sets", [])
@@ -237,6 +242,28 @@ def validate(data: Any, source: str = "result") -> None:
                 raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
         elif not is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
             raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
+
+
+def _check_plan(data: dict[str, Any], bad) -> None:
+    """The recorded plan agrees with the file, and the run id is the hash of its identity."""
+    from .run_plan import run_id_of
+
+    identity = data.get("plan", {}).get("identity") if isinstance(data.get("plan"), dict) else None
+    if not isinstance(identity, dict) or not all(isinstance(identity.get(k), dict) for k in ("method", "scenario", "backbone")):
+        raise bad("'plan.identity' must be an object with method, scenario and backbone (what the run id hashes)")
+    for section in ("method", "scenario", "backbone"):
+        if identity[section].get("name") != data[section]["name"]:
+            raise bad(f"plan.identity.{section}.name is {shown(identity[section].get('name'))} but {section}.name is {shown(data[section]['name'])}")
+    if identity.get("seed") != data["seed"]:
+        raise bad(f"plan.identity.seed is {shown(identity.get('seed'))} but seed is {shown(data['seed'])}")
+    if identity["method"].get("params") != data["method"].get("hyperparameters"):
+        raise bad("plan.identity.method.params differ from method.hyperparameters: the file was edited or is corrupt")
+    try:
+        expected = run_id_of(identity)
+    except (TypeError, ValueError, KeyError):
+        raise bad("plan.identity holds values a run id cannot be made of") from None
+    if data["run_id"] != expected:
+        raise bad(f"run_id is {shown(data['run_id'])} but its plan hashes to {expected!r}: the file was edited or is corrupt")
 
 
 def load_valid(path: str | Path) -> RunResult:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import sys
 import time
 import uuid
@@ -20,11 +19,12 @@ from typing import Any
 
 from . import checkpoint, locks
 from .errors import UserError, clip
-from .paths import check_writable_folder
+from .run_plan import RunPlan, check_loggers, plan
 from .provenance import hardware_info, versions_info
 from .plugins import Registry
 from .results import SCHEMA, SWEEP_LOGS, RunResult, load, load_valid, remove_stale_temporaries, validate, write_json
-from .spec import Method, RunConfig, ScenarioContext, as_method, data_root_or_env, default_threads, resolve_factory
+from .spec import RunConfig, resolve_factory
+
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
 
@@ -36,71 +36,17 @@ def quiet_third_party_warnings() -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
-def resolve_device(name: str):
-    """auto, cpu, cuda or cuda:N (as `RunConfig.check` admits) as a torch device that exists here."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def run_id_for(config: RunConfig, versions: Iterable[str]) -> str:
-    digest = hashlib.sha256((config.identity_json() + "|" + "|".join(versions)).encode()).hexdigest()[:8]
-    return f"{config.scenario}_{config.method}_{config.backbone}_seed{config.seed}_{digest}"
-
-
-def result_path_for(config: RunConfig, registry: Registry) -> Path:
-    """Where `config`'s result file goes (its run id names it), without building anything."""
-    versions = tuple(registry.get(kind, getattr(config, kind)).spec.version for kind in ("method", "scenario", "backbone"))
-    return Path(config.out) / f"{run_id_for(config, versions)}.json"
-
-
 class _Run:
-    """The state of one run, shared by the steps below. Building it checks every setting and does no work."""
+    """The state of one run, shared by the steps below: its plan and what it has measured so far."""
 
-    def __init__(self, config: RunConfig, registry: Registry) -> None:
-        config.check()
-        self.config = config
+    def __init__(self, plan: RunPlan, registry: Registry) -> None:
+        self.plan = plan
+        self.config = plan.config
         self.started = time.perf_counter()
-        self.method_reg = registry.get("method", config.method)
-        self.scenario_reg = registry.get("scenario", config.scenario)
-        self.backbone_reg = registry.get("backbone", config.backbone)
-        method_spec, scenario_spec, backbone_spec = self.method_reg.spec, self.scenario_reg.spec, self.backbone_reg.spec
-        if scenario_spec.protocol not in method_spec.supports.protocols:
-            raise UserError(f"method '{method_spec.name}' does not support the {scenario_spec.protocol} protocol of '{scenario_spec.name}'")
-        if backbone_spec.kind not in method_spec.supports.backbone_kinds:
-            raise UserError(f"method '{method_spec.name}' does not run on {backbone_spec.kind} backbones like '{backbone_spec.name}'")
-        given = dict(config.method_params)
-        for key in ("iters", "batch_size"):
-            if getattr(config, key) is not None:
-                given[key] = getattr(config, key)
-        self.hparams = method_spec.resolve(backbone_spec.name, given)
-        self.scenario_params = scenario_spec.resolve(config.scenario_params)
-        backbone_given = dict(config.backbone_params)
-        if config.pretrained:
-            backbone_given["pretrained"] = config.pretrained
-        self.backbone_params = backbone_spec.resolve(backbone_given)
-        self.device = resolve_device(config.device)
-        from .strategy import resolve_precision
-
-        self.precision = resolve_precision(config.precision, self.device)
-        self.result_path = result_path_for(config, registry)
-        self.run_id = self.result_path.stem
-        self.checkpoint_path = self.result_path.with_suffix(".ckpt")
-        self.method = build_method(method_spec.name, method_spec.factory, self.hparams)
-        self.data_root = data_root_or_env(config.data_root)
-        for check_present, argument in ((scenario_spec.check_data, self.data_root), (backbone_spec.check_weights, self.backbone_params)):
-            problem = check_present(argument) if check_present else None
-            if problem:
-                raise UserError(problem)
-        check_writable_folder(config.out, "--out")
-        self.loggers = build_loggers(registry, config.log, config.out)
+        self.run_id = plan.run_id
+        self.result_path = plan.result_path
+        self.checkpoint_path = plan.checkpoint_path
+        self.loggers = build_loggers(registry, plan.config.log, plan.config.out)
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
@@ -111,12 +57,14 @@ class _Run:
     # ---------------------------------------------------------------- pieces of the result
 
     def document(self, status: str, stream, model) -> dict[str, Any]:
+        import torch
+
         from . import metrics
 
         self.timings["total"] = round(self.elapsed_before + time.perf_counter() - self.started, 3)
-        method_spec, backbone_spec = self.method_reg.spec, self.backbone_reg.spec
+        plan = self.plan
         complete = status == "complete"
-        scenario = {**stream.describe(), "plugin": self.scenario_reg.plugin}
+        scenario = {**stream.describe(), "plugin": plan.scenario.plugin}
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
@@ -124,18 +72,19 @@ class _Run:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": status,
             "config": self.config.to_dict(),
-            "method": {"name": method_spec.name, "version": method_spec.version, "plugin": self.method_reg.plugin, "paper": method_spec.paper, "hyperparameters": self.hparams},
+            "plan": plan.record(),
+            "method": {"name": plan.method.name, "version": plan.method.version, "plugin": plan.method.plugin, "paper": plan.method.spec.paper, "hyperparameters": plan.hparams},
             "scenario": scenario,
             "backbone": {
-                "name": backbone_spec.name,
-                "version": backbone_spec.version,
-                "plugin": self.backbone_reg.plugin,
-                "params": self.backbone_params,
+                "name": plan.backbone.name,
+                "version": plan.backbone.version,
+                "plugin": plan.backbone.plugin,
+                "params": plan.backbone.params,
                 "weights_sha256": model.weights_sha256,
             },
-            "seed": self.config.seed,
+            "seed": plan.seed,
             "versions": versions_info(),
-            "hardware": hardware_info(self.device, self.precision, self.config.threads),
+            "hardware": hardware_info(torch.device(plan.device), plan.precision, self.config.threads),
             "acc_matrix": self.acc_rows,
             "control_matrix": self.control_rows,
             "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None, protocol=stream.protocol, test_sizes=scenario["test_sizes"]) if complete else {},
@@ -143,33 +92,17 @@ class _Run:
             "params": self.params,
         }
 
-    def resolved(self, first_task: int) -> dict[str, Any]:
-        """The run as resolved (typed, after profiles and defaults): what loggers record at run_start."""
-        method_spec, scenario_spec, backbone_spec = self.method_reg.spec, self.scenario_reg.spec, self.backbone_reg.spec
-        return {
-            "method": {"name": method_spec.name, "version": method_spec.version, "plugin": self.method_reg.plugin, "hyperparameters": self.hparams},
-            "scenario": {"name": scenario_spec.name, "version": scenario_spec.version, "protocol": scenario_spec.protocol, "params": self.scenario_params},
-            "backbone": {"name": backbone_spec.name, "version": backbone_spec.version, "params": self.backbone_params},
-            "seed": self.config.seed,
-            "device": str(self.device),
-            "precision": self.precision,
-            "data_root": self.data_root,
-            "out": self.config.out,
-            "result_path": str(self.result_path),
-            "first_task": first_task,
-        }
-
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, next_task: int, model, method) -> None:
         progress = {"acc": self.acc_rows, "control": self.control_rows, "timings": self.timings, "params": self.params, "elapsed": self.elapsed_before + time.perf_counter() - self.started}
         checkpoint.save(
-            self.checkpoint_path, run_id=self.run_id, identity=self.config.identity_json(), next_task=next_task, progress=progress, model=model.state_dict(), method=method.state_dict()
+            self.checkpoint_path, run_id=self.run_id, identity=self.plan.identity_json(), next_task=next_task, progress=progress, model=model.state_dict(), method=method.state_dict()
         )
 
     def load_checkpoint(self, model, method, stream) -> int:
         path = self.checkpoint_path
-        saved = checkpoint.load(path, identity=self.config.identity_json(), num_tasks=stream.num_tasks, num_controls=len(stream.control_names))
+        saved = checkpoint.load(path, identity=self.plan.identity_json(), num_tasks=stream.num_tasks, num_controls=len(stream.control_names))
         try:
             method.load_state_dict(saved.method)
             model.load_state_dict(saved.model, strict=True)
@@ -182,51 +115,42 @@ class _Run:
         return saved.next_task
 
     def unused_checkpoints(self) -> list[str]:
-        """The other checkpoints in --out, each with how its configuration differs from this run's."""
+        """The other checkpoints in --out, each with how its plan differs from this run's."""
         notes = []
-        mine = self.config.identity()
+        mine = flatten(self.plan.identity())
         for other in sorted(self.checkpoint_path.parent.glob("*.ckpt")):
             if other == self.checkpoint_path:
                 continue
             try:
-                theirs = load(other.with_suffix(".json"))["config"]
+                theirs = flatten(load(other.with_suffix(".json"))["plan"]["identity"])
                 differ = [f"{key} {clip(repr(theirs.get(key)), 40)} there, {clip(repr(value), 40)} here" for key, value in mine.items() if theirs.get(key) != value]
-                why = "another configuration: " + "; ".join(differ) if differ else "another cl_bench or plugin version"
+                why = "another configuration: " + "; ".join(differ[:4]) if differ else "another cl_bench version"
             except (UserError, KeyError, TypeError, AttributeError):
                 why = "its configuration is unknown: no readable partial result beside it"
             notes.append(f"{other.name} ({why})")
         return notes
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"method": {"params": {"rank": 4}}} as {"method.params.rank": 4}: differences name one value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check(config: RunConfig, registry: Registry) -> Path:
     """Check every setting of `config` as `run` would, without doing any work; returns its result path."""
-    return _Run(config, registry).result_path
-
-
-def build_method(name: str, factory, hparams: dict[str, Any]) -> Method:
-    """The method object for one run; a plugin's own ValueError about its settings is a one-line error."""
-    try:
-        made = resolve_factory(factory)(dict(hparams))
-    except ValueError as exc:
-        raise setting_error(name, exc) from None
-    return as_method(made, name)
+    return plan(config, registry).result_path
 
 
 def build_loggers(registry: Registry, names: Iterable[str], out: str) -> list[object]:
     """The run's experiment trackers (`--log`), each checked for its packages before any work."""
-    loggers = []
-    for name in dict.fromkeys(names):
-        spec = registry.get("logger", name).spec
-        problem = spec.missing_packages()
-        if problem:
-            raise UserError(f"logger '{name}' {problem}")
-        loggers.append(resolve_factory(spec.factory)(str(Path(out) / SWEEP_LOGS)))
-    return loggers
-
-
-def setting_error(method: str, exc: ValueError) -> UserError:
-    """A method's own complaint about its settings, as the one-line error naming the method."""
-    return UserError(f"method '{method}': {clip(str(exc), 200)}")
+    check_loggers(registry, names)
+    return [resolve_factory(registry.get("logger", name).spec.factory)(str(Path(out) / SWEEP_LOGS)) for name in dict.fromkeys(names)]
 
 
 def check_finite(model, task_name: str, hparams: dict[str, Any]) -> None:
@@ -250,13 +174,13 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     """Run one configuration to the end and write its result file; returns the result."""
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
-    state = _Run(config, registry)
+    state = _Run(plan(config, registry), registry)
     import torch
 
     lock = state.result_path.with_name(f".{state.run_id}.lock")
     created = not lock.parent.exists()
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads or default_threads())
+    torch.set_num_threads(state.plan.threads)
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with locks.held(lock, wait=False), registry.attached(state.loggers):
@@ -289,50 +213,24 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
             print(f"clbench: --resume left alone {note}", file=sys.stderr)
     elif not config.resume and state.checkpoint_path.is_file():
         print(f"clbench: starting over; {state.checkpoint_path} will be replaced (pass --resume to continue it)", file=sys.stderr)
-    scenario_spec, backbone_spec, method_spec = state.scenario_reg.spec, state.backbone_reg.spec, state.method_reg.spec
 
     import torch
 
-    from .evaluation import AccuracyMatrix, evaluate_row
-    from .seeding import seed_everything
-    from .strategy import ClStrategy
+    from .evaluation import evaluate_row
+    from .run_plan import build
 
-    seed_everything(config.seed)
-    model = resolve_factory(backbone_spec.factory)(state.backbone_params)
-    stream = resolve_factory(scenario_spec.factory)(state.scenario_params, ScenarioContext(state.data_root, model.image_size))
-    for param in model.parameters():
-        param.requires_grad_(False)
-    state.params["backbone"] = sum(p.numel() for p in model.parameters())
-    model.set_classes(stream.prompts())
-    method = state.method
-    try:
-        method.setup(model, stream)
-    except ValueError as exc:  # a setting that only the model's shapes refute (a rank too large, ...)
-        raise setting_error(method_spec.name, exc) from None
-    model.to(state.device)
-    plugin = AccuracyMatrix(stream)
-    strategy = ClStrategy(
-        model=model,
-        method=method,
-        stream=stream,
-        hparams=state.hparams,
-        device=state.device,
-        precision=state.precision,
-        seed=config.seed,
-        eval_batch_size=config.eval_batch_size,
-        num_workers=config.num_workers,
-        plugins=[plugin],
-        progress=config.progress,
-    )
+    parts = build(state.plan)
+    model, stream, method, strategy, plugin = parts.model, parts.stream, parts.method, parts.strategy, parts.matrix
+    state.params["backbone"] = parts.backbone_size
     first_task = 0
     if config.resume and state.checkpoint_path.is_file():
         first_task = state.load_checkpoint(model, method, stream)
-        model.to(state.device)
+        model.to(parts.strategy.device)
         for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
             plugin.acc[row], plugin.control[row] = acc, control
     state.timings["setup"] = round(time.perf_counter() - state.started, 3)
     ids = {"run_id": state.run_id, "execution_id": state.execution_id}
-    emit(registry, "cl_bench_run_start", **ids, config=config.to_dict(), plan=state.resolved(first_task))
+    emit(registry, "cl_bench_run_start", **ids, config=config.to_dict(), plan={**state.plan.record(), "first_task": first_task})
 
     if first_task == 0:
         began = time.perf_counter()
@@ -346,17 +244,17 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         before = sum(p.numel() for p in model.parameters())
         began = time.perf_counter()
         strategy.train(train_stream[task])
-        if state.device.type == "cuda":
-            torch.cuda.synchronize(state.device)
+        if strategy.device.type == "cuda":
+            torch.cuda.synchronize(strategy.device)
         trained = time.perf_counter() - began
-        check_finite(model, stream.task_names[task], state.hparams)
+        check_finite(model, stream.task_names[task], state.plan.hparams)
         state.params["trainable"].append(sum(p.numel() for p in strategy.trainable))
         state.params["added"].append(sum(p.numel() for p in model.parameters()) - before)
         began = time.perf_counter()
         acc, control = evaluate_row(strategy, plugin, task + 1)
         state.acc_rows.append(acc)
         state.control_rows.append(control)
-        iters = int(state.hparams["iters"]) if strategy.trainable else 0
+        iters = int(state.plan.hparams["iters"]) if strategy.trainable else 0
         state.timings["experiences"].append(
             {"task": stream.task_names[task], "train": round(trained, 3), "eval": round(time.perf_counter() - began, 3), "iters": iters}
         )

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from torch import Tensor, nn
 
-    from .backbones.clip import ClipModel
+    from .model import Backbone
     from .stream import Experience, Stream
 
 PROTOCOLS = ("class-il", "domain-il", "mtil", "x-tail")
@@ -104,7 +104,10 @@ class ScenarioSpec:
     `ScenarioContext` (data root, image size the backbone wants). `check_data(data_root)` returns
     None when the data is present, else a short message naming what is missing.
     `pretraining_data()` (embedded scenarios only) returns {source name: PretrainingSplit} used by
-    the tiny-clip pre-training script.
+    the tiny-clip pre-training script. `check_params(params)` refuses values of the right type that
+    the stream cannot take (raise `UserError`, one line), before any data loads; the factory may
+    assume they passed. `count_tasks(params)` is the number of tasks the parameters make, for a
+    stream whose count they change (else `num_tasks`).
     """
 
     name: str
@@ -116,26 +119,52 @@ class ScenarioSpec:
     version: str = "1"
     check_data: Callable[[str | None], str | None] | None = None
     pretraining_data: Callable[[], Mapping[str, Any]] | None = None
+    check_params: Callable[[Mapping[str, Any]], None] | None = None
+    count_tasks: Callable[[Mapping[str, Any]], int] | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"scenario '{self.name}': protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        return resolve_params(f"scenario '{self.name}'", "scenario", dict(self.defaults), given)
+        """Typed parameters (defaults, then `given`), checked by `check_params`."""
+        resolved = resolve_params(f"scenario '{self.name}'", "scenario", dict(self.defaults), given)
+        if self.check_params:
+            self.check_params(resolved)
+        return resolved
+
+    def task_count(self, params: Mapping[str, Any]) -> int:
+        """The number of tasks of the stream these resolved parameters make."""
+        return self.count_tasks(params) if self.count_tasks else self.num_tasks
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights file a run's backbone loads, hashed once when the run is planned."""
+
+    path: str
+    sha256: str
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A CLIP-like backbone: `factory(params)` returns a `cl_bench.backbones.clip.ClipModel`."""
+    """A backbone: `factory(params, weights)` returns a model that subclasses `cl_bench.Backbone`.
+
+    `weights_file(params)` names the file the factory will load for these parameters (the run plan
+    hashes it: the hash, not the path, is part of the run id), or raises `UserError` saying what is
+    missing and where to put it; `weights` is then `Weights(path, sha256)` (None without
+    `weights_file`). `weights_param` is the parameter holding a user-given path, left out of the
+    run id. Factories must never download anything.
+    """
 
     name: str
-    factory: Callable[[dict[str, Any]], Any] | str
+    factory: Callable[[dict[str, Any], Weights | None], Any] | str
     summary: str
     kind: str = "clip"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     version: str = "1"
-    check_weights: Callable[[Mapping[str, Any]], str | None] | None = None
+    weights_file: Callable[[Mapping[str, Any]], str] | None = None
+    weights_param: str = "pretrained"
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_params(f"backbone '{self.name}'", "backbone", dict(self.defaults), given)
@@ -176,17 +205,17 @@ class Method(Protocol):
     parameters are frozen before `setup`; the strategy trains exactly `trainable_parameters`.
     """
 
-    def setup(self, model: ClipModel, stream: Stream) -> None:
+    def setup(self, model: Backbone, stream: Stream) -> None:
         """Wrap layers, add prompts or experts. Called once, before row 0 is evaluated."""
 
-    def before_experience(self, model: ClipModel, experience: Experience) -> None:
+    def before_experience(self, model: Backbone, experience: Experience) -> None:
         """Grow or reset per-task state before training on `experience`."""
 
-    def trainable_parameters(self, model: ClipModel) -> Iterable[nn.Parameter]:
+    def trainable_parameters(self, model: Backbone) -> Iterable[nn.Parameter]:
         """The parameters to optimise during the coming experience."""
         return []
 
-    def extra_loss(self, model: ClipModel, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
+    def extra_loss(self, model: Backbone, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
         """A term added to the cross-entropy loss (None for none)."""
         return None
 
@@ -194,7 +223,7 @@ class Method(Protocol):
         """A custom optimiser over `params`, or None for AdamW(lr, weight_decay)."""
         return None
 
-    def after_experience(self, model: ClipModel, experience: Experience) -> None:
+    def after_experience(self, model: Backbone, experience: Experience) -> None:
         """Freeze, merge or consolidate after training on `experience`."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -367,7 +396,8 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
 
-    # Fields that name where and how a run executes, not what it computes.
+    # Fields that name where and how a run executes, not what it computes (the run id comes from
+    # the resolved plan, `cl_bench.run_plan`, where these have no part either).
     EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log")
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,19 +448,8 @@ class RunConfig:
             raise UserError(f"num_workers must be 0 or more, got {self.num_workers}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise UserError(f"unknown device {shown(self.device)}: use auto, cpu, cuda or cuda:N")
-        for key in ("iters", "batch_size", "threads"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
-
-    def identity(self) -> dict[str, Any]:
-        """The part of the config that determines the numbers (for run ids and resume checks)."""
-        data = self.to_dict()
-        for name in self.EXECUTION_FIELDS:
-            data.pop(name, None)
-        return data
-
-    def identity_json(self) -> str:
-        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        if self.threads is not None and self.threads < 1:  # iters and batch_size are method.<key>: checked there
+            raise UserError(f"threads must be at least 1, got {self.threads}")
 
 
 def default_threads() -> int:
@@ -463,7 +482,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Read a TOML, YAML or JSON run configuration (a result file's `config` section works too)."""
     from pathlib import Path
 
-    from .results import OLDER_SCHEMAS, SCHEMA
+    from .results import OLDER_SCHEMAS, READABLE_SCHEMAS, SCHEMA
 
     file = Path(path)
     if not file.is_file():
@@ -499,7 +518,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a table of settings")
     if "schema" in data:
-        if data["schema"] not in (SCHEMA, *OLDER_SCHEMAS) or not isinstance(data.get("config"), dict):
+        if data["schema"] not in (*READABLE_SCHEMAS, *OLDER_SCHEMAS) or not isinstance(data.get("config"), dict):
             raise UserError(f"config file '{path}' is a {shown(data['schema'])} document, neither a run configuration nor a {SCHEMA} result file")
         data = data["config"]  # a result file: repeat its run
     return data

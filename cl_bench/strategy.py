@@ -5,7 +5,9 @@ What it changes in the template, and why:
   covers exactly `method.trainable_parameters()` (everything else is frozen), AdamW or the method's
   own, with a fresh warm-up + cosine schedule per experience.
 - An iteration budget: Avalanche counts epochs, so the train loader yields exactly `iters` batches.
-- Loss: cross-entropy over the current experience's classes plus `method.extra_loss`.
+- Loss: the model's `loss` (cross-entropy over the current task's classes for CLIP) plus
+  `method.extra_loss`. The strategy uses only the model contract (`cl_bench.model`), so any
+  backbone kind trains through it.
 - Method hooks at Avalanche's experience boundaries; seeding per experience, so a resumed run
   repeats an uninterrupted one exactly.
 - Small in-memory streams are served as tensor batches (no per-sample dataset indexing), and
@@ -24,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from .model import Backbone, TaskContext
 from .seeding import derive_seed, seed_everything
 from .spec import Method
 from .stream import Stream
@@ -80,29 +82,13 @@ class TensorBatches:
                 yield self.images[index], self.targets[index]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        from .errors import UserError
-
-        raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        from .errors import UserError
-
-        raise UserError("precision fp16 needs a CUDA device (on CPU the run would be fp32); use fp32 or bf16, or --device cuda")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
 class ClStrategy(SupervisedTemplate):
     """Avalanche's supervised template, trained through a cl_bench `Method`."""
 
     def __init__(
         self,
         *,
-        model: torch.nn.Module,
+        model: Backbone,
         method: Method,
         stream: Stream,
         hparams: Mapping[str, Any],
@@ -194,7 +180,6 @@ class ClStrategy(SupervisedTemplate):
 
     def _before_eval(self, **kw):
         self._refresh_listeners()
-        self.model.invalidate_text_cache()
         super()._before_eval(**kw)
 
     # ------------------------------------------------------------------ experience boundaries
@@ -207,7 +192,7 @@ class ClStrategy(SupervisedTemplate):
         seed_everything(derive_seed(self.seed, "experience", self.task))
         info = self.stream.experience(self.task)
         self.method.before_experience(self.model, info)
-        self.model.set_label_space(info.classes)
+        self.model.set_task_context(TaskContext("train", self.task, info.name, tuple(info.classes)))
         super()._before_training_exp(**kwargs)  # dataset, loader, model adaptation, optimizer, plugins
         self._refresh_listeners()
         if self.progress and self.optimizer is not None:
@@ -243,8 +228,7 @@ class ClStrategy(SupervisedTemplate):
             param.requires_grad_(False)
         for param in params:
             param.requires_grad_(True)
-        visual = {id(p) for p in self.model.clip.visual.parameters()}
-        self.model.set_text_trainable(any(id(p) not in visual for p in params))
+        self.model.trainable_changed(params)
         self.trainable = params
         if not params:
             self.optimizer, self.scheduler = None, None
@@ -317,7 +301,7 @@ class ClStrategy(SupervisedTemplate):
             return self.model(self.mb_x)
 
     def criterion(self):
-        loss = F.cross_entropy(self.mb_output.float(), self.mb_y)
+        loss = self.model.loss(self.mb_output, self.mb_y)
         if self.is_training and self._extra_loss:
             with self._autocast():
                 extra = self.method.extra_loss(self.model, (self.mb_x, self.mb_y), self.mb_output)

@@ -1,9 +1,10 @@
 """A stream: an Avalanche benchmark plus what Avalanche does not hold (class names, prompts,
 protocol, task order, control sets), and the label space each protocol scores.
 
-Scenario plugins build a `Stream`; the core reads it and never knows a data set by name.
-The benchmark has the streams "train" and "test" (one experience per task, targets are global
-class ids) and optionally "control" (one experience per control set: data never trained on).
+Scenario plugins build a `Stream` with `assemble_stream` from one `StreamTask` per task; the core
+reads it and never knows a data set by name. The benchmark has the streams "train" and "test" (one
+experience per task, targets are global class ids) and optionally "control" (one experience per
+control set: data never trained on).
 """
 
 from __future__ import annotations
@@ -150,3 +151,88 @@ class Stream:
             "test_sizes": self.test_sizes(),
             "data": self.metadata,
         }
+
+
+@dataclass(frozen=True)
+class StreamTask:
+    """One task of a stream, or one control set (test data only: a control set is never trained on).
+
+    `classes` are the global class ids it holds, in the stream's class order; `train` and `test`
+    are Avalanche classification datasets whose targets are global class ids.
+    """
+
+    name: str
+    classes: Sequence[int]
+    train: Any = None
+    test: Any = None
+
+
+def assemble_stream(
+    name: str,
+    version: str,
+    protocol: str,
+    tasks: Sequence[StreamTask],
+    *,
+    class_names: Sequence[str],
+    controls: Sequence[StreamTask] = (),
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    class_templates: Mapping[int, Sequence[str]] | None = None,
+    preload: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Stream:
+    """The `Stream` over `tasks` (in task order) and `controls`, with its Avalanche benchmark.
+
+    Refuses (ValueError) a record without its data, class ids outside `class_names` or repeated
+    in a record, a class name no record holds, control classes that a task trains on, and a
+    dataset whose targets are not among its record's classes.
+    """
+    class_templates = dict(class_templates or {})
+    _check_records(name, tasks, controls, class_names, class_templates)
+    benchmark = build_benchmark([t.train for t in tasks], [t.test for t in tasks], [c.test for c in controls])
+    return Stream(
+        name=name,
+        version=version,
+        protocol=protocol,
+        benchmark=benchmark,
+        class_names=list(class_names),
+        task_names=[t.name for t in tasks],
+        task_classes=[list(t.classes) for t in tasks],
+        templates=tuple(templates),
+        class_templates=class_templates,
+        control_names=[c.name for c in controls],
+        control_classes=[list(c.classes) for c in controls],
+        preload=preload,
+        metadata=dict(metadata or {}),
+        params=dict(params or {}),
+    )
+
+
+def _check_records(name: str, tasks: Sequence[StreamTask], controls: Sequence[StreamTask], class_names: Sequence[str], class_templates: Mapping[int, Any]) -> None:
+    if not tasks:
+        raise ValueError(f"stream {name}: no tasks")
+    known = range(len(class_names))
+    held: set[int] = set()
+    for kind, records in (("task", tasks), ("control set", controls)):
+        for record in records:
+            where = f"stream {name}: {kind} {record.name!r}"
+            if record.test is None or (record.train is None) != (kind == "control set"):
+                need = "test data and no training data" if kind == "control set" else "training and test data"
+                raise ValueError(f"{where} needs {need}")
+            classes = list(record.classes)
+            if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, int) and c in known for c in classes):
+                raise ValueError(f"{where}: classes must be distinct ids 0..{len(class_names) - 1}, got {classes}")
+            for part in (record.train, record.test):
+                stray = {int(t) for t in part.targets.uniques} - set(classes) if part is not None else set()
+                if stray:
+                    raise ValueError(f"{where}: its data has targets {sorted(stray)[:5]} outside its classes")
+            held.update(classes)
+    trained = {c for t in tasks for c in t.classes}
+    shared = sorted(trained & {c for s in controls for c in s.classes})
+    if shared:
+        raise ValueError(f"stream {name}: control classes {shared[:5]} are trained by a task")
+    unheld = sorted(set(known) - held)
+    if unheld:
+        raise ValueError(f"stream {name}: class ids {unheld[:5]} ({len(unheld)} in all) belong to no task or control set")
+    if any(not isinstance(c, int) or c not in known for c in class_templates):
+        raise ValueError(f"stream {name}: class_templates keys must be class ids 0..{len(class_names) - 1}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UserError
 from .plugins import Registry
 from .results import SWEEP_LOGS, load_valid, write_json
-from .runner import check
+from .run_plan import plan
 from .spec import RunConfig
 
 
@@ -57,7 +57,7 @@ def split_settings(items: Sequence[str], methods: Sequence[str], known: Iterable
     return shared, per_method
 
 
-def plan(
+def plan_grid(
     base: RunConfig,
     methods: Sequence[str],
     scenarios: Sequence[str],
@@ -82,7 +82,7 @@ def plan(
                     config.set(f"method.{key}", value, source=f"--set {method}.{key}")
                 planned = Planned(config, Path())
                 try:
-                    planned.result_path = check(config, registry)
+                    planned.result_path = plan(config, registry).result_path
                 except UserError as exc:
                     hint = ""
                     if "unknown method parameter" in str(exc) and base.method_params:

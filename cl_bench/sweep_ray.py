@@ -39,7 +39,8 @@ def _import_ray():
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
     """One run inside a Ray worker; returns its result document or its failure, with its output."""
     from .plugins import Registry
-    from .runner import result_path_for, run
+    from .run_plan import plan
+    from .runner import run
     from .spec import RunConfig
 
     config = RunConfig.from_dict(settings)
@@ -48,7 +49,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     # Resume whatever an earlier attempt left, except under --force, where this sweep's first
     # attempt starts over and only its own retries resume (the marker names the sweep).
     registry = Registry()
-    marker = result_path_for(config, registry).with_suffix(".attempt")
+    marker = plan(config, registry).result_path.with_suffix(".attempt")
     retry = marker.is_file() and marker.read_text(encoding="utf-8") == sweep_id
     config.resume = retry or not force
     marker.parent.mkdir(parents=True, exist_ok=True)

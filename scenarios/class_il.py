@@ -12,13 +12,14 @@ Layouts under the data root:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cl_bench import ScenarioSpec, hookimpl
 
 from . import torchvision_sets as tv
+from .class_il_data import CIFAR100_ORDER, IMAGENET_R_ORDER
 from .image_folder import first_missing, no_root_message
 
 VERSION = "1"
@@ -44,38 +45,40 @@ def check_imagenet_r(data_root: str | None) -> str | None:
     return f"imagenet-r: ImageNet-R not found: {gone} is missing (expected {base}/{{train,test}}/<wnid>/<image>, the PILOT/PROOF split)"
 
 
-def _task_count(name: str, params: dict[str, Any], total: int) -> int:
-    from cl_bench import UserError
+def tasks_dividing(name: str, total: int) -> Callable[[dict[str, Any]], None]:
+    """The parameter check of a stream that splits `total` classes into `scenario.tasks` equal tasks."""
 
-    tasks = params["tasks"]
-    if tasks < 1 or total % tasks:
-        raise UserError(f"scenario.tasks for {name} must divide its {total} classes (e.g. 5, 10 or 20), not {tasks}")
-    return tasks
+    def check(params: dict[str, Any]) -> None:
+        from cl_bench import UserError
+
+        tasks = params["tasks"]
+        if tasks < 1 or total % tasks:
+            raise UserError(f"scenario.tasks for {name} must divide its {total} classes (e.g. 5, 10 or 20), not {tasks}")
+
+    return check
 
 
-def _require(problem: str | None) -> None:
-    from cl_bench import UserError
-
-    if problem:
-        raise UserError(problem)
+def task_parameter(params: dict[str, Any]) -> int:
+    return params["tasks"]
 
 
 def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Sequence[str], order: Sequence[int], train, test, templates, metadata: dict):
     """Split `order` into equal tasks; each task's train and test sets hold exactly its classes."""
-    from cl_bench import Stream, build_benchmark
+    from cl_bench import StreamTask, assemble_stream
 
-    tasks = _task_count(name, params, len(order))
+    tasks = params["tasks"]
     per = len(order) // tasks
-    task_classes = [list(order[t * per : (t + 1) * per]) for t in range(tasks)]
-    return Stream(
-        name=name,
-        version=VERSION,
-        protocol="class-il",
-        benchmark=build_benchmark([train.where(c).dataset(image_size) for c in task_classes], [test.where(c).dataset(image_size) for c in task_classes]),
-        class_names=list(class_names),
-        task_names=[f"classes {t * per + 1}-{(t + 1) * per}" for t in range(tasks)],
-        task_classes=task_classes,
-        templates=tuple(templates),
+    records = []
+    for t in range(tasks):
+        classes = list(order[t * per : (t + 1) * per])
+        records.append(StreamTask(f"classes {t * per + 1}-{(t + 1) * per}", classes, train.where(classes).dataset(image_size), test.where(classes).dataset(image_size)))
+    return assemble_stream(
+        name,
+        VERSION,
+        "class-il",
+        records,
+        class_names=class_names,
+        templates=templates,
         preload=False,
         metadata={
             "version": VERSION,
@@ -87,17 +90,15 @@ def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Seq
             "augmentation": "none (resize shorter side + centre crop, deterministic)",
             **metadata,
         },
-        params=dict(params),
+        params=params,
     )
 
 
 def build_cifar(params: dict[str, Any], context: Any):
     from cl_bench import UserError
 
-    from .class_il_data import CIFAR100_ORDER, CIFAR100_TEMPLATES
+    from .class_il_data import CIFAR100_TEMPLATES
 
-    _task_count("split-cifar100", params, len(CIFAR100_ORDER))
-    _require(check_cifar(context.data_root))
     loaded = tv.load_cifar100(Path(context.data_root))
     if len(loaded.classes) != len(CIFAR100_ORDER):
         raise UserError(f"split-cifar100: the CIFAR-100 meta file names {len(loaded.classes)} classes, not 100")
@@ -112,11 +113,9 @@ def build_cifar(params: dict[str, Any], context: Any):
 def build_imagenet_r(params: dict[str, Any], context: Any):
     from cl_bench import UserError
 
-    from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_ORDER, IMAGENET_R_TEMPLATES
+    from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_TEMPLATES
     from .image_folder import Samples, image_folder, sha256_lines
 
-    _task_count("imagenet-r", params, len(IMAGENET_R_ORDER))
-    _require(check_imagenet_r(context.data_root))
     base = Path(context.data_root) / IMAGENET_R_DIR
     splits, listing = {}, {}
     for part in ("train", "test"):
@@ -149,6 +148,8 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             defaults={"tasks": 10},
             version=VERSION,
             check_data=check_cifar,
+            check_params=tasks_dividing("split-cifar100", len(CIFAR100_ORDER)),
+            count_tasks=task_parameter,
         ),
         ScenarioSpec(
             name="imagenet-r",
@@ -159,5 +160,7 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             defaults={"tasks": 10},
             version=VERSION,
             check_data=check_imagenet_r,
+            check_params=tasks_dividing("imagenet-r", len(IMAGENET_R_ORDER)),
+            count_tasks=task_parameter,
         ),
     ]

@@ -24,7 +24,7 @@ import numpy as np
 from cl_bench import UserError
 
 from . import torchvision_sets as tv
-from .domains import Domain
+from .domains import DataSetTask
 from .image_folder import Samples, few_shot_index, first_missing, sha256_file, sha256_lines
 
 # Few-shot draws use numpy's generator seeded with (SHOT_SEED, crc32 of the data set key): fixed
@@ -187,7 +187,7 @@ def _load_aircraft(root: Path, layout: Layout) -> Source:
     return Source(layout, train, test, raw_names, {c: "" for c in raw_names}, files)
 
 
-def to_domain(source: Source, name_of: Callable[[int], str], templates: tuple[str, ...], shots: int) -> Domain:
+def to_task(source: Source, name_of: Callable[[int], str], templates: tuple[str, ...], shots: int) -> DataSetTask:
     """A task of the stream: every class of the source, named by `name_of(label)`, with `shots`
     training images per class (0 = the whole training split); the test split is untouched."""
     layout = source.layout
@@ -205,18 +205,18 @@ def to_domain(source: Source, name_of: Callable[[int], str], templates: tuple[st
         train = train.take(index)
     record["train_size"] = len(train)
     labels = source.labels
-    return Domain(layout.key, layout.title, tuple(labels), tuple(name_of(c) for c in labels), tuple(templates), train, source.test, record)
+    return DataSetTask(layout.key, layout.title, tuple(labels), tuple(name_of(c) for c in labels), tuple(templates), train, source.test, record)
 
 
-def read_tasks(check: Callable[[str | None], str | None], data_root: str | None, keys: Sequence[str], shots: int, templates: Mapping[str, tuple[str, ...]], name_of: Callable[[Source, int], str]) -> list[Domain]:
-    """One task per data set of `keys`, after `check` has found the root complete."""
+def check_shots(shots: int) -> None:
     if shots < 0:
         raise UserError(f"scenario.shots must be 0 (the whole training split) or a positive count, not {shots}")
-    problem = check(data_root)
-    if problem:
-        raise UserError(problem)
-    domains = []
+
+
+def read_tasks(data_root: str, keys: Sequence[str], shots: int, templates: Mapping[str, tuple[str, ...]], name_of: Callable[[Source, int], str]) -> list[DataSetTask]:
+    """One task per data set of `keys`, from a data root that the scenario's check found complete."""
+    tasks = []
     for key in keys:
         source = load(Path(data_root), key)
-        domains.append(to_domain(source, lambda label, source=source: name_of(source, label), templates[key], shots))
-    return domains
+        tasks.append(to_task(source, lambda label, source=source: name_of(source, label), templates[key], shots))
+    return tasks

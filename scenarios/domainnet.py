@@ -62,13 +62,10 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 
 
 def build(params: dict[str, Any], context: Any):
-    from cl_bench import Stream, UserError, build_benchmark
+    from cl_bench import StreamTask, UserError, assemble_stream
 
     from .image_folder import sha256_file
 
-    problem = check(context.data_root)
-    if problem:
-        raise UserError(problem)
     base = Path(context.data_root) / FOLDER
     folders: dict[int, str] = {}
     splits = {domain: {part: _read_split(base, f"{domain}_{part}.txt", folders) for part in ("train", "test")} for domain in DOMAINS}
@@ -77,7 +74,7 @@ def build(params: dict[str, Any], context: Any):
         raise UserError(f"domainnet: the split files' labels must run 0..{len(classes) - 1} without gaps")
     class_names = [folders[c].replace("_", " ") for c in classes]
     size = context.image_size
-    benchmark = build_benchmark([splits[d]["train"].dataset(size) for d in DOMAINS], [splits[d]["test"].dataset(size) for d in DOMAINS])
+    tasks = [StreamTask(d, list(classes), splits[d]["train"].dataset(size), splits[d]["test"].dataset(size)) for d in DOMAINS]
     metadata = {
         "version": VERSION,
         "image_size": size,
@@ -88,19 +85,7 @@ def build(params: dict[str, Any], context: Any):
         "sizes": {d: {p: len(s) for p, s in splits[d].items()} for d in DOMAINS},
         "augmentation": "none (resize shorter side + centre crop, deterministic)",
     }
-    return Stream(
-        name="domainnet",
-        version=VERSION,
-        protocol="domain-il",
-        benchmark=benchmark,
-        class_names=class_names,
-        task_names=list(DOMAINS),
-        task_classes=[list(classes) for _ in DOMAINS],
-        templates=TEMPLATES,
-        preload=False,
-        metadata=metadata,
-        params=dict(params),
-    )
+    return assemble_stream("domainnet", VERSION, "domain-il", tasks, class_names=class_names, templates=TEMPLATES, preload=False, metadata=metadata, params=params)
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""A stream over several data sets, one task each (MTIL and X-TAIL), built from `Domain`s.
+"""A stream over several data sets, one task each (MTIL and X-TAIL), built from `DataSetTask`s.
 
 Every data set adds its classes to the stream: global class ids run through the tasks in task
 order, and within a task in the data set's own label order. Each class keeps the prompt templates
@@ -28,7 +28,9 @@ from .image_folder import Samples
 
 
 @dataclass(frozen=True)
-class Domain:
+class DataSetTask:
+    """One real data set as one task of the stream: its classes, prompts and splits."""
+
     key: str  # data set key, e.g. "caltech101"
     title: str  # task name, e.g. "Caltech101"
     labels: tuple[int, ...]  # the data set's local labels, in class order
@@ -44,7 +46,7 @@ def _fixed(prompt: str) -> str:
     return prompt.replace("{", "{{").replace("}", "}}")
 
 
-def disambiguate(domains: Sequence[Domain], distinct_prompts: bool) -> tuple[list[str], dict[int, list[str]]]:
+def disambiguate(domains: Sequence[DataSetTask], distinct_prompts: bool) -> tuple[list[str], dict[int, list[str]]]:
     """Unique class names and per-class templates for the classes of `domains`, in stream order."""
     entries = [(d, name) for d in domains for name in d.names]
     counts = Counter(name for _, name in entries)
@@ -71,27 +73,25 @@ def disambiguate(domains: Sequence[Domain], distinct_prompts: bool) -> tuple[lis
     return names, templates
 
 
-def assemble(
+def data_set_stream(
     name: str,
     version: str,
     protocol: str,
-    domains: Sequence[Domain],
+    domains: Sequence[DataSetTask],
     params: dict[str, Any],
     image_size: int,
     distinct_prompts: bool,
     metadata: dict[str, Any],
 ):
-    """A `Stream` with one task per domain (train and test splits as given)."""
-    from cl_bench import DEFAULT_TEMPLATES, Stream, build_benchmark
+    """A `Stream` with one task per data set (train and test splits as given)."""
+    from cl_bench import DEFAULT_TEMPLATES, StreamTask, assemble_stream
 
     class_names, class_templates = disambiguate(domains, distinct_prompts)
-    task_classes, train, test = [], [], []
+    tasks = []
     offset = 0
     for domain in domains:
         to_global = {label: offset + i for i, label in enumerate(domain.labels)}
-        task_classes.append(list(to_global.values()))
-        train.append(domain.train.dataset(image_size, to_global))
-        test.append(domain.test.dataset(image_size, to_global))
+        tasks.append(StreamTask(domain.title, list(to_global.values()), domain.train.dataset(image_size, to_global), domain.test.dataset(image_size, to_global)))
         offset += len(domain.labels)
     record = {
         "version": version,
@@ -103,17 +103,15 @@ def assemble(
         "augmentation": "none (resize shorter side + centre crop, deterministic)",
         **metadata,
     }
-    return Stream(
-        name=name,
-        version=version,
-        protocol=protocol,
-        benchmark=build_benchmark(train, test),
+    return assemble_stream(
+        name,
+        version,
+        protocol,
+        tasks,
         class_names=class_names,
-        task_names=[d.title for d in domains],
-        task_classes=task_classes,
         templates=DEFAULT_TEMPLATES,
         class_templates=class_templates,
         preload=False,
         metadata=record,
-        params=dict(params),
+        params=params,
     )

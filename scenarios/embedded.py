@@ -37,10 +37,14 @@ LETTER_PRETRAIN_FONTS = (0, 4, 8, 12)
 SYMBOL_SIZES = {"pretrain": 30, "test": 50}
 PRINTED_DIGIT_SIZES = {"train": 80, "test": 50}  # embedded-dil's printed domain
 CIL_CLASS_ORDER = (0, 9, 2, 7, 4, 1, 8, 3, 6, 5)  # fixed and recorded; the run seed never changes it
+# Training images per class of embedded-xtail's domains, in task order: the most shots it can draw.
+TRAIN_PER_CLASS = {"letters": LETTER_SIZES["train"], "digits": DIGIT_SIZES["train"], "fashion": FASHION_SIZES["train"]}
 
 
 @dataclass(frozen=True)
-class Domain:
+class PackagedDomain:
+    """The fixed splits of one packaged data domain (one task of a stream, or its control set)."""
+
     name: str
     splits: dict[str, data.Images]
 
@@ -50,31 +54,31 @@ class Domain:
 
 
 @lru_cache(maxsize=None)
-def fashion() -> Domain:
+def fashion() -> PackagedDomain:
     train_pool = data.load_fashion_mnist("train")
     test_pool = data.load_fashion_mnist("test")
     picks = data.per_class_splits(train_pool.labels, FASHION_SIZES, seed=1)
     test_pick = data.per_class_splits(test_pool.labels, {"test": FASHION_TEST_PER_CLASS}, seed=2)["test"]
-    return Domain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
+    return PackagedDomain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
 
 
 @lru_cache(maxsize=None)
-def digits() -> Domain:
+def digits() -> PackagedDomain:
     pool = data.load_sklearn_digits()
     splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
     splits["pretrain"] = data.render_digits(PRINTED_DIGITS_PRETRAIN, seed=300).concat(splits["pretrain"])
-    return Domain("digits", splits)
+    return PackagedDomain("digits", splits)
 
 
 @lru_cache(maxsize=None)
-def letters() -> Domain:
+def letters() -> PackagedDomain:
     fonts = {"pretrain": LETTER_PRETRAIN_FONTS}
-    return Domain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
+    return PackagedDomain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
 
 
 @lru_cache(maxsize=None)
-def symbols() -> Domain:
-    return Domain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
+def symbols() -> PackagedDomain:
+    return PackagedDomain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
 
 
 def _tensors(images: data.Images, offset: int):
@@ -84,11 +88,11 @@ def _tensors(images: data.Images, offset: int):
     return x, torch.from_numpy(images.labels) + offset
 
 
-def _split_record(domain: Domain) -> dict[str, Any]:
+def _split_record(domain: PackagedDomain) -> dict[str, Any]:
     return {k: {"size": len(v.labels), "sha256": v.sha256(), "provenance": v.provenance} for k, v in domain.splits.items()}
 
 
-def _metadata(domains: list[Domain]) -> dict[str, Any]:
+def _metadata(domains: list[PackagedDomain]) -> dict[str, Any]:
     import matplotlib
     import PIL
 
@@ -98,42 +102,49 @@ def _metadata(domains: list[Domain]) -> dict[str, Any]:
     }
 
 
-def _assemble(name: str, protocol: str, tasks: list[Domain], params: dict[str, Any], shared_classes: bool = False, metadata_extra: dict | None = None):
+def _dataset(domain: PackagedDomain, split: str, offset: int):
+    from cl_bench import classification_dataset
+
+    return classification_dataset(*_tensors(domain.splits[split], offset))
+
+
+def _symbols_control(offset: int):
+    """The control set: symbols' test split, its classes numbered from `offset`."""
+    from cl_bench import StreamTask
+
+    control = symbols()
+    return StreamTask(control.name, list(range(offset, offset + len(control.class_names))), test=_dataset(control, "test", offset))
+
+
+def _assemble(name: str, protocol: str, tasks: list[PackagedDomain], params: dict[str, Any], shared_classes: bool = False, metadata_extra: dict | None = None):
     """A stream over whole domains, one task each; symbols as the control set.
 
     Each domain adds its classes to the stream's (or, with `shared_classes`, every domain uses the
     first one's classes: domain-incremental).
     """
-    from cl_bench import Stream, build_benchmark, classification_dataset
+    from cl_bench import StreamTask, assemble_stream
 
-    control = symbols()
     class_names: list[str] = []
-    task_classes, train, test = [], [], []
+    records = []
     for domain in tasks:
         if shared_classes and class_names:
             offset = 0
         else:
             offset = len(class_names)
             class_names.extend(domain.class_names)
-        task_classes.append(list(range(offset, offset + len(domain.class_names))))
-        train.append(classification_dataset(*_tensors(domain.splits["train"], offset)))
-        test.append(classification_dataset(*_tensors(domain.splits["test"], offset)))
-    offset = len(class_names)
-    class_names.extend(control.class_names)
-    control_data = classification_dataset(*_tensors(control.splits["test"], offset))
-    return Stream(
-        name=name,
-        version=VERSION,
-        protocol=protocol,
-        benchmark=build_benchmark(train, test, [control_data]),
-        class_names=class_names,
-        task_names=[d.name for d in tasks],
-        task_classes=task_classes,
+        classes = list(range(offset, offset + len(domain.class_names)))
+        records.append(StreamTask(domain.name, classes, _dataset(domain, "train", offset), _dataset(domain, "test", offset)))
+    control = _symbols_control(len(class_names))
+    return assemble_stream(
+        name,
+        VERSION,
+        protocol,
+        records,
+        class_names=[*class_names, *symbols().class_names],
+        controls=[control],
         templates=TEMPLATES,
-        control_names=[control.name],
-        control_classes=[list(range(offset, len(class_names)))],
         preload=True,
-        metadata={**_metadata([*tasks, control]), **(metadata_extra or {})},
+        metadata={**_metadata([*tasks, symbols()]), **(metadata_extra or {})},
         params=params,
     )
 
@@ -145,79 +156,76 @@ def build_mtil(params: dict[str, Any], context: Any = None):
 
 
 @lru_cache(maxsize=None)
-def printed_digits() -> Domain:
+def printed_digits() -> PackagedDomain:
     # Fonts and jitter drawn afresh (seeds 400+): tiny-clip pre-trained on other renderings.
-    return Domain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
+    return PackagedDomain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
 
 
 @lru_cache(maxsize=None)
-def rotated_digits() -> Domain:
+def rotated_digits() -> PackagedDomain:
     # The handwritten splits turned a quarter turn: a standard shifted domain (as rotated MNIST).
     def turn(images: data.Images) -> data.Images:
         provenance = {"parts": [images.provenance], "transform": "rotated 90 degrees anticlockwise"}
         return data.Images(np.ascontiguousarray(np.rot90(images.images, 1, axes=(1, 2))), images.labels, images.class_names, provenance)
 
-    return Domain("rotated", {k: turn(v) for k, v in digits().splits.items() if k in ("train", "test")})
+    return PackagedDomain("rotated", {k: turn(v) for k, v in digits().splits.items() if k in ("train", "test")})
 
 
 def build_dil(params: dict[str, Any], context: Any = None):
     """embedded-dil: handwritten, printed and rotated digits, one shared 10-class label space."""
-    handwritten = Domain("handwritten", {k: v for k, v in digits().splits.items() if k in ("train", "test")})
+    handwritten = PackagedDomain("handwritten", {k: v for k, v in digits().splits.items() if k in ("train", "test")})
     return _assemble("embedded-dil", "domain-il", [handwritten, printed_digits(), rotated_digits()], params, shared_classes=True)
 
 
-def build_xtail(params: dict[str, Any], context: Any = None):
-    """embedded-xtail: letters, digits, fashion with `shots` training images per class, scored over all 46 classes."""
+def check_xtail(params: dict[str, Any]) -> None:
     from cl_bench import UserError
 
     shots = params["shots"]
     if shots < 0:
         raise UserError(f"scenario.shots must be 0 (every training image) or a positive count, not {shots}")
+    for name, per_class in TRAIN_PER_CLASS.items():
+        if shots > per_class:
+            raise UserError(f"scenario.shots={shots} exceeds the {per_class} training images per class of {name}")
+
+
+def build_xtail(params: dict[str, Any], context: Any = None):
+    """embedded-xtail: letters, digits, fashion with `shots` training images per class, scored over all 46 classes."""
+    shots = params["shots"]
     tasks = []
     for index, domain in enumerate((letters(), digits(), fashion())):
         train = domain.splits["train"]
         if shots:
-            smallest = int(np.bincount(train.labels).min())
-            if shots > smallest:
-                raise UserError(f"scenario.shots={shots} exceeds the {smallest} training images per class of {domain.name}")
             # A fixed draw (the run seed never changes which images are the shots), recorded in the result.
             train = train.subset(data.per_class_splits(train.labels, {"train": shots}, seed=500 + index)["train"])
-        tasks.append(Domain(domain.name, {**domain.splits, "train": train}))
+        tasks.append(PackagedDomain(domain.name, {**domain.splits, "train": train}))
     return _assemble("embedded-xtail", "x-tail", tasks, params, metadata_extra={"shots": shots, "shot_seeds": [500, 501, 502]})
 
 
 def build_cil(params: dict[str, Any], context: Any = None):
     """embedded-cil: Fashion-MNIST in 5 tasks of 2 classes, no task id at test; symbols as control."""
     from avalanche.benchmarks.scenarios import class_incremental_benchmark
-    from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
-    from avalanche.benchmarks.scenarios.generic_scenario import CLScenario, EagerCLStream
 
-    from cl_bench import Stream, classification_dataset
+    from cl_bench import StreamTask, assemble_stream
 
-    domain, control = fashion(), symbols()
-    per_task = len(CIL_CLASS_ORDER) // params["tasks"]
-    split = class_incremental_benchmark(
-        {"train": classification_dataset(*_tensors(domain.splits["train"], 0)), "test": classification_dataset(*_tensors(domain.splits["test"], 0))},
-        class_order=list(CIL_CLASS_ORDER),
-        num_experiences=params["tasks"],
-    )
-    offset = len(domain.class_names)
-    control_data = classification_dataset(*_tensors(control.splits["test"], offset))
-    benchmark = CLScenario([split.streams["train"], split.streams["test"], EagerCLStream("control", [DatasetExperience(dataset=control_data)])])
-    task_classes = [list(CIL_CLASS_ORDER[i * per_task : (i + 1) * per_task]) for i in range(params["tasks"])]
-    return Stream(
-        name="embedded-cil",
-        version=VERSION,
-        protocol="class-il",
-        benchmark=benchmark,
-        class_names=[*domain.class_names, *control.class_names],
-        task_names=[" + ".join(domain.class_names[c] for c in classes) for classes in task_classes],
-        task_classes=task_classes,
+    domain, tasks = fashion(), params["tasks"]
+    per_task = len(CIL_CLASS_ORDER) // tasks
+    # Avalanche splits the data by class; its experiences' datasets become the stream's tasks.
+    split = class_incremental_benchmark({part: _dataset(domain, part, 0) for part in ("train", "test")}, class_order=list(CIL_CLASS_ORDER), num_experiences=tasks)
+    records = []
+    for index in range(tasks):
+        classes = list(CIL_CLASS_ORDER[index * per_task : (index + 1) * per_task])
+        name = " + ".join(domain.class_names[c] for c in classes)
+        records.append(StreamTask(name, classes, split.streams["train"][index].dataset, split.streams["test"][index].dataset))
+    return assemble_stream(
+        "embedded-cil",
+        VERSION,
+        "class-il",
+        records,
+        class_names=[*domain.class_names, *symbols().class_names],
+        controls=[_symbols_control(len(domain.class_names))],
         templates=TEMPLATES,
-        control_names=[control.name],
-        control_classes=[list(range(offset, offset + len(control.class_names)))],
         preload=True,
-        metadata=_metadata([domain, control]),
+        metadata=_metadata([domain, symbols()]),
         params=params,
     )
 
@@ -231,16 +239,15 @@ def data_problem(data_root: str | None = None) -> str | None:
     return data.fashion_mnist_missing()
 
 
-def _check_tasks(params: dict[str, Any]) -> None:
+def check_cil(params: dict[str, Any]) -> None:
     from cl_bench import UserError
 
     if params["tasks"] not in (1, 2, 5, 10):
         raise UserError("scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10")
 
 
-def _cil_factory(params: dict[str, Any], context: Any = None):
-    _check_tasks(params)
-    return build_cil(params, context)
+def task_parameter(params: dict[str, Any]) -> int:
+    return params["tasks"]
 
 
 @hookimpl
@@ -272,17 +279,20 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             protocol="x-tail",
             num_tasks=3,
             defaults={"shots": 16},
+            check_params=check_xtail,
             version=VERSION,
             check_data=data_problem,
             pretraining_data=pretraining_data,
         ),
         ScenarioSpec(
             name="embedded-cil",
-            factory=_cil_factory,
+            factory=build_cil,
             summary="Fashion-MNIST in 5 tasks of 2 classes, scored over all classes seen so far (no task id)",
             protocol="class-il",
             num_tasks=5,
             defaults={"tasks": 5},
+            check_params=check_cil,
+            count_tasks=task_parameter,
             version=VERSION,
             check_data=data_problem,
             pretraining_data=pretraining_data,

@@ -28,22 +28,29 @@ def check(data_root: str | None) -> str | None:
     return coop_data.missing(Path(data_root), list(MTIL_ORDERS["I"]), "mtil")
 
 
-def build(params: dict[str, Any], context: Any):
+def check_params(params: dict[str, Any]) -> None:
     from cl_bench import UserError
 
+    from .coop_data import check_shots
+    from .coop_names import MTIL_ORDERS
+
+    if str(params["order"]).upper() not in MTIL_ORDERS:
+        raise UserError(f"scenario.order for mtil must be I or II, not {params['order']!r}")
+    check_shots(params["shots"])
+
+
+def build(params: dict[str, Any], context: Any):
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
-    from .domains import assemble
+    from .domains import data_set_stream
 
     order = str(params["order"]).upper()
-    if order not in MTIL_ORDERS:
-        raise UserError(f"scenario.order for mtil must be I or II, not {params['order']!r}")
     shots = params["shots"]
 
     def name_of(source: coop_data.Source, label: int) -> str:
         return mtil_name(source.layout.key, label, source.raw_names[label], source.folders[label])
 
-    domains = coop_data.read_tasks(check, context.data_root, MTIL_ORDERS[order], shots, MTIL_TEMPLATES, name_of)
+    tasks = coop_data.read_tasks(context.data_root, MTIL_ORDERS[order], shots, MTIL_TEMPLATES, name_of)
     metadata = {
         "order": order,
         "shots": shots,
@@ -52,7 +59,7 @@ def build(params: dict[str, Any], context: Any):
             "class_names_and_templates": "ZSCL MTIL (MoE-Adapters4CL mtil/src/datasets), mapped onto CoOp's labels",
         },
     }
-    return assemble("mtil", VERSION, "mtil", domains, {**params, "order": order}, context.image_size, distinct_prompts=False, metadata=metadata)
+    return data_set_stream("mtil", VERSION, "mtil", tasks, {**params, "order": order}, context.image_size, distinct_prompts=False, metadata=metadata)
 
 
 @hookimpl
@@ -67,5 +74,6 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             defaults={"order": "I", "shots": 0},
             version=VERSION,
             check_data=check,
+            check_params=check_params,
         )
     ]

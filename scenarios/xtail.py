@@ -27,17 +27,23 @@ def check(data_root: str | None) -> str | None:
     return coop_data.missing(Path(data_root), list(XTAIL_ORDER), "xtail")
 
 
+def check_params(params: dict[str, Any]) -> None:
+    from .coop_data import check_shots
+
+    check_shots(params["shots"])
+
+
 def build(params: dict[str, Any], context: Any):
     from . import coop_data
     from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
-    from .domains import assemble
+    from .domains import data_set_stream
 
     shots = params["shots"]
 
     def name_of(source: coop_data.Source, label: int) -> str:
         return xtail_name(source.layout.key, source.raw_names[label])
 
-    domains = coop_data.read_tasks(check, context.data_root, XTAIL_ORDER, shots, XTAIL_TEMPLATES, name_of)
+    tasks = coop_data.read_tasks(context.data_root, XTAIL_ORDER, shots, XTAIL_TEMPLATES, name_of)
     metadata = {
         "shots": shots,
         "sources": {
@@ -46,7 +52,7 @@ def build(params: dict[str, Any], context: Any):
             "duplicate_names": "bracketed data set title in class_names; reference prompts kept unless two are identical",
         },
     }
-    return assemble("xtail", VERSION, "x-tail", domains, params, context.image_size, distinct_prompts=True, metadata=metadata)
+    return data_set_stream("xtail", VERSION, "x-tail", tasks, params, context.image_size, distinct_prompts=True, metadata=metadata)
 
 
 @hookimpl
@@ -61,5 +67,6 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             defaults={"shots": 16},
             version=VERSION,
             check_data=check,
+            check_params=check_params,
         )
     ]

@@ -11,13 +11,13 @@ from pathlib import Path
 import cl_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_TREES = [ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
+PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
 
 
 def test_every_public_name_resolves():
     for name in cl_bench.__all__:
         assert getattr(cl_bench, name) is not None, name
-    assert cl_bench.Stream.__module__ == "cl_bench.stream" and cl_bench.LinearAdapter.__module__ == "cl_bench.backbones.clip"
+    assert cl_bench.Stream.__module__ == "cl_bench.stream" and cl_bench.LinearAdapter.__module__ == "cl_bench.model"
 
 
 def test_importing_cl_bench_loads_no_heavy_library():
@@ -25,13 +25,21 @@ def test_importing_cl_bench_loads_no_heavy_library():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"] * 4
 
 
+PLUGIN_PACKAGES = ("cl_bench.backbones.", "cl_bench.methods.", "cl_bench.scenarios.", "cl_bench.loggers.")
+
+
 def core_imports(path: Path) -> list[str]:
-    """Absolute imports of cl_bench submodules other than the plugin packages themselves."""
+    """Imports of cl_bench submodules other than the plugin packages themselves: absolute ones, and
+    relative ones that climb out of the plugin's top folder into the core."""
     found = []
+    tree = next(t for t in PLUGIN_TREES if t in path.parents)
+    depth = len(path.relative_to(tree).parts) - 1  # folders between the plugin tree and the file
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > depth + 1 and tree.name in ("backbones", "methods", "scenarios", "loggers"):
+            found.append(f"{path.relative_to(ROOT)}: {'.' * node.level}{node.module or ''}")
         names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [a.name for a in node.names] if isinstance(node, ast.Import) else []
         for name in names:
-            if name.startswith("cl_bench.") and not name.startswith(("cl_bench.methods.", "cl_bench.scenarios.", "cl_bench.loggers.")):
+            if name.startswith("cl_bench.") and not name.startswith(PLUGIN_PACKAGES):
                 found.append(f"{path.relative_to(ROOT)}: {name}")
     return found
 

@@ -7,24 +7,36 @@ import torch
 from safetensors.torch import load_file
 
 from cl_bench.backbones import tiny_clip, vit_b16
-from cl_bench.backbones.clip import file_sha256
+from cl_bench.provenance import file_sha256
 from cl_bench.errors import UserError
+from cl_bench.run_plan import hash_weights
 from cl_bench.spec import resolve_factory
 
 
-def test_shipped_tiny_clip_matches_its_record():
+def load(spec, params):
+    """A backbone as the run plan builds it: its weights file located and hashed, then loaded."""
+    params = spec.resolve(params)
+    return resolve_factory(spec.factory)(params, hash_weights(spec.weights_file(params)))
+
+
+@pytest.fixture
+def tiny(registry):
+    return registry.backbones()["tiny-clip"]
+
+
+def test_shipped_tiny_clip_matches_its_record(tiny):
     config = tiny_clip.read_config()
     assert file_sha256(tiny_clip.WEIGHTS_FILE) == config["weights_sha256"]
     assert tiny_clip.WEIGHTS_FILE.stat().st_size <= 20e6
     state = load_file(str(tiny_clip.WEIGHTS_FILE))
     assert {t.dtype for t in state.values()} == {torch.float16}
     assert config["arch"]["text_cfg"]["vocab_size"] == 49408  # open_clip's tokenizer ids reach 49407
-    model = tiny_clip.load({})
+    model = load(tiny, {})
     assert model.weights_sha256 == config["weights_sha256"]
 
 
-def test_tiny_clip_zero_shot_is_well_above_chance_and_as_recorded(registry):
-    model = tiny_clip.load({}).eval()
+def test_tiny_clip_zero_shot_is_well_above_chance_and_as_recorded(registry, tiny):
+    model = load(tiny, {}).eval()
     spec = registry.scenarios()["embedded-mtil"]
     stream = resolve_factory(spec.factory)(spec.resolve({}), None)
     model.set_classes(stream.prompts())
@@ -41,21 +53,23 @@ def test_tiny_clip_zero_shot_is_well_above_chance_and_as_recorded(registry):
         assert accuracy == pytest.approx(recorded[f"embedded-mtil/{name}"], abs=1.0)
 
 
-def test_tiny_clip_refuses_a_corrupt_weights_file(tmp_path):
+def test_tiny_clip_refuses_a_corrupt_weights_file(tmp_path, tiny, monkeypatch):
     bad = tmp_path / "tiny.safetensors"
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(UserError, match="cannot load tiny-clip weights"):
-        tiny_clip.load({"pretrained": str(bad)})
+        load(tiny, {"pretrained": str(bad)})
+    monkeypatch.setattr(tiny_clip, "WEIGHTS_FILE", bad)  # the shipped file, edited: its recorded sha256 no longer fits
+    with pytest.raises(UserError, match="do not match their recorded sha256"):
+        load(tiny, {})
 
 
 def test_vit_b16_without_weights_says_where_to_put_them(tmp_path, monkeypatch, registry):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     spec = registry.backbones()["clip-vit-b16"]
-    problem = spec.check_weights(spec.resolve({}))
-    assert "--pretrained" in problem and str(tmp_path / "hub") in problem and "never downloads" in problem
-    with pytest.raises(UserError, match="never downloads"):
-        resolve_factory(spec.factory)(spec.resolve({}))
+    with pytest.raises(UserError, match="never downloads") as refused:
+        spec.weights_file(spec.resolve({}))
+    assert "--pretrained" in str(refused.value) and str(tmp_path / "hub") in str(refused.value)
 
 
 def test_vit_b16_finds_the_cache_and_refuses_corrupt_files(tmp_path, monkeypatch, registry):
@@ -67,11 +81,11 @@ def test_vit_b16_finds_the_cache_and_refuses_corrupt_files(tmp_path, monkeypatch
     assert vit_b16.cached_weights() == weights
     spec = registry.backbones()["clip-vit-b16"]
     with pytest.raises(UserError, match="cannot load ViT-B-16 weights"):
-        resolve_factory(spec.factory)(spec.resolve({}))
+        load(spec, {})
     pickled = tmp_path / "objects.bin"
     torch.save({"weight": torch.zeros(1), "payload": Payload()}, pickled)  # not plain tensors: never unpickled
     with pytest.raises(UserError, match="cannot load"):
-        resolve_factory(spec.factory)(spec.resolve({"pretrained": str(pickled)}))
+        load(spec, {"pretrained": str(pickled)})
 
 
 class Payload:

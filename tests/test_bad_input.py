@@ -78,14 +78,25 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 ) + "seed: *i\n"
 
 RUN = ["run", "--quiet", "--out", "{tmp}/out"]
+
+
+def older(document: dict) -> bool:
+    """Make `document` a schema-2 file: no recorded plan, so its names and run id are checked only
+    as file names (a schema-3 file's run id must also be the hash of its plan)."""
+    document.pop("plan")
+    document["schema"] = "cl_bench.result/2"
+    return True
+
+
+# Names a result file could use to escape its folder, in the schema-2 files that are still read.
 NAME_EDITS = {
-    "run-id-escapes": (lambda d: d.update(run_id="../../escaped"), "run_id '../../escaped.json' cannot name a file"),
-    "method-name-escapes": (lambda d: (d["method"].update(name="../../x"), d["config"].update(method="../../x")), "method name '../../x' cannot name a file"),
-    "scenario-absolute": (lambda d: (d["scenario"].update(name="/tmp/x"), d["config"].update(scenario="/tmp/x")), "scenario name '/tmp/x' cannot name a file"),
-    "scenario-nul": (lambda d: (d["scenario"].update(name="s\x00x"), d["config"].update(scenario="s\x00x")), "scenario name 's\\x00x' cannot name a file"),
-    "method-300-chars": (lambda d: (d["method"].update(name="m" * 300), d["config"].update(method="m" * 300)), "must be 1 to 64 characters long"),
-    "backbone-spaces": (lambda d: (d["backbone"].update(name="a b"), d["config"].update(backbone="a b")), "backbone name 'a b' cannot name a file"),
-    "method-markup": (lambda d: (d["method"].update(name="<script>x</script>"), d["config"].update(method="<script>x</script>")), "method name '<script>x</script>' cannot name a file"),
+    "run-id-escapes": (lambda d: older(d) and d.update(run_id="../../escaped"), "run_id '../../escaped.json' cannot name a file"),
+    "method-name-escapes": (lambda d: older(d) and (d["method"].update(name="../../x"), d["config"].update(method="../../x")), "method name '../../x' cannot name a file"),
+    "scenario-absolute": (lambda d: older(d) and (d["scenario"].update(name="/tmp/x"), d["config"].update(scenario="/tmp/x")), "scenario name '/tmp/x' cannot name a file"),
+    "scenario-nul": (lambda d: older(d) and (d["scenario"].update(name="s\x00x"), d["config"].update(scenario="s\x00x")), "scenario name 's\\x00x' cannot name a file"),
+    "method-300-chars": (lambda d: older(d) and (d["method"].update(name="m" * 300), d["config"].update(method="m" * 300)), "must be 1 to 64 characters long"),
+    "backbone-spaces": (lambda d: older(d) and (d["backbone"].update(name="a b"), d["config"].update(backbone="a b")), "backbone name 'a b' cannot name a file"),
+    "method-markup": (lambda d: older(d) and (d["method"].update(name="<script>x</script>"), d["config"].update(method="<script>x</script>")), "method name '<script>x</script>' cannot name a file"),
 }
 
 CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
@@ -101,6 +112,12 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("run-unknown-setting", [*RUN, "--set", "sed=1"], "unknown setting 'sed'; did you mean 'seed'", None),
     ("run-unknown-backbone-param", [*RUN, "--set", "backbone.nonsense=1"], "unknown backbone parameter 'nonsense'", None),
     ("run-unknown-scenario-param", [*RUN, "--set", "scenario.tsks=2"], "unknown scenario parameter 'tsks'", None),
+    ("run-cil-tasks-not-dividing", [*RUN, "--scenario", "embedded-cil", "--set", "scenario.tasks=3"], "scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10", None),
+    ("run-cifar-tasks-not-dividing", [*RUN, "--scenario", "split-cifar100", "--set", "scenario.tasks=7", "--data-root", "/nowhere"], "scenario.tasks for split-cifar100 must divide its 100 classes", None),
+    ("run-xtail-shots-over", [*RUN, "--scenario", "embedded-xtail", "--set", "scenario.shots=81"], "scenario.shots=81 exceeds the 80 training images per class of letters", None),
+    ("run-mtil-order", [*RUN, "--scenario", "mtil", "--set", "scenario.order=III", "--data-root", "/nowhere"], "scenario.order for mtil must be I or II, not 'III'", None),
+    ("ls-set-method", ["ls", "--set", "method.rank=2"], "ls --set takes scenario.X=VALUE (a stream parameter), got 'method.rank=2'", None),
+    ("ls-set-unknown", ["ls", "--set", "scenario.tsks=2"], "unknown scenario parameter 'tsks'; did you mean 'tasks'?", None),
     ("run-lr-negative", [*RUN, "--set", "method.lr=-1"], "method.lr must be greater than 0.0, got -1.0", None),
     ("run-lr-zero", [*RUN, "--set", "method.lr=0"], "method.lr must be greater than 0.0", None),
     ("run-lr-nan", [*RUN, "--set", "method.lr=nan"], "method.lr must be a finite number, got 'nan'", None),
@@ -123,9 +140,9 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("run-seed-2-63", [*RUN, "--seed", str(2**63)], "seed must be between 0 and 4294967295", None),
     ("run-seed-negative", [*RUN, "--seed", "-1"], "seed must be between 0", None),
     ("run-seed-word", [*RUN, "--seed", "one"], "seed expects an integer", None),
-    ("run-iters-zero", [*RUN, "--iters", "0"], "iters must be at least 1", None),
+    ("run-iters-zero", [*RUN, "--iters", "0"], "method.iters must be at least 1", None),
     ("run-iters-fraction", [*RUN, "--iters", "1.5"], "iters expects an integer", None),
-    ("run-batch-size-zero", [*RUN, "--batch-size", "0"], "batch_size must be at least 1", None),
+    ("run-batch-size-zero", [*RUN, "--batch-size", "0"], "method.batch_size must be at least 1", None),
     ("run-threads-zero", [*RUN, "--threads", "0"], "threads must be at least 1, got 0", None),
     ("run-threads-word", [*RUN, "--threads", "many"], "threads expects an integer", None),
     ("run-device-meta", [*RUN, "--device", "meta"], "unknown device 'meta': use auto, cpu, cuda or cuda:N", None),
@@ -180,7 +197,9 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-empty-folder", ["report", "{in}/empty"], "no result files under", lambda folder: (folder / "empty").mkdir()),
     ("report-unknown-metric", ["report", "{in}/r.json", "--metrics", "lst"], "unknown metric 'lst'; did you mean 'last'?", result("r")),
     ("report-plot-onto-file", ["report", "{in}/r.json", "--plot", "{in}/r.json"], "--plot", result("r")),
-    ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: d.update(run_id="../../escaped"))),
+    ("validate-run-id-edited", ["validate", "{in}/r.json"], "but its plan hashes to", result("r", lambda d: d.update(run_id=d["run_id"][:-2] + "zz"))),
+    ("validate-plan-seed-edited", ["validate", "{in}/r.json"], "plan.identity.seed is 5 but seed is 0", result("r", lambda d: d["plan"]["identity"].update(seed=5))),
+    ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
     # ------------------------------------------------------------------ publish

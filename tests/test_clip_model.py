@@ -106,19 +106,13 @@ def test_an_accuracy_row_runs_the_text_tower_once_per_label_space(protocol, spac
     """Evaluation in many small batches still encodes each label space's prompts once per row:
     mtil (two task spaces + the control's), domain-il (one shared space + the control's),
     class-il (tasks 1 and 1-2, + the control's)."""
-    from cl_bench import Method
-    from cl_bench.evaluation import AccuracyMatrix, evaluate_row
-    from cl_bench.spec import TRAIN_DEFAULTS
-    from cl_bench.strategy import ClStrategy
+    from cl_bench import build
+    from cl_bench.evaluation import evaluate_row
 
-    from toys import toy_model, toy_stream
+    from toys import toy_plan
 
-    stream, model = toy_stream(protocol, tasks=2), toy_model()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
-    matrix = AccuracyMatrix(stream)
-    strategy = ClStrategy(model=model, method=type("Nothing", (Method,), {})(), stream=stream, hparams=dict(TRAIN_DEFAULTS), eval_batch_size=3, plugins=[matrix], progress=False)
+    parts = build(toy_plan(scenario__protocol=protocol, eval_batch_size=3))
+    model, strategy, matrix = parts.model, parts.strategy, parts.matrix
     calls = []
     encode = model.encode_text
     model.encode_text = lambda tokens: calls.append(len(tokens)) or encode(tokens)

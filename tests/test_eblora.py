@@ -283,13 +283,11 @@ def test_the_stiefel_step_is_scaled_by_sqrt_ref_over_rank_and_s_alone_takes_weig
 def test_eblora_forgets_the_first_task_less_than_seq_lora(registry):
     """letters then fashion on tiny-clip (few steps, a high learning rate for both): the rise of the
     letters test loss after training on fashion."""
-    from cl_bench.backbones import tiny_clip
+    from cl_bench import RunConfig, build, plan
     from cl_bench.methods.seq_lora.lora import SeqLoRA
-    from cl_bench.spec import TRAIN_DEFAULTS, resolve_factory
-    from cl_bench.strategy import ClStrategy
 
-    spec = registry.scenarios()["embedded-mtil"]
-    stream = resolve_factory(spec.factory)(spec.resolve({}), None)
+    planned = plan(RunConfig(method="seq-lora", scenario="embedded-mtil", iters=40, batch_size=32, method_params={"lr": 5e-3}, progress=False), registry)
+    stream = build(planned, method=SeqLoRA({"rank": 1, "alpha": 1.0, "layers": ["q"], "towers": ["image"]})).stream
     test_set = stream.benchmark.streams["test"][0].dataset
     images = torch.stack([test_set[i][0] for i in range(0, len(test_set), 3)])
     targets = torch.tensor([int(test_set[i][1]) for i in range(0, len(test_set), 3)])
@@ -302,13 +300,8 @@ def test_eblora_forgets_the_first_task_less_than_seq_lora(registry):
             return float(F.cross_entropy(model(images), targets))
 
     def rise(method):
-        model = tiny_clip.load({})
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.set_classes(stream.prompts())
-        method.setup(model, stream)
-        hparams = {**TRAIN_DEFAULTS, "iters": 40, "batch_size": 32, "lr": 5e-3}
-        strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, progress=False)
+        parts = build(planned, method=method)
+        model, strategy = parts.model, parts.strategy
         strategy.train(train[0])
         learned = letters_loss(model)
         strategy.train(train[2])

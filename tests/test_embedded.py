@@ -40,9 +40,9 @@ def test_cil_stream_has_no_class_leak_between_tasks(registry):
     for t, classes in enumerate(stream.task_classes):
         assert targets(stream.benchmark.streams["train"][t]) == set(classes)
         assert targets(stream.benchmark.streams["test"][t]) == set(classes)
-    assert build(registry, "embedded-cil", tasks=2).num_tasks == 2
+    assert build(registry, "embedded-cil", tasks=2).num_tasks == 2 == registry.scenarios()["embedded-cil"].task_count({"tasks": 2})
     with pytest.raises(UserError, match="must divide"):
-        resolve_factory(registry.scenarios()["embedded-cil"].factory)({"tasks": 3})
+        registry.scenarios()["embedded-cil"].resolve({"tasks": 3})
 
 
 def test_dil_domains_share_one_label_space_and_differ_in_images(registry):
@@ -76,6 +76,31 @@ def test_xtail_trains_on_few_shots_and_scores_over_the_union(registry):
     assert len(build(registry, "embedded-xtail", shots=0).benchmark.streams["train"][0].dataset) == 26 * 80
     with pytest.raises(UserError, match="exceeds the 80 training images per class of letters"):
         build(registry, "embedded-xtail", shots=81)
+
+
+def test_bad_parameters_are_refused_before_any_data_loads(registry, monkeypatch, tmp_path):
+    from cl_bench import RunConfig, run
+
+    def no_data():
+        raise AssertionError("data loaded before the parameters were checked")
+
+    for domain in ("fashion", "digits", "letters", "symbols"):
+        monkeypatch.setattr(embedded, domain, no_data)
+    for name, params, message in (
+        ("embedded-cil", {"tasks": 3}, "embedded-cil must divide its 10 classes"),
+        ("embedded-cil", {"tasks": 0}, "embedded-cil must divide"),
+        ("embedded-xtail", {"shots": -1}, "scenario.shots must be 0"),
+        ("embedded-xtail", {"shots": 301}, "exceeds the 80 training images per class of letters"),
+    ):
+        with pytest.raises(UserError, match=message):
+            run(RunConfig(method="zeroshot", scenario=name, scenario_params=params, out=str(tmp_path / "runs"), progress=False))
+    assert not (tmp_path / "runs").exists()
+    assert embedded.TRAIN_PER_CLASS == {"letters": 80, "digits": 80, "fashion": 300}  # the splits' sizes, without loading them
+
+
+def test_the_xtail_shot_limit_is_the_smallest_training_class_of_each_domain():
+    for name, per_class in embedded.TRAIN_PER_CLASS.items():
+        assert int(np.bincount(getattr(embedded, name)().splits["train"].labels).min()) == per_class, name
 
 
 def test_per_class_splits_are_disjoint_and_exact():
@@ -128,3 +153,18 @@ def test_missing_fashion_mnist_names_the_path_and_the_package(tmp_path, monkeypa
             packaged_data.load_fashion_mnist("train")
     finally:
         embedded.fashion.cache_clear()
+
+
+def test_ls_counts_each_scenarios_tasks_under_the_given_values(capsys):
+    from cl_bench.cli import main
+
+    def rows(*settings: str) -> dict[str, list[str]]:
+        assert main(["ls", *[f"--set={s}" for s in settings]]) == 0
+        return {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("embedded-")}
+
+    assert rows()["embedded-cil"][2:4] == ["5", "tasks"]
+    listed = rows("scenario.tasks=2")
+    assert listed["embedded-cil"][2:4] == ["2", "tasks"] and listed["embedded-mtil"][2:4] == ["3", "tasks"]  # no such parameter: its own count
+    # A value one scenario refuses marks its row with why; the others are still listed.
+    refused = rows("scenario.tasks=3")["embedded-cil"]
+    assert refused[2] == "invalid" and " ".join(refused[5:]) == "scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10"

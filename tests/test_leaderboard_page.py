@@ -26,9 +26,9 @@ from toys import result_document
 LAST = {"alpha": 70.0, "beta": 90.0, "gamma": 50.0}
 
 
-def _result(method: str, seed: int, scenario: str, protocol: str, backbone: str = "b") -> dict:
+def _result(method: str, seed: int, scenario: str, protocol: str, backbone: str = "b", hyperparameters: dict | None = None) -> dict:
     acc = [[50.0, 40.0], [90.0, 45.0], [LAST[method] + seed, 85.0]]
-    return result_document(acc, [[90.0], [88.0], [81.0]], method=method, seed=seed, scenario=scenario, protocol=protocol, backbone=backbone)
+    return result_document(acc, [[90.0], [88.0], [81.0]], method=method, seed=seed, scenario=scenario, protocol=protocol, backbone=backbone, hyperparameters=hyperparameters)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,7 @@ def test_every_link_of_both_pages_is_a_file_of_the_folder(board):
 def test_rows_are_labelled_and_linked_alike_when_a_method_differs_between_streams(tmp_path):
     files = []
     for scenario, protocol, note in (("mt", "mtil", "x"), ("ci", "class-il", "y")):
-        document = _result("alpha", 0, scenario, protocol)
-        document["method"]["hyperparameters"] = document["config"]["method_params"] = {"note": note}
+        document = _result("alpha", 0, scenario, protocol, hyperparameters={"note": note})
         write_json(tmp_path / f"{scenario}.json", document)
         files.append(str(tmp_path / f"{scenario}.json"))
     assert main(["publish", *files, "--leaderboard", str(tmp_path / "lb")]) == 0

@@ -19,14 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cl_bench import Method
+from cl_bench import Backbone, Method, StreamTask, assemble_stream
 from cl_bench.cli import main
 from cl_bench.errors import UserError
 from cl_bench import ScenarioContext
 from cl_bench.scenarios import class_il_data, coop_names
 from cl_bench.scenarios.image_folder import square_crop
 from cl_bench.spec import TRAIN_DEFAULTS, resolve_factory
-from cl_bench.stream import Stream, build_benchmark, classification_dataset
+from cl_bench.stream import Stream, classification_dataset
 
 SIZE = 16  # image size the fake backbone asks for
 TRAIN, TEST = 6, 2  # images per class in the CoOp-style fakes
@@ -219,6 +219,15 @@ def test_split_cifar100_tasks_follow_the_fixed_order_without_leaks(registry, roo
     json.dumps(stream.describe())
 
 
+def test_the_spec_counts_the_tasks_its_built_stream_has(registry, root):
+    cases = {"split-cifar100": [{}, {"tasks": 20}], "imagenet-r": [{"tasks": 40}], "embedded-cil": [{}, {"tasks": 10}], "domainnet": [{}], "mtil": [{}], "xtail": [{}]}
+    for name, settings in cases.items():
+        spec = registry.scenarios()[name]
+        assert ("tasks" in spec.defaults) == (spec.count_tasks is not None), name  # every tasks parameter is counted
+        for given in settings:
+            assert spec.task_count(spec.resolve(given)) == build(registry, name, root, **given).num_tasks, (name, given)
+
+
 def test_imagenet_r_uses_the_seed_1993_order_over_sorted_wnids(registry, root):
     assert list(class_il_data.IMAGENET_R_ORDER) == np.random.RandomState(1993).permutation(200).tolist()
     stream = build(registry, "imagenet-r", root)
@@ -339,8 +348,12 @@ class _Idle(Method):
     pass
 
 
-class _ConfusedModel(torch.nn.Module):
-    """Right within each task, but class 0's images score higher on class 2 (another domain)."""
+class _ConfusedModel(Backbone):
+    """Right within each task, but class 0's images score higher on class 2 (another domain).
+
+    Not a CLIP: it implements only the model contract, which is all the strategy and the
+    accuracy matrix use.
+    """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -348,11 +361,8 @@ class _ConfusedModel(torch.nn.Module):
         self.space = torch.arange(num_classes)
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-    def set_label_space(self, classes) -> None:
-        self.space = torch.as_tensor(list(classes))
-
-    def invalidate_text_cache(self) -> None:
-        pass
+    def set_task_context(self, context) -> None:
+        self.space = torch.as_tensor(list(context.label_space))
 
     def forward(self, images):
         truth = images[:, 0, 0, 0].round().long()
@@ -369,16 +379,8 @@ def _two_domain_stream(protocol: str) -> Stream:
     images = targets_.float().view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
     tasks = [[0, 1], [2, 3]]
     data = [classification_dataset(images[torch.isin(targets_, torch.tensor(c))], targets_[torch.isin(targets_, torch.tensor(c))]) for c in tasks]
-    return Stream(
-        name=f"two-{protocol}",
-        version="1",
-        protocol=protocol,
-        benchmark=build_benchmark(data, data),
-        class_names=["a0", "a1", "b0", "b1"],
-        task_names=["alpha", "beta"],
-        task_classes=tasks,
-        preload=True,
-    )
+    records = [StreamTask(name, classes, train=d, test=d) for name, classes, d in zip(("alpha", "beta"), tasks, data)]
+    return assemble_stream(f"two-{protocol}", "1", protocol, records, class_names=["a0", "a1", "b0", "b1"], preload=True)
 
 
 @pytest.mark.parametrize("protocol, expected", [("x-tail", [50.0, 100.0]), ("mtil", [100.0, 100.0])])

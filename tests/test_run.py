@@ -86,10 +86,9 @@ def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, m
 
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
-    from cl_bench.plugins import Registry
-    from cl_bench.runner import _Run
+    from cl_bench import plan
 
-    checkpoint = _Run(cfg, Registry()).checkpoint_path
+    checkpoint = plan(cfg).checkpoint_path
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="cannot be read"):
@@ -213,20 +212,18 @@ def test_duck_typed_methods_run_with_every_hook_optional(tmp_path):
 
 
 def test_resume_names_the_checkpoints_it_leaves_alone_and_why(tmp_path, monkeypatch, capsys):
-    from cl_bench import checkpoint
-    from cl_bench.plugins import Registry
-    from cl_bench.runner import check
+    from cl_bench import checkpoint, plan
 
-    other = config(tmp_path, method="seq-lora", iters=1)
-    other_path = check(other, Registry())
-    checkpoint.save(other_path.with_suffix(".ckpt"), run_id=other_path.stem, identity=other.identity_json(), next_task=1, progress={}, model={}, method={})
-    other_path.write_text(json.dumps({"config": other.to_dict()}))
+    other = plan(config(tmp_path, method="seq-lora", iters=1))
+    other_path = other.result_path
+    checkpoint.save(other.checkpoint_path, run_id=other.run_id, identity=other.identity_json(), next_task=1, progress={}, model={}, method={})
+    other_path.write_text(json.dumps({"plan": other.record()}))
     monkeypatch.setattr(ClStrategy, "train", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
     with pytest.raises(RuntimeError, match="stop here"):
         run(config(tmp_path, method="seq-lora", iters=2, resume=True))
     err = capsys.readouterr().err
     assert "no checkpoint for this configuration" in err
-    assert f"--resume left alone {other_path.stem}.ckpt (another configuration: iters 1 there, 2 here)" in err
+    assert f"--resume left alone {other_path.stem}.ckpt (another configuration: method.params.iters 1 there, 2 here)" in err
 
 
 def test_a_diverging_run_stops_before_writing_anything(tmp_path):

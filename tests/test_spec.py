@@ -51,12 +51,6 @@ def test_run_config_set_routes_dotted_keys_and_checks_fields():
         config.set("seed", "one")
 
 
-def test_identity_ignores_where_a_run_executes():
-    a, b = RunConfig(out="a", device="cpu", progress=False), RunConfig(out="b", device="cuda", data_root="/mnt/data")
-    assert a.identity_json() == b.identity_json()
-    assert a.identity_json() != RunConfig(seed=1).identity_json()
-
-
 def test_data_root_falls_back_to_the_environment(monkeypatch):
     monkeypatch.delenv("CL_BENCH_DATA", raising=False)
     assert data_root_or_env(None) is None
@@ -87,3 +81,22 @@ def test_bad_config_files_are_one_line_errors(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="table of settings"):
         load_config_file(str(tmp_path / "list.json"))
+
+
+def test_scenario_spec_checks_its_resolved_parameters_and_counts_its_tasks():
+    from cl_bench.spec import ScenarioSpec
+
+    seen = []
+
+    def even(params):
+        seen.append(dict(params))
+        if params["tasks"] % 2:
+            raise UserError(f"scenario.tasks must be even, not {params['tasks']}")
+
+    spec = ScenarioSpec(name="s", factory="x:y", summary="", protocol="class-il", num_tasks=4, defaults={"tasks": 4}, check_params=even, count_tasks=lambda p: p["tasks"])
+    assert spec.resolve({"tasks": "6"}) == {"tasks": 6} and seen == [{"tasks": 6}]  # checked after typing
+    with pytest.raises(UserError, match="must be even, not 3"):
+        spec.resolve({"tasks": 3})
+    assert spec.task_count({"tasks": 6}) == 6
+    fixed = ScenarioSpec(name="f", factory="x:y", summary="", protocol="mtil", num_tasks=3)
+    assert fixed.resolve({}) == {} and fixed.task_count({}) == 3  # no count_tasks: the static count

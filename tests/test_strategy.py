@@ -6,28 +6,22 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-from cl_bench import Method
-from cl_bench.evaluation import AccuracyMatrix, evaluate_row
+from cl_bench import Method, build
+from cl_bench.evaluation import evaluate_row
 from cl_bench.methods.seq_lora.lora import SeqLoRA
 from cl_bench.results import write_atomic
-from cl_bench.spec import TRAIN_DEFAULTS
-from cl_bench.strategy import ClStrategy
 
-from toys import toy_model, toy_stream
+from toys import toy_plan
 
-HPARAMS = {**TRAIN_DEFAULTS, "iters": 6, "batch_size": 4, "lr": 1e-2}
+HPARAMS = {"iters": 6, "batch_size": 4, "lr": 1e-2}
 LORA = {"rank": 2, "alpha": 4.0, "layers": ["q", "k", "v", "out", "fc", "proj"], "towers": ["image", "text"]}
 
 
-def make(method, stream=None, plugins=(), precision="fp32", **hparams):
-    stream = stream or toy_stream("mtil", tasks=2)
-    model = toy_model()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
-    method.setup(model, stream)
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams={**HPARAMS, **hparams}, precision=precision, plugins=list(plugins), progress=False)
-    return strategy, model, stream
+def make(method, protocol="mtil", plugins=(), precision="fp32", **hparams):
+    """`method` set up on the toy stream and the strategy that trains it, built from a run plan."""
+    settings = {f"method__{key}": value for key, value in {**HPARAMS, **hparams}.items()}
+    parts = build(toy_plan(precision=precision, scenario__protocol=protocol, **settings), method=method, plugins=plugins, progress=False)
+    return parts.strategy, parts.model, parts.stream
 
 
 class Recorder(SupervisedPlugin):
@@ -133,9 +127,8 @@ def test_bf16_autocast_runs_on_cpu():
 
 
 def test_accuracy_matrix_rows_follow_the_protocol_label_space():
-    stream = toy_stream("class-il", tasks=2)
-    plugin = AccuracyMatrix(stream)
-    strategy, model, _ = make(Nothing(), stream=stream, plugins=[plugin])
+    parts = build(toy_plan(scenario__protocol="class-il"), progress=False)
+    strategy, model, stream, plugin = parts.strategy, parts.model, parts.stream, parts.matrix
     acc, control = evaluate_row(strategy, plugin, 0)
     # Independent count for task 2 at row 0: label space = classes of tasks 1..2
     x, y = zip(*(stream.benchmark.streams["test"][1].dataset[i][:2] for i in range(len(stream.benchmark.streams["test"][1].dataset))))

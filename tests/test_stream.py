@@ -1,8 +1,9 @@
 """Label spaces per protocol (DESIGN section 7) and stream validation."""
 
 import pytest
+import torch
 
-from cl_bench.stream import Stream
+from cl_bench.stream import DEFAULT_TEMPLATES, Stream, StreamTask
 
 from toys import toy_stream
 
@@ -62,3 +63,48 @@ def test_invalid_streams_are_refused():
         Stream(**{**fields, "task_names": ["a", "b", "c"], "task_classes": [[0], [1], [2]]})
     with pytest.raises(ValueError, match="domain-il"):
         Stream(**{**fields, "protocol": "domain-il"})
+
+
+def _data(targets: list[int]):
+    from cl_bench.stream import classification_dataset
+
+    return classification_dataset(torch.zeros(len(targets), 1, 2, 2), torch.tensor(targets))
+
+
+def test_assemble_stream_builds_the_benchmark_and_the_stream_from_task_records():
+    from cl_bench import StreamTask, assemble_stream
+
+    tasks = [StreamTask("a", [0, 1], _data([0, 1, 1]), _data([0, 1])), StreamTask("b", [2], _data([2]), _data([2, 2]))]
+    stream = assemble_stream("s", "1", "class-il", tasks, class_names=["x", "y", "z", "c"], controls=[StreamTask("ctl", [3], test=_data([3]))], params={"tasks": 2})
+    assert stream.task_names == ["a", "b"] and stream.task_classes == [[0, 1], [2]] and stream.test_sizes() == [2, 2]
+    assert stream.control_names == ["ctl"] and stream.control_classes == [[3]] and len(stream.benchmark.streams["control"]) == 1
+    assert [len(e.dataset) for e in stream.benchmark.streams["train"]] == [3, 1] and stream.params == {"tasks": 2}
+    assert stream.templates == DEFAULT_TEMPLATES and not stream.preload
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(tasks=[]), "no tasks"),
+        (dict(class_names=["x", "y", "z", "c", "unused"]), r"class ids \[4\] \(1 in all\) belong to no task or control set"),
+        (dict(class_names=["x", "y"]), r"task 'b': classes must be distinct ids 0..1, got \[2\]"),
+        (dict(tasks=[StreamTask("a", [0, 0, 1], _data([0]), _data([0])), StreamTask("b", [2], _data([2]), _data([2]))]), "classes must be distinct"),
+        (dict(tasks=[StreamTask("a", [0, 1], None, _data([0])), StreamTask("b", [2], _data([2]), _data([2]))]), "task 'a' needs training and test data"),
+        (dict(controls=[StreamTask("ctl", [3], _data([3]), _data([3]))]), "control set 'ctl' needs test data and no training data"),
+        (dict(controls=[StreamTask("ctl", [2, 3], test=_data([3]))]), r"control classes \[2\] are trained by a task"),
+        (dict(tasks=[StreamTask("a", [0, 1], _data([0, 2]), _data([0])), StreamTask("b", [2], _data([2]), _data([2]))]), r"task 'a': its data has targets \[2\] outside its classes"),
+        (dict(class_templates={7: ["a {}."]}), "class_templates keys must be class ids 0..3"),
+    ],
+)
+def test_assemble_stream_refuses_records_that_do_not_match(change, message):
+    from cl_bench import assemble_stream
+
+    arguments = dict(
+        tasks=[StreamTask("a", [0, 1], _data([0, 1]), _data([0, 1])), StreamTask("b", [2], _data([2]), _data([2]))],
+        class_names=["x", "y", "z", "c"],
+        controls=[StreamTask("ctl", [3], test=_data([3]))],
+    )
+    arguments.update(change)
+    tasks = arguments.pop("tasks")
+    with pytest.raises(ValueError, match=message):
+        assemble_stream("s", "1", "mtil", tasks, **arguments)

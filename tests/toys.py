@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from cl_bench import hookimpl
+
 TOY_ARCH = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16, "mlp_ratio": 2.0},
@@ -32,55 +34,75 @@ def toy_images(num_classes: int, per_class: int, seed: int = 0) -> tuple[torch.T
     return images, targets
 
 
-def toy_stream(protocol: str = "mtil", tasks: int = 2, classes_per_task: int = 2, per_class: int = 8, control: bool = True):
+def toy_stream(protocol: str = "mtil", tasks: int = 2, classes_per_task: int = 2, per_class: int = 8, control: bool = True, name: str | None = None):
     """A Stream over toy images with the given protocol (domain-il shares one label space)."""
-    from cl_bench.stream import Stream, build_benchmark, classification_dataset
+    from cl_bench import StreamTask, assemble_stream, classification_dataset
 
     shared = protocol == "domain-il"
     total = classes_per_task if shared else tasks * classes_per_task
     task_classes = [list(range(classes_per_task)) if shared else list(range(t * classes_per_task, (t + 1) * classes_per_task)) for t in range(tasks)]
     images, targets = toy_images(total + (2 if control else 0), per_class)
-    train, test = [], []
+    records = []
     for t, classes in enumerate(task_classes):
         mask = torch.isin(targets, torch.tensor(classes))
         shift = 0.05 * t if shared else 0.0  # a different "domain" per task
-        train.append(classification_dataset(images[mask] + shift, targets[mask]))
-        test.append(classification_dataset(images[mask] + shift, targets[mask]))
+        data = classification_dataset(images[mask] + shift, targets[mask])
+        records.append(StreamTask(f"task {t}", classes, train=data, test=data))
     names = [f"class {i}" for i in range(total)]
-    control_sets, control_names, control_classes = [], [], []
+    controls = []
     if control:
         mask = targets >= total
-        control_sets.append(classification_dataset(images[mask], targets[mask]))
         names += ["control a", "control b"]
-        control_names, control_classes = ["toy control"], [[total, total + 1]]
-    return Stream(
-        name=f"toy-{protocol}",
-        version="1",
-        protocol=protocol,
-        benchmark=build_benchmark(train, test, control_sets),
-        class_names=names,
-        task_names=[f"task {t}" for t in range(tasks)],
-        task_classes=task_classes,
-        control_names=control_names,
-        control_classes=control_classes,
-        preload=True,
-    )
+        controls.append(StreamTask("toy control", [total, total + 1], test=classification_dataset(images[mask], targets[mask])))
+    return assemble_stream(name or f"toy-{protocol}", "1", protocol, records, class_names=names, controls=controls, preload=True)
+
+
+class ToyPlugin:
+    """Registers the toy stream, the toy CLIP and a stand-in method, so tests plan and build runs
+    as `clbench run` does: `Registry([ToyPlugin()])` and `--scenario toy --backbone toy-clip`."""
+
+    @hookimpl
+    def cl_bench_scenarios(self):
+        from cl_bench import ScenarioSpec
+
+        defaults = {"protocol": "mtil", "tasks": 2, "classes_per_task": 2, "per_class": 8, "control": True}
+        return [ScenarioSpec(name="toy", factory=_toy_stream_factory, summary="toy squares", protocol="mtil", num_tasks=2, defaults=defaults, count_tasks=lambda params: params["tasks"])]
+
+    @hookimpl
+    def cl_bench_backbones(self):
+        from cl_bench import BackboneSpec
+
+        return [BackboneSpec(name="toy-clip", factory=lambda params, weights: toy_model(), summary="a random toy CLIP")]
+
+    @hookimpl
+    def cl_bench_methods(self):
+        from cl_bench import Method, MethodSpec
+
+        return [MethodSpec(name="toy-method", factory=lambda hparams: type("TrainsNothing", (Method,), {})(), summary="trains nothing; tests pass their own method to build()")]
+
+
+def _toy_stream_factory(params, context):
+    return toy_stream(name="toy", protocol=params["protocol"], tasks=params["tasks"], classes_per_task=params["classes_per_task"], per_class=params["per_class"], control=params["control"])
+
+
+def toy_plan(method: str = "toy-method", *, out: str = "runs", **settings):
+    """The plan of a run on the toy stream and toy CLIP; `settings` are `key=value` settings of `clbench run`."""
+    from cl_bench import RunConfig, plan
+    from cl_bench.plugins import Registry
+
+    config = RunConfig(method=method, scenario="toy", backbone="toy-clip", out=out, progress=False)
+    for key, value in settings.items():
+        config.set(key.replace("__", "."), value)
+    return plan(config, Registry([ToyPlugin()]))
 
 
 def toy_strategy(method, tasks: int = 2, iters: int = 4, batch_size: int = 4, lr: float = 1e-2, precision: str = "fp32"):
-    """A frozen toy model with `method` set up on a toy MTIL stream, and the strategy that trains it."""
-    from cl_bench.spec import TRAIN_DEFAULTS
-    from cl_bench.strategy import ClStrategy
+    """A frozen toy model with `method` set up on a toy MTIL stream, and the strategy that trains it (built from a plan)."""
+    from cl_bench import build
 
-    stream = toy_stream("mtil", tasks=tasks)
-    model = toy_model()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.set_classes(stream.prompts())
-    method.setup(model, stream)
-    hparams = {**TRAIN_DEFAULTS, "iters": iters, "batch_size": batch_size, "lr": lr}
-    strategy = ClStrategy(model=model, method=method, stream=stream, hparams=hparams, precision=precision, progress=False)
-    return strategy, model, stream
+    planned = toy_plan(iters=iters, batch_size=batch_size, method__lr=lr, scenario__tasks=tasks, precision=precision, eval_batch_size=256)
+    parts = build(planned, method=method, progress=False)
+    return parts.strategy, parts.model, parts.stream
 
 
 def result_document(
@@ -98,18 +120,24 @@ def result_document(
     train_seconds: float = 0.0,
 ) -> dict:
     """A minimal, self-consistent result document (the current schema; 10 test images a task)."""
-    import hashlib
-    import json
-
     from cl_bench import metrics
+    from cl_bench.run_plan import run_id_of
     from cl_bench.results import SCHEMA
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
     hyperparameters = dict(hyperparameters or {})
     config = {"method": method, "scenario": scenario, "backbone": backbone, "seed": seed, "method_params": hyperparameters}
+    identity = {
+        "method": {"name": method, "version": "1", "params": hyperparameters},
+        "scenario": {"name": scenario, "version": "1", "params": {}},
+        "backbone": {"name": backbone, "version": "1", "params": {}, "weights_sha256": None},
+        "seed": seed,
+        "precision": "fp32",
+    }
     return {
         "schema": SCHEMA,
-        "run_id": f"{scenario}_{method}_seed{seed}_{hashlib.sha256(json.dumps(hyperparameters, sort_keys=True).encode()).hexdigest()[:8]}",
+        "run_id": run_id_of(identity),
+        "plan": {"identity": identity},
         "created": "2026-01-01T00:00:00+00:00",
         "status": status,
         "config": config,

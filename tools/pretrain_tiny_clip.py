@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
 
     from cl_bench.runner import quiet_third_party_warnings
-    from cl_bench.backbones.clip import file_sha256
+    from cl_bench.provenance import file_sha256
 
     quiet_third_party_warnings()
     model, record = train(args)

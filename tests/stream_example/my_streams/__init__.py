@@ -28,32 +28,30 @@ def build(params, context):
     import torch
     from PIL import Image
 
+    def split(folder, names, ids):
+        images, targets = [], []
+        for name, cid in zip(names, ids):
+            for file in sorted((folder / name).glob("*.png")):
+                pixels = np.asarray(Image.open(file).convert("RGB").resize((params["size"],) * 2))
+                images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+                targets.append(cid)
+        return cl_bench.classification_dataset(torch.stack(images), torch.tensor(targets))
+
     root = Path(context.data_root) / "folders"
-    class_names, task_names, task_classes, data = [], [], [], {split: [] for split in SPLITS}
+    class_names, tasks = [], []
     for task in sorted(p for p in root.iterdir() if p.is_dir()):
         names = sorted(p.name for p in (task / "train").iterdir() if p.is_dir())
-        ids = list(range(len(class_names), len(class_names) + len(names)))
+        ids = list(range(len(class_names), len(class_names) + len(names)))  # global class ids
         class_names += names
-        task_names.append(task.name)
-        task_classes.append(ids)
-        for split in SPLITS:
-            images, targets = [], []
-            for name, cid in zip(names, ids):
-                for file in sorted((task / split / name).glob("*.png")):
-                    pixels = np.asarray(Image.open(file).convert("RGB").resize((params["size"],) * 2))
-                    images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
-                    targets.append(cid)
-            data[split].append(cl_bench.classification_dataset(torch.stack(images), torch.tensor(targets)))
-    return cl_bench.Stream(
-        name="folders",
-        version="1",
-        protocol="class-il",
-        benchmark=cl_bench.build_benchmark(data["train"], data["test"]),
+        tasks.append(cl_bench.StreamTask(task.name, ids, *(split(task / s, names, ids) for s in SPLITS)))
+    return cl_bench.assemble_stream(
+        "folders",
+        "1",
+        "class-il",
+        tasks,
         class_names=class_names,
-        task_names=task_names,
-        task_classes=task_classes,
         preload=True,  # small, in memory, no random transforms
-        params=dict(params),
+        params=params,
     )
 
 

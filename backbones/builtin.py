@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
-from ..spec import BackboneSpec
+from cl_bench import BackboneSpec, hookimpl
 
 
 def _tiny_clip_weights(params):
-    from .tiny_clip import weights_problem
+    from .tiny_clip import weights_file
 
-    return weights_problem(params)
+    return weights_file(params)
 
 
 def _vit_b16_weights(params):
-    from .vit_b16 import weights_problem
+    from .vit_b16 import weights_file
 
-    return weights_problem(params)
+    return weights_file(params)
 
 
 @hookimpl
@@ -27,7 +26,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             summary="embedded default: a 3.5M-parameter open_clip CLIP pre-trained by cl_bench on packaged data (weights ship inside)",
             defaults={"pretrained": ""},
             version="1",
-            check_weights=_tiny_clip_weights,
+            weights_file=_tiny_clip_weights,
         ),
         BackboneSpec(
             name="clip-vit-b16",
@@ -35,6 +34,6 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             summary="open_clip ViT-B-16 (OpenAI weights) from --pretrained PATH or the local Hugging Face cache; never downloads",
             defaults={"pretrained": "", "model": "ViT-B-16", "quick_gelu": True},
             version="1",
-            check_weights=_vit_b16_weights,
+            weights_file=_vit_b16_weights,
         ),
     ]

@@ -12,17 +12,15 @@ and normalises them on its device, so one data set serves every backbone.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError
+from cl_bench import AdaptableLayer, Backbone, TaskContext, UserError
+
 from .attention import SplitAttention, split_attention_
 
 # The layers methods adapt (DESIGN section 5), named by kind.
@@ -30,25 +28,6 @@ LAYER_KINDS = ("q", "k", "v", "out", "fc", "proj")
 _ATTENTION_ATTRS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
 _MLP_ATTRS = {"fc": "c_fc", "proj": "c_proj"}
 TOWERS = ("image", "text")
-
-
-@dataclass
-class AdaptableLayer:
-    """One adaptable Linear: where it sits and how to swap it."""
-
-    name: str  # qualified name inside the ClipModel, e.g. clip.visual.transformer.resblocks.0.attn.q_proj
-    tower: str  # image | text
-    block: int
-    kind: str  # q | k | v | out | fc | proj
-    parent: nn.Module
-    attr: str
-
-    @property
-    def module(self) -> nn.Module:
-        return getattr(self.parent, self.attr)
-
-    def replace(self, new: nn.Module) -> None:
-        setattr(self.parent, self.attr, new)
 
 
 @runtime_checkable
@@ -66,35 +45,10 @@ class Conditioning(Protocol):
     def activate(self, state: int) -> None: ...
 
 
-class LinearAdapter(nn.Module):
-    """Base for a module that replaces an adaptable Linear and keeps it, unchanged, as `self.base`.
-
-    It exposes the base's `weight` and `bias`, since open_clip reads `.weight.dtype` of MLP layers.
-    """
-
-    def __init__(self, base: nn.Linear) -> None:
-        super().__init__()
-        self.base = base
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class ClipModel(nn.Module):
+class ClipModel(Backbone):
     """A CLIP-like backbone with separate q/k/v/out projections and a cached text head."""
+
+    kind = "clip"
 
     def __init__(
         self,
@@ -180,6 +134,18 @@ class ClipModel(nn.Module):
                         parent, attr, where = block.mlp, _MLP_ATTRS[kind], "mlp"
                     layers.append(AdaptableLayer(f"{prefix}.resblocks.{index}.{where}.{attr}", tower, index, kind, parent, attr))
         return layers
+
+    # ------------------------------------------------------------------ the model contract
+
+    def prepare(self, stream) -> None:
+        self.set_classes(stream.prompts())
+
+    def set_task_context(self, context: TaskContext) -> None:
+        self.set_label_space(context.label_space)
+
+    def trainable_changed(self, params: Iterable[nn.Parameter]) -> None:
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        self.set_text_trainable(any(id(p) not in visual for p in params))
 
     # ------------------------------------------------------------------ text head
 

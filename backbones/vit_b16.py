@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from cl_bench import UserError
 
 HF_REPO = "timm/vit_base_patch16_clip_224.openai"
 WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -42,30 +42,27 @@ def _weights_path(params: dict[str, Any]) -> Path | None:
     return Path(given).expanduser() if given else cached_weights()
 
 
-def weights_problem(params: dict[str, Any]) -> str | None:
+def weights_file(params: dict[str, Any]) -> str:
     path = _weights_path(params)
     if path is None:
-        return (
+        raise UserError(
             "clip-vit-b16 needs local weights and never downloads them: pass --pretrained PATH "
             f"(open_clip ViT-B-16 'openai' weights, e.g. {WEIGHT_NAMES[0]} from huggingface.co/{HF_REPO}) "
             f"or put them in the Hugging Face cache at {_hub_cache() / ('models--' + HF_REPO.replace('/', '--'))}/snapshots/<revision>/"
         )
     if not path.is_file():
-        return f"clip-vit-b16 weights {path} not found; check --pretrained"
-    return None
+        raise UserError(f"clip-vit-b16 weights {path} not found; check --pretrained")
+    return str(path)
 
 
-def load(params: dict[str, Any]):
+def load(params: dict[str, Any], weights):
     import open_clip
     import torch
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    from .clip import ClipModel, file_sha256
+    from .clip import ClipModel
 
-    problem = weights_problem(params)
-    if problem:
-        raise UserError(problem)
-    path = _weights_path(params)
+    path = Path(weights.path)
     model = open_clip.create_model(params["model"], pretrained=None, force_quick_gelu=params["quick_gelu"])
     try:
         if path.suffix == ".safetensors":
@@ -87,5 +84,5 @@ def load(params: dict[str, Any]):
         image_size=IMAGE_SIZE,
         mean=OPENAI_DATASET_MEAN,
         std=OPENAI_DATASET_STD,
-        weights_sha256=file_sha256(path),
+        weights_sha256=weights.sha256,
     )

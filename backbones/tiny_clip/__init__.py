@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from cl_bench import UserError
 
 HERE = Path(__file__).resolve().parent
 CONFIG_FILE = HERE / "config.json"
@@ -55,28 +55,26 @@ def wrap(clip, arch: dict[str, Any], weights_sha256: str | None):
     )
 
 
-def weights_problem(params: dict[str, Any] | None = None) -> str | None:
+def weights_file(params: dict[str, Any] | None = None) -> str:
+    """The weights a run loads: `pretrained` if given, else the shipped file."""
     path = Path((params or {}).get("pretrained") or WEIGHTS_FILE)
     if not path.is_file():
-        return f"tiny-clip weights {path} are missing; reinstall cl-bench or run python tools/pretrain_tiny_clip.py (in a clone of the repository)"
-    return None
+        raise UserError(f"tiny-clip weights {path} are missing; reinstall cl-bench or run python tools/pretrain_tiny_clip.py (in a clone of the repository)")
+    return str(path)
 
 
-def load(params: dict[str, Any]):
-    """The shipped tiny-clip (or `pretrained`, a safetensors file of the same architecture)."""
+def load(params: dict[str, Any], weights):
+    """The shipped tiny-clip (or `pretrained`, a safetensors file of the same architecture).
+
+    `weights` is the run plan's `Weights(path, sha256)`: the file was hashed once, when the run was planned.
+    """
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..clip import file_sha256
-
     config = read_config()
-    problem = weights_problem(params)
-    if problem:
-        raise UserError(problem)
-    path = Path(params.get("pretrained") or WEIGHTS_FILE)
-    sha = file_sha256(path)
-    if not params.get("pretrained") and sha != config["weights_sha256"]:
+    path = Path(weights.path)
+    if path.resolve() == WEIGHTS_FILE and weights.sha256 != config["weights_sha256"]:
         raise UserError(f"tiny-clip weights {path} do not match their recorded sha256 (corrupt or edited); reinstall cl-bench")
     clip = build_clip(config["arch"])
     try:
@@ -84,4 +82,4 @@ def load(params: dict[str, Any]):
         clip.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise UserError(f"cannot load tiny-clip weights from {path}: {str(exc).splitlines()[0]}") from exc
-    return wrap(clip, config["arch"], sha)
+    return wrap(clip, config["arch"], weights.sha256)

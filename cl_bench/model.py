@@ -1,0 +1,126 @@
+"""The model contract: what the shared strategy, the evaluation and the methods need of a backbone.
+
+A backbone plugin (see `backbones/`) returns a model that subclasses `Backbone`. The strategy and
+the accuracy matrix call nothing else on it, so a new kind of model (a causal language model,
+say) plugs in without touching them:
+
+- `adaptable_layers(...)`: the Linear layers a method may wrap (LoRA, MoRAM, ...), each as an
+  `AdaptableLayer` that knows where it sits and how to swap it;
+- `prepare(stream)`: learn the stream's outputs once (CLIP: tokenise every class's prompts);
+- `set_task_context(context)`: which task the next batches come from and which outputs they are
+  scored over (CLIP: the label space of a training task or of one accuracy-matrix cell);
+- `trainable_changed(params)`: the parameters the coming experience trains (a model may cache
+  what they cannot change);
+- `forward(inputs)` and `loss(outputs, targets)`: one training step's loss for a batch;
+- `scorer(context)`: a `CellScorer` that turns one test set's batches into one accuracy-matrix
+  cell, a score in [0, 100].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class AdaptableLayer:
+    """One adaptable Linear: where it sits and how to swap it."""
+
+    name: str  # qualified name inside the model, e.g. clip.visual.transformer.resblocks.0.attn.q_proj
+    tower: str  # the part of the model it belongs to: image | text (CLIP), decoder (a language model)
+    block: int  # the transformer block, input side first
+    kind: str  # what the Linear does: q | k | v | out | fc | proj
+    parent: nn.Module
+    attr: str
+
+    @property
+    def module(self) -> nn.Module:
+        return getattr(self.parent, self.attr)
+
+    def replace(self, new: nn.Module) -> None:
+        setattr(self.parent, self.attr, new)
+
+
+class LinearAdapter(nn.Module):
+    """Base for a module that replaces an adaptable Linear and keeps it, unchanged, as `self.base`.
+
+    It exposes the base's `weight` and `bias`, since model code reads `.weight.dtype` of some layers.
+    """
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Where the next batches come from: a task (or control set) and the outputs scored over.
+
+    `split` is "train", "test" or "control"; `task` indexes the tasks (or the control sets);
+    `label_space` holds the global class ids the batch competes over (the protocol decides it).
+    """
+
+    split: str
+    task: int
+    name: str
+    label_space: tuple[int, ...] = field(default=())
+
+
+class CellScorer:
+    """Accumulates one test set's batches into one accuracy-matrix cell (a score in [0, 100]).
+
+    The default counts top-1 predictions that equal the target, as Avalanche's `Accuracy` metric does.
+    """
+
+    def __init__(self) -> None:
+        from avalanche.evaluation.metrics import Accuracy
+
+        self._accuracy = Accuracy()
+
+    def update(self, outputs: Tensor, targets: Tensor) -> None:
+        self._accuracy.update(outputs, targets)
+
+    def result(self) -> float:
+        return 100.0 * float(self._accuracy.result())
+
+
+class Backbone(nn.Module):
+    """Base class of every backbone model; the defaults suit a classifier over global class ids."""
+
+    kind = "model"  # the backbone kind methods declare support for (`Supports.backbone_kinds`)
+    backbone_name = ""
+    weights_sha256: str | None = None
+    image_size: int | None = None  # what a stream resizes images to; None for models without images
+
+    def adaptable_layers(self, **selection: Sequence[str]) -> list[AdaptableLayer]:
+        """The Linear layers a method may wrap, narrowed by keyword selections (e.g. `kinds=("q", "v")`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no adaptable layers")
+
+    def prepare(self, stream) -> None:
+        """Learn what the stream's outputs are, once, before any method is set up."""
+
+    def set_task_context(self, context: TaskContext) -> None:
+        """The next batches come from `context`; score them over its label space."""
+
+    def trainable_changed(self, params: Iterable[nn.Parameter]) -> None:
+        """The coming experience trains exactly `params` (the rest is frozen)."""
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The training loss of one batch (methods may add `Method.extra_loss`)."""
+        return F.cross_entropy(outputs.float(), targets)
+
+    def scorer(self, context: TaskContext) -> CellScorer:
+        """A fresh scorer for the accuracy-matrix cell of `context`."""
+        return CellScorer()

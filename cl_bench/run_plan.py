@@ -1,0 +1,318 @@
+"""`plan(config) -> RunPlan` and `build(plan) -> RunParts`: a run between its settings and its training.
+
+`plan` resolves a configuration once and checks all of it before any work: the registry look-ups,
+typed parameters after profiles, the task count, the data root, the weights file and its sha256,
+the device, precision and threads, the loggers and the output folder. The run id hashes the plan's
+*identity* (the canonical, resolved values that decide the numbers: every spelling of one run has
+one id; the weights enter by hash, not by path). `build` makes the model, the stream, the method and
+the strategy from a plan; the runner, the benchmarks and the test helpers all start from it.
+
+Importing this module loads no heavy library: `clbench sweep` plans its grid without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError, clip
+from .paths import check_writable_folder
+from .plugins import Registry
+from .spec import Method, RunConfig, ScenarioContext, Weights, as_method, data_root_or_env, default_threads, resolve_factory
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One registry entry (method, scenario or backbone) as this run uses it."""
+
+    name: str
+    version: str
+    plugin: str
+    params: dict[str, Any]
+    spec: Any = field(repr=False, compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "params": self.params}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, resolved and checked; `identity()` is what its run id hashes."""
+
+    config: RunConfig  # the settings as given (kept in the result file, so the run repeats)
+    method: Resolved  # params: the hyper-parameters after defaults, profile and the user's values
+    scenario: Resolved
+    backbone: Resolved
+    protocol: str
+    num_tasks: int
+    weights: Weights | None
+    seed: int
+    device: str
+    precision: str
+    threads: int
+    data_root: str | None
+    out: Path
+    run_id: str
+
+    @property
+    def result_path(self) -> Path:
+        return self.out / f"{self.run_id}.json"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.result_path.with_suffix(".ckpt")
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.method.params
+
+    def identity(self) -> dict[str, Any]:
+        return identity_of(self.method, self.scenario, self.backbone, self.weights, self.seed, self.precision)
+
+    def identity_json(self) -> str:
+        return canonical_json(self.identity())
+
+    def record(self) -> dict[str, Any]:
+        """The plan as the result file (`plan`) and the `run_start` event record it: the identity
+        the run id hashes, and each part as resolved, with the plugin that provided it."""
+        return {
+            "identity": self.identity(),
+            "method": {"name": self.method.name, "version": self.method.version, "plugin": self.method.plugin, "hyperparameters": self.hparams},
+            "scenario": {"name": self.scenario.name, "version": self.scenario.version, "plugin": self.scenario.plugin, "protocol": self.protocol, "params": self.scenario.params, "num_tasks": self.num_tasks},
+            "backbone": {
+                "name": self.backbone.name,
+                "version": self.backbone.version,
+                "plugin": self.backbone.plugin,
+                "params": self.backbone.params,
+                "weights": self.weights.path if self.weights else None,
+                "weights_sha256": self.weights.sha256 if self.weights else None,
+            },
+            "seed": self.seed,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+            "data_root": self.data_root,
+            "out": str(self.out),
+            "result_path": str(self.result_path),
+        }
+
+
+def identity_of(method: Resolved, scenario: Resolved, backbone: Resolved, weights: Weights | None, seed: int, precision: str) -> dict[str, Any]:
+    """The values that decide a run's numbers; the path of the weights gives way to their hash."""
+    backbone_params = {k: v for k, v in backbone.params.items() if k != backbone.spec.weights_param}
+    return {
+        "method": method.identity(),
+        "scenario": scenario.identity(),
+        "backbone": {"name": backbone.name, "version": backbone.version, "params": backbone_params, "weights_sha256": weights.sha256 if weights else None},
+        "seed": seed,
+        "precision": precision,
+    }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def run_id_of(identity: dict[str, Any]) -> str:
+    """`<scenario>_<method>_<backbone>_seed<N>_<first 8 hex of sha256(canonical identity)>`."""
+    digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:8]
+    return f"{identity['scenario']['name']}_{identity['method']['name']}_{identity['backbone']['name']}_seed{identity['seed']}_{digest}"
+
+
+# ------------------------------------------------------------------------------------ resolving
+
+
+def resolve_device(name: str) -> str:
+    """auto, cpu, cuda or cuda:N (as `RunConfig.check` admits) as a device that exists here."""
+    import torch
+
+    if name == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto becomes bf16 (fp16 where bf16 is missing) on CUDA and fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    on_cuda = device.startswith("cuda")
+    if precision == "fp16" and not on_cuda:
+        raise UserError("precision fp16 needs a CUDA device (on CPU the run would be fp32); use fp32 or bf16, or --device cuda")
+    if precision != "auto":
+        return precision
+    if on_cuda:
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+@lru_cache(maxsize=64)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    from .provenance import file_sha256
+
+    return file_sha256(path)
+
+
+def hash_weights(path: str) -> Weights:
+    """The weights file and its sha256 (hashed once per file version in a process: a sweep plans many runs)."""
+    file = Path(path)
+    try:
+        stat = file.stat()
+        return Weights(str(file), _hash_file(str(file), stat.st_size, stat.st_mtime_ns))
+    except OSError as exc:
+        raise UserError(f"cannot read the weights file {path}: {exc.strerror or exc}") from None
+
+
+def _resolved(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Resolved:
+    registered = registry.get(kind, name)
+    return Resolved(name, registered.spec.version, registered.plugin, params, registered.spec)
+
+
+def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
+    """Resolve and check `config` for one run; raises a one-line `UserError` for the first problem."""
+    registry = registry or Registry()
+    config.check()
+    method_spec = registry.get("method", config.method).spec
+    scenario_spec = registry.get("scenario", config.scenario).spec
+    backbone_spec = registry.get("backbone", config.backbone).spec
+    if scenario_spec.protocol not in method_spec.supports.protocols:
+        raise UserError(f"method '{method_spec.name}' does not support the {scenario_spec.protocol} protocol of '{scenario_spec.name}'")
+    if backbone_spec.kind not in method_spec.supports.backbone_kinds:
+        raise UserError(f"method '{method_spec.name}' does not run on {backbone_spec.kind} backbones like '{backbone_spec.name}'")
+
+    given = dict(config.method_params)
+    for key in ("iters", "batch_size"):  # the shortcuts are spellings of method.<key>
+        if getattr(config, key) is not None:
+            given[key] = getattr(config, key)
+    method = _resolved(registry, "method", config.method, method_spec.resolve(backbone_spec.name, given))
+    scenario_params = scenario_spec.resolve(config.scenario_params)
+    scenario = _resolved(registry, "scenario", config.scenario, scenario_params)
+    backbone_given = dict(config.backbone_params)
+    if config.pretrained:
+        backbone_given[backbone_spec.weights_param] = config.pretrained
+    backbone = _resolved(registry, "backbone", config.backbone, backbone_spec.resolve(backbone_given))
+
+    data_root = data_root_or_env(config.data_root)
+    problem = scenario_spec.check_data(data_root) if scenario_spec.check_data else None
+    if problem:
+        raise UserError(problem)
+    weights = hash_weights(backbone_spec.weights_file(backbone.params)) if backbone_spec.weights_file else None
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    build_method(method)  # its factory refuses bad hyper-parameters here, before any work
+    check_loggers(registry, config.log)
+    check_writable_folder(config.out, "--out")
+    identity = identity_of(method, scenario, backbone, weights, config.seed, precision)
+    return RunPlan(
+        config=config,
+        method=method,
+        scenario=scenario,
+        backbone=backbone,
+        protocol=scenario_spec.protocol,
+        num_tasks=scenario_spec.task_count(scenario_params),
+        weights=weights,
+        seed=config.seed,
+        device=device,
+        precision=precision,
+        threads=config.threads or default_threads(),
+        data_root=data_root,
+        out=Path(config.out),
+        run_id=run_id_of(identity),
+    )
+
+
+def check_loggers(registry: Registry, names: list[str]) -> None:
+    for name in dict.fromkeys(names):
+        problem = registry.get("logger", name).spec.missing_packages()
+        if problem:
+            raise UserError(f"logger '{name}' {problem}")
+
+
+def setting_error(method: str, exc: ValueError) -> UserError:
+    """A method's own complaint about its settings, as the one-line error naming the method."""
+    return UserError(f"method '{method}': {clip(str(exc), 200)}")
+
+
+def build_method(method: Resolved) -> Method:
+    """The method object for one run; a plugin's own ValueError about its settings is a one-line error."""
+    try:
+        made = resolve_factory(method.spec.factory)(dict(method.params))
+    except ValueError as exc:
+        raise setting_error(method.name, exc) from None
+    return as_method(made, method.name)
+
+
+# ------------------------------------------------------------------------------------ building
+
+
+@dataclass
+class RunParts:
+    """What `build` makes of a plan: the model with its method set up, the stream, the strategy,
+    and the accuracy-matrix plugin that fills one row per `evaluate_row` call."""
+
+    model: Any
+    stream: Any
+    method: Method
+    strategy: Any
+    matrix: Any
+    backbone_size: int  # parameters of the backbone before the method added any
+
+
+def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: bool | None = None) -> RunParts:
+    """Model, stream, method and strategy for `plan`, seeded with the plan's seed.
+
+    `method` replaces the plan's method object (tests and benchmarks that drive a hand-made one);
+    `plugins` are extra Avalanche plugins for the strategy (clocks, probes).
+    """
+    import torch
+
+    from .evaluation import AccuracyMatrix
+    from .seeding import seed_everything
+    from .strategy import ClStrategy
+
+    method = method or build_method(plan.method)
+    seed_everything(plan.seed)
+    model = resolve_factory(plan.backbone.spec.factory)(dict(plan.backbone.params), plan.weights)
+    stream = resolve_factory(plan.scenario.spec.factory)(dict(plan.scenario.params), ScenarioContext(plan.data_root, model.image_size))
+    if stream.name != plan.scenario.name:
+        raise UserError(f"scenario '{plan.scenario.name}' built a stream named {stream.name!r}; a plugin's stream takes its spec's name")
+    if stream.num_tasks != plan.num_tasks:
+        raise UserError(f"scenario '{plan.scenario.name}' built {stream.num_tasks} tasks but its spec counts {plan.num_tasks}; fix the plugin's task count")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    backbone_size = sum(p.numel() for p in model.parameters())
+    model.prepare(stream)
+    try:
+        method.setup(model, stream)
+    except ValueError as exc:  # a setting that only the model's shapes refute (a rank too large, ...)
+        raise setting_error(plan.method.name, exc) from None
+    device = torch.device(plan.device)
+    model.to(device)
+    matrix = AccuracyMatrix(stream)
+    strategy = ClStrategy(
+        model=model,
+        method=method,
+        stream=stream,
+        hparams=plan.hparams,
+        device=device,
+        precision=plan.precision,
+        seed=plan.seed,
+        eval_batch_size=plan.config.eval_batch_size,
+        num_workers=plan.config.num_workers,
+        plugins=[matrix, *plugins],
+        progress=plan.config.progress if progress is None else progress,
+    )
+    return RunParts(model, stream, method, strategy, matrix, backbone_size)
+
