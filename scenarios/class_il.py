@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cl_bench import ScenarioSpec, hookimpl
+from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from . import torchvision_sets as tv
 from .class_il_data import CIFAR100_ORDER, IMAGENET_R_ORDER
@@ -94,7 +94,7 @@ def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Seq
     )
 
 
-def build_cifar(params: dict[str, Any], context: Any):
+def build_cifar(params: dict[str, Any], context: ScenarioContext):
     from cl_bench import UserError
 
     from .class_il_data import CIFAR100_TEMPLATES
@@ -110,7 +110,7 @@ def build_cifar(params: dict[str, Any], context: Any):
     return _stream("split-cifar100", params, context.image_size, loaded.classes, CIFAR100_ORDER, loaded.train, loaded.test, CIFAR100_TEMPLATES, metadata)
 
 
-def build_imagenet_r(params: dict[str, Any], context: Any):
+def build_imagenet_r(params: dict[str, Any], context: ScenarioContext):
     from cl_bench import UserError
 
     from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_TEMPLATES

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import ScenarioSpec, hookimpl
+from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from .image_folder import first_missing, no_root_message
 
@@ -61,7 +61,7 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
     return Samples(np.asarray(labels, dtype=np.int64), tuple(paths))
 
 
-def build(params: dict[str, Any], context: Any):
+def build(params: dict[str, Any], context: ScenarioContext):
     from cl_bench import StreamTask, UserError, assemble_stream
 
     from .image_folder import sha256_file

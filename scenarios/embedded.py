@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_bench import ScenarioSpec, hookimpl
+from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from . import packaged_data as data
 
@@ -149,7 +149,7 @@ def _assemble(name: str, protocol: str, tasks: list[PackagedDomain], params: dic
     )
 
 
-def build_mtil(params: dict[str, Any], context: Any = None):
+def build_mtil(params: dict[str, Any], context: ScenarioContext | None = None):
     """embedded-mtil: letters, digits, fashion; each task its own classes; symbols as control."""
     # The last task is the one farthest from the control set, so lost zero-shot ability shows.
     return _assemble("embedded-mtil", "mtil", [letters(), digits(), fashion()], params)
@@ -171,7 +171,7 @@ def rotated_digits() -> PackagedDomain:
     return PackagedDomain("rotated", {k: turn(v) for k, v in digits().splits.items() if k in ("train", "test")})
 
 
-def build_dil(params: dict[str, Any], context: Any = None):
+def build_dil(params: dict[str, Any], context: ScenarioContext | None = None):
     """embedded-dil: handwritten, printed and rotated digits, one shared 10-class label space."""
     handwritten = PackagedDomain("handwritten", {k: v for k, v in digits().splits.items() if k in ("train", "test")})
     return _assemble("embedded-dil", "domain-il", [handwritten, printed_digits(), rotated_digits()], params, shared_classes=True)
@@ -188,7 +188,7 @@ def check_xtail(params: dict[str, Any]) -> None:
             raise UserError(f"scenario.shots={shots} exceeds the {per_class} training images per class of {name}")
 
 
-def build_xtail(params: dict[str, Any], context: Any = None):
+def build_xtail(params: dict[str, Any], context: ScenarioContext | None = None):
     """embedded-xtail: letters, digits, fashion with `shots` training images per class, scored over all 46 classes."""
     shots = params["shots"]
     tasks = []
@@ -201,7 +201,7 @@ def build_xtail(params: dict[str, Any], context: Any = None):
     return _assemble("embedded-xtail", "x-tail", tasks, params, metadata_extra={"shots": shots, "shot_seeds": [500, 501, 502]})
 
 
-def build_cil(params: dict[str, Any], context: Any = None):
+def build_cil(params: dict[str, Any], context: ScenarioContext | None = None):
     """embedded-cil: Fashion-MNIST in 5 tasks of 2 classes, no task id at test; symbols as control."""
     from avalanche.benchmarks.scenarios import class_incremental_benchmark
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import ScenarioSpec, hookimpl
+from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from .image_folder import no_root_message
 
@@ -39,7 +39,7 @@ def check_params(params: dict[str, Any]) -> None:
     check_shots(params["shots"])
 
 
-def build(params: dict[str, Any], context: Any):
+def build(params: dict[str, Any], context: ScenarioContext):
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
     from .domains import data_set_stream

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cl_bench import ScenarioSpec, hookimpl
+from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from .image_folder import no_root_message
 
@@ -33,7 +33,7 @@ def check_params(params: dict[str, Any]) -> None:
     check_shots(params["shots"])
 
 
-def build(params: dict[str, Any], context: Any):
+def build(params: dict[str, Any], context: ScenarioContext):
     from . import coop_data
     from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
     from .domains import data_set_stream
