@@ -11,10 +11,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, unknown_name
 from .hookspecs import hookimpl
 from .paths import safe_slug
-from .spec import BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports, Weights
+from .spec import IMAGE_PROTOCOLS, TEXT_PROTOCOLS, BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports, Weights
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,9 @@ _DEFERRED = {
     "Stream": "stream",
     "StreamTask": "stream",
     "assemble_stream": "stream",
+    "assemble_text_stream": "stream",
+    "TextTask": "stream",
+    "Generation": "stream",
     "Experience": "stream",
     "build_benchmark": "stream",
     "classification_dataset": "stream",
@@ -40,6 +43,8 @@ _DEFERRED = {
 }
 
 __all__ = [
+    "IMAGE_PROTOCOLS",
+    "TEXT_PROTOCOLS",
     "BackboneSpec",
     "Method",
     "LoggerSpec",
@@ -52,6 +57,7 @@ __all__ = [
     "Weights",
     "hookimpl",
     "safe_slug",
+    "unknown_name",
     *_DEFERRED,
 ]
 

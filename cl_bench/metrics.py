@@ -10,6 +10,9 @@ class seen so far (`last_pooled`: after the last task; `avg_incremental`: after 
 over tasks), so the per-task cells are weighted by the tasks' test-set sizes `n`. MTIL, X-TAIL and
 domain-IL papers average over tasks (data sets, domains) with equal weight (`last_task_mean`,
 `avg_all_cells`). All four stay available under those names, whatever the protocol.
+
+The instruct protocol (continual instruction tuning, TRACE) adds `op` and `trace_bwt`, as MoRAM's
+TRACE code reports them; its cells are each task's own score (accuracy, ROUGE-L, ...) in [0, 100].
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ METRICS = (
     "last_pooled",
     "avg_incremental",
 )
+INSTRUCT_METRICS = ("op", "trace_bwt")  # added for the instruct protocol only
 LOWER_IS_BETTER = frozenset({"forgetting"})
 POOLED_PROTOCOLS = frozenset({"class-il"})  # where `last` and `avg` pool test images over seen tasks
 
@@ -112,6 +116,19 @@ def fwt(a: np.ndarray) -> float | None:
     return _mean([float(a[j - 1, j - 1] - a[0, j - 1]) for j in range(2, t + 1)])
 
 
+def op(a: np.ndarray) -> float:
+    """TRACE's overall performance: mean_j A[T, j], every task's score after the last task."""
+    return float(a[-1].mean())
+
+
+def trace_bwt(a: np.ndarray) -> float:
+    """TRACE's backward transfer (MoRAM, TRACE/inference/collect_results.py): the mean over all T
+    tasks of min(A[T, j] - A[j, j], 0). Gains count as zero and the last task (always 0) is in the
+    mean, so it is never positive and is smaller in size than `bwt` by up to a factor (T - 1) / T."""
+    t = a.shape[1]
+    return float(np.mean([min(float(a[t, j - 1] - a[j, j - 1]), 0.0) for j in range(1, t + 1)]))
+
+
 def zs_retention(c: Sequence[Sequence[float]] | np.ndarray | None) -> float | None:
     """Pre-trained ability kept: mean over control sets of C[T] / C[0]."""
     if c is None:
@@ -139,6 +156,7 @@ def compute(acc_matrix, control_matrix=None, *, protocol: str, test_sizes: Seque
     pooled = {"last_pooled": last_pooled(a, n), "avg_incremental": avg_incremental(a, n)}
     per_task = {"last_task_mean": last_task_mean(a), "avg_all_cells": avg_all_cells(a)}
     last, avg = (pooled["last_pooled"], pooled["avg_incremental"]) if protocol in POOLED_PROTOCOLS else (per_task["last_task_mean"], per_task["avg_all_cells"])
+    instruct = {"op": op(a), "trace_bwt": trace_bwt(a)} if protocol == "instruct" else {}
     return {
         "last": last,
         "avg": avg,
@@ -150,4 +168,5 @@ def compute(acc_matrix, control_matrix=None, *, protocol: str, test_sizes: Seque
         "zs_retention": zs_retention(control_matrix),
         **per_task,
         **pooled,
+        **instruct,
     }

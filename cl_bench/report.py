@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import escape
-from .metrics import METRICS
+from .metrics import INSTRUCT_METRICS, METRICS
 
 FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
 
@@ -35,14 +35,30 @@ def matrix_frame(result: Mapping[str, Any], fmt: str = "text"):
     controls = [f"{text(c['name'])} (control)" for c in scenario.get("control_sets", [])]
     rows = ["zero-shot", *(f"after {t}" for t in tasks)][: len(result["acc_matrix"])]
     data = [list(a) + list(c) for a, c in zip(result["acc_matrix"], result["control_matrix"])]
-    return pd.DataFrame(data, index=pd.Index(rows, name="accuracy %"), columns=[*tasks, *controls])
+    scorers, control_scorers = scorer_names(scenario)
+    if scorers:  # text streams: each column is scored its own way
+        tasks = [f"{t} ({text(s)})" for t, s in zip(tasks, scorers)]
+        controls = [f"{c[: -len(' (control)')]} (control, {text(s)})" for c, s in zip(controls, control_scorers)]
+    return pd.DataFrame(data, index=pd.Index(rows, name="score %" if scorers else "accuracy %"), columns=[*tasks, *controls])
+
+
+def scorer_names(scenario: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The scorer of each task and control set of a text stream (empty lists for image streams)."""
+    scorers, controls = scenario.get("scorers"), scenario.get("control_scorers")
+    tasks = len(scenario.get("task_order", []))
+    if not isinstance(scorers, list) or len(scorers) != tasks or not all(isinstance(s, str) for s in scorers):
+        return [], []
+    if not isinstance(controls, list) or len(controls) != len(scenario.get("control_sets", [])) or not all(isinstance(s, str) for s in controls):
+        controls = ["?"] * len(scenario.get("control_sets", []))
+    return scorers, controls
 
 
 def metrics_frame(result: Mapping[str, Any]):
     import pandas as pd
 
     values = result.get("metrics") or {}
-    return pd.DataFrame({"value": [values.get(m) for m in METRICS]}, index=pd.Index(METRICS, name="metric"))
+    names = [*METRICS, *(m for m in INSTRUCT_METRICS if m in values)]
+    return pd.DataFrame({"value": [values.get(m) for m in names]}, index=pd.Index(names, name="metric"))
 
 
 def format_run(result: Mapping[str, Any], fmt: str = "text") -> str:
@@ -62,6 +78,9 @@ def format_run(result: Mapping[str, Any], fmt: str = "text") -> str:
 # ---------------------------------------------------------------------------------- many runs
 
 SUMMARY_METRICS = ("last", "avg", "transfer", "plasticity", "bwt", "forgetting", "zs_retention")
+# What a text (instruct) stream's table shows by default: TRACE's OP and BWT first, then each
+# task's final score, named with its scorer.
+INSTRUCT_SUMMARY = ("op", "trace_bwt", "bwt", "plasticity", "forgetting", "zs_retention")
 REPORT_FORMATS = ("text", "md", "latex", "html", "csv")
 
 
@@ -123,22 +142,30 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
 
     Columns: `seeds`, then `<metric>` and `<metric>_std` (ddof=1; NaN for one seed), `trainable`
     (parameters trained per task, mean over tasks) and `train_s` (training seconds per run).
+    A text stream's table shows `INSTRUCT_SUMMARY` unless other metrics are asked for, then each
+    task's final score as "<task> (<scorer>)". `table.attrs["metrics"]` lists a table's columns.
     Only complete runs count.
     """
     import pandas as pd
 
     complete = [d for d in results if d["status"] == "complete"]
     labels = _variant_labels(complete)
-    records = []
+    records, columns = [], {}
     for data, label in zip(complete, labels):
         scenario = data["scenario"]
+        key = scenario_label(scenario)
+        scorers, _ = scorer_names(scenario)
+        chosen = list(INSTRUCT_SUMMARY if scorers and tuple(metrics) == SUMMARY_METRICS else metrics)
+        finals = {f"{t} ({s})": v for t, s, v in zip(scenario["task_order"], scorers, data["acc_matrix"][-1])}
+        columns.setdefault(key, [*chosen, *finals])
         trainable = data["params"].get("trainable") or [0]
         records.append(
             {
-                "scenario": scenario_label(scenario),
+                "scenario": key,
                 "method": label,
                 "seed": data["seed"],
-                **{m: data["metrics"].get(m) for m in metrics},
+                **{m: data["metrics"].get(m) for m in chosen},
+                **finals,
                 "trainable": sum(trainable) / len(trainable),
                 "train_s": sum(e.get("train", 0.0) for e in data["timings"].get("experiences", [])),
             }
@@ -146,10 +173,12 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
     frame = pd.DataFrame.from_records(records)
     tables = {}
     for scenario, part in frame.groupby("scenario", sort=True):
+        shown = columns[scenario]
         grouped = part.groupby("method", sort=True)
-        table = grouped[list(metrics)].mean()
-        stds = grouped[list(metrics)].std(ddof=1).add_suffix("_std")
-        table = pd.concat([grouped["seed"].nunique().rename("seeds"), table, stds, grouped[["trainable", "train_s"]].mean()], axis=1)
+        values = grouped[shown].mean()
+        stds = grouped[shown].std(ddof=1).add_suffix("_std")
+        table = pd.concat([grouped["seed"].nunique().rename("seeds"), values, stds, grouped[["trainable", "train_s"]].mean()], axis=1)
+        table.attrs["metrics"] = shown
         tables[scenario] = table
     return tables
 
@@ -189,7 +218,7 @@ def display_frame(table, metrics: Sequence[str], fmt: str):
 
     out = pd.DataFrame(index=table.index)
     out["seeds"] = table["seeds"].astype(int)
-    for metric in metrics:
+    for metric in table.attrs.get("metrics", metrics):
         digits = 3 if metric == "zs_retention" else 2
         winners = best_rows(table, metric)
         out[metric] = [_cell(table.at[row, metric], table.at[row, f"{metric}_std"], digits, fmt, row in winners) for row in table.index]
@@ -199,6 +228,9 @@ def display_frame(table, metrics: Sequence[str], fmt: str):
     out.index = [text(label) for label in out.index]  # labels hold names and values from result files
     if fmt == "latex":  # latex_raw writes headers as they are
         out.columns = [text(column) for column in out.columns]
+    else:  # a text stream's task columns hold task and scorer names from result files
+        fixed = {*METRICS, *INSTRUCT_METRICS, "seeds", "trainable", "train s"}
+        out.columns = [column if column in fixed else text(column) for column in out.columns]
     out.index.name = "method"
     return out
 
@@ -209,11 +241,11 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
 
     if fmt not in REPORT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in (*METRICS, *INSTRUCT_METRICS)]
     if unknown:
         from .errors import unknown_name
 
-        raise unknown_name("metric", unknown[0], METRICS)
+        raise unknown_name("metric", unknown[0], [*METRICS, *INSTRUCT_METRICS])
     tables = render_tables(results, fmt, metrics)
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
@@ -309,7 +341,8 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, label
         curves = np.array([curve(d) for d, lab in zip(results, labels) if lab == label])
         axes.plot(range(len(tasks) + 1), curves.mean(axis=0), marker="o", label=escape.plot_text(f"{label} (n={len(curves)})"))
     axes.set_xticks(range(len(tasks) + 1), ["zero-shot", *(f"after {escape.plot_text(t)}" for t in tasks)], rotation=20)
-    axes.set_ylabel("accuracy on the tasks seen so far %" if pooled else "mean accuracy over all tasks %")
+    text_stream = bool(scorer_names(results[0]["scenario"])[0])
+    axes.set_ylabel("accuracy on the tasks seen so far %" if pooled else "mean score over all tasks %" if text_stream else "mean accuracy over all tasks %")
     axes.set_title(escape.plot_text(scenario_label(results[0]["scenario"])), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

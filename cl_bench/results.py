@@ -234,7 +234,7 @@ def validate(data: Any, source: str = "result") -> None:
     expected = metrics_lib.compute(acc, control if controls else None, protocol=data["scenario"]["protocol"], test_sizes=sizes)
     if set(stored) != set(expected):
         missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
-        raise bad(f"metrics must be exactly {', '.join(metrics_lib.METRICS)} (check {missing[0]!r})")
+        raise bad(f"metrics must be exactly {', '.join(expected)} (check {missing[0]!r})")
     for key, value in expected.items():
         got = stored[key]
         if value is None or got is None:

@@ -189,6 +189,9 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     backbone_spec = registry.get("backbone", config.backbone).spec
     if scenario_spec.protocol not in method_spec.supports.protocols:
         raise UserError(f"method '{method_spec.name}' does not support the {scenario_spec.protocol} protocol of '{scenario_spec.name}'")
+    if scenario_spec.protocol not in backbone_spec.protocols:
+        fitting = [name for name, spec in registry.backbones().items() if scenario_spec.protocol in spec.protocols]
+        raise UserError(f"backbone '{backbone_spec.name}' cannot be scored under the {scenario_spec.protocol} protocol of '{scenario_spec.name}'; use --backbone {' or '.join(fitting) or '<a backbone for it>'}")
     if backbone_spec.kind not in method_spec.supports.backbone_kinds:
         raise UserError(f"method '{method_spec.name}' does not run on {backbone_spec.kind} backbones like '{backbone_spec.name}'")
 
@@ -196,7 +199,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     for key in ("iters", "batch_size"):  # the shortcuts are spellings of method.<key>
         if getattr(config, key) is not None:
             given[key] = getattr(config, key)
-    method = _resolved(registry, "method", config.method, method_spec.resolve(backbone_spec.name, given))
+    method = _resolved(registry, "method", config.method, method_spec.resolve(backbone_spec.name, given, backbone_spec.kind))
     scenario_params = scenario_spec.resolve(config.scenario_params)
     scenario = _resolved(registry, "scenario", config.scenario, scenario_params)
     backbone_given = dict(config.backbone_params)
@@ -285,7 +288,7 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
     method = method or build_method(plan.method)
     seed_everything(plan.seed)
     model = resolve_factory(plan.backbone.spec.factory)(dict(plan.backbone.params), plan.weights)
-    stream = resolve_factory(plan.scenario.spec.factory)(dict(plan.scenario.params), ScenarioContext(plan.data_root, model.image_size))
+    stream = resolve_factory(plan.scenario.spec.factory)(dict(plan.scenario.params), ScenarioContext(plan.data_root, model.image_size, getattr(model, "encode_examples", None)))
     if stream.name != plan.scenario.name:
         raise UserError(f"scenario '{plan.scenario.name}' built a stream named {stream.name!r}; a plugin's stream takes its spec's name")
     if stream.num_tasks != plan.num_tasks:

@@ -26,7 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .model import Backbone
     from .stream import Experience, Stream
 
-PROTOCOLS = ("class-il", "domain-il", "mtil", "x-tail")
+PROTOCOLS = ("class-il", "domain-il", "mtil", "x-tail", "instruct")
+IMAGE_PROTOCOLS = ("class-il", "domain-il", "mtil", "x-tail")  # classification by image
+TEXT_PROTOCOLS = ("instruct",)  # generated answers, scored per task
+# Backbone kinds of the built-in backbones (a plugin may declare others).
+BACKBONE_KINDS = ("clip", "causal-lm")
 
 # Training hyper-parameters every method has; a MethodSpec's defaults and profiles override them.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -64,8 +68,11 @@ class MethodSpec:
     """A continual-learning method, as a plugin declares it.
 
     `factory(hparams)` builds the per-run `Method` from the resolved hyper-parameters: the core
-    training defaults, then `defaults`, then `profiles[backbone name]`, then the user's values.
-    Each default's Python type is the parameter's type (int, float, bool, str, list).
+    training defaults, then `defaults`, then `kind_defaults[backbone kind]`, then
+    `profiles[backbone name]`, then the user's values. Each default's Python type is the
+    parameter's type (int, float, bool, str, list). `kind_defaults` may add parameters that only
+    runs on that kind of backbone have (a language model's decoding of the LoRA scale, say), so
+    adding a track leaves the other tracks' hyper-parameters, and run ids, as they were.
     """
 
     name: str
@@ -76,9 +83,10 @@ class MethodSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     version: str = "1"
+    kind_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def resolve(self, backbone: str, given: Mapping[str, Any]) -> dict[str, Any]:
-        base = {**TRAIN_DEFAULTS, **self.defaults}
+    def resolve(self, backbone: str, given: Mapping[str, Any], kind: str = "clip") -> dict[str, Any]:
+        base = {**TRAIN_DEFAULTS, **self.defaults, **self.kind_defaults.get(kind, {})}
         for key in self.profiles.get(backbone, {}):
             if key not in base:
                 raise UserError(f"method '{self.name}' profile '{backbone}' sets unknown parameter '{key}'")
@@ -90,10 +98,16 @@ class MethodSpec:
 
 @dataclass
 class ScenarioContext:
-    """What a scenario factory may need beyond its parameters."""
+    """What a scenario factory may need beyond its parameters.
+
+    `image_size` is what the backbone wants images resized to (None for a model without images);
+    `encode_examples` is the backbone's `encode_examples` for text streams (None for a model without
+    a tokenizer): it turns `{prompt, answer}` examples into the tensors its batches hold.
+    """
 
     data_root: str | None
-    image_size: int
+    image_size: int | None
+    encode_examples: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ class ScenarioSpec:
     """A stream (benchmark) family member, as a plugin declares it.
 
     `factory(params, context)` returns a `cl_bench.stream.Stream`; `context` is a
-    `ScenarioContext` (data root, image size the backbone wants). `check_data(data_root)` returns
+    `ScenarioContext` (data root, image size the backbone wants, its text encoder). `check_data(data_root)` returns
     None when the data is present, else a short message naming what is missing.
     `pretraining_data()` (embedded scenarios only) returns {source name: PretrainingSplit} used by
     the tiny-clip pre-training script. `check_params(params)` refuses values of the right type that
@@ -154,13 +168,16 @@ class BackboneSpec:
     hashes it: the hash, not the path, is part of the run id), or raises `UserError` saying what is
     missing and where to put it; `weights` is then `Weights(path, sha256)` (None without
     `weights_file`). `weights_param` is the parameter holding a user-given path, left out of the
-    run id. Factories must never download anything.
+    run id. `protocols` are the evaluation protocols its models can be scored under (image
+    classification for CLIP-like models, `TEXT_PROTOCOLS` for language models). Factories must
+    never download anything.
     """
 
     name: str
     factory: Callable[[dict[str, Any], Weights | None], Any] | str
     summary: str
     kind: str = "clip"
+    protocols: tuple[str, ...] = IMAGE_PROTOCOLS
     defaults: Mapping[str, Any] = field(default_factory=dict)
     version: str = "1"
     weights_file: Callable[[Mapping[str, Any]], str] | None = None
@@ -342,8 +359,15 @@ def coerce(label: str, value: Any, default: Any) -> Any:
 TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size": (1, True), "lr": (0.0, False), "weight_decay": (0.0, True), "warmup_iters": (0, True)}
 
 
+# The learning-rate schedules of the shared strategy; a method has a `schedule` parameter only
+# where its defaults set one (cosine where it has none).
+SCHEDULES = ("cosine", "constant")
+
+
 def check_training(hparams: Mapping[str, Any]) -> None:
     """Refuse training parameters outside their range (before any work, not after a task has trained)."""
+    if hparams.get("schedule", "cosine") not in SCHEDULES:
+        raise UserError(f"method.schedule must be one of {', '.join(SCHEDULES)}, got {shown(hparams['schedule'])}")
     for key, (lowest, inclusive) in TRAIN_RANGES.items():
         value = hparams.get(key)
         if value is None:

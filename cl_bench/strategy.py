@@ -5,8 +5,9 @@ What it changes in the template, and why:
   covers exactly `method.trainable_parameters()` (everything else is frozen), AdamW or the method's
   own, with a fresh warm-up + cosine schedule per experience.
 - An iteration budget: Avalanche counts epochs, so the train loader yields exactly `iters` batches.
-- Loss: the model's `loss` (cross-entropy over the current task's classes for CLIP) plus
-  `method.extra_loss`. The strategy uses only the model contract (`cl_bench.model`), so any
+- Loss: the model's `loss` (cross-entropy over the current task's classes for CLIP, over the
+  answer tokens for a language model) plus `method.extra_loss`; none in evaluation, where the
+  model's scorer fills the cells. The strategy uses only the model contract (`cl_bench.model`), so any
   backbone kind trains through it.
 - Method hooks at Avalanche's experience boundaries; seeding per experience, so a resumed run
   repeats an uninterrupted one exactly.
@@ -238,10 +239,13 @@ class ClStrategy(SupervisedTemplate):
         if optimizer is None:
             optimizer = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
         warmup, total = int(hp.get("warmup_iters", 0)), max(1, int(hp["iters"]))
+        constant = hp.get("schedule", "cosine") == "constant"  # TRACE's language-model runs
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
+            if constant:
+                return 1.0
             return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
 
         self.optimizer = optimizer
@@ -301,6 +305,8 @@ class ClStrategy(SupervisedTemplate):
             return self.model(self.mb_x)
 
     def criterion(self):
+        if not self.is_training:  # cells are scored by the model's scorer; a generating model has no eval loss
+            return torch.zeros((), device=self.device)
         loss = self.model.loss(self.mb_output, self.mb_y)
         if self.is_training and self._extra_loss:
             with self._autocast():

@@ -1,9 +1,11 @@
 """A stream: an Avalanche benchmark plus what Avalanche does not hold (class names, prompts,
 protocol, task order, control sets), and the label space each protocol scores.
 
-Scenario plugins build a `Stream` with `assemble_stream` from one `StreamTask` per task; the core
-reads it and never knows a data set by name. The benchmark has the streams "train" and "test" (one
-experience per task, targets are global class ids) and optionally "control" (one experience per
+Scenario plugins build a `Stream` with `assemble_stream` from one `StreamTask` per task (image
+classification) or with `assemble_text_stream` from one `TextTask` per task (instruction tuning of
+a language model); the core reads it and never knows a data set by name. The benchmark has the
+streams "train" and "test" (one experience per task; targets are global class ids, or for text the
+answer-token labels and the test examples' indices) and optionally "control" (one experience per
 control set: data never trained on).
 """
 
@@ -75,6 +77,18 @@ class Experience:
             yield batch[0], batch[1]
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How one text test set (a task's or a control set's) is scored: the model generates up to
+    `max_new_tokens` for each prompt and `scorer` (a name the backbone resolves) compares the
+    outputs with `references`; `sources` are the inputs, for scorers that need them (SARI)."""
+
+    scorer: str
+    max_new_tokens: int
+    references: Sequence[str]
+    sources: Sequence[str]
+
+
 @dataclass
 class Stream:
     name: str
@@ -91,6 +105,9 @@ class Stream:
     preload: bool = False  # small in-memory data without random transforms: the strategy caches batches
     metadata: dict[str, Any] = field(default_factory=dict)  # sources, sizes, sha256 of splits
     params: dict[str, Any] = field(default_factory=dict)
+    generation: Sequence[Generation] = ()  # text streams: one per task
+    control_generation: Sequence[Generation] = ()  # text streams: one per control set
+    decoding: Mapping[str, Any] = field(default_factory=dict)  # text streams: greedy-decoding settings
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -109,6 +126,15 @@ class Stream:
                 raise ValueError(f"stream {self.name}: benchmark stream '{stream_name}' has {have} experiences, expected {count}")
         if self.protocol == "domain-il" and len({tuple(sorted(c)) for c in self.task_classes}) > 1:
             raise ValueError(f"stream {self.name}: domain-il tasks must share one label space")
+        if (self.protocol == "instruct") != bool(self.generation):
+            raise ValueError(f"stream {self.name}: the instruct protocol is the one for text tasks (assemble_text_stream)")
+        if self.generation and (len(self.generation) != self.num_tasks or len(self.control_generation) != len(self.control_names)):
+            raise ValueError(f"stream {self.name}: a text stream needs one Generation per task and per control set")
+
+    @property
+    def kind(self) -> str:
+        """"generation" for text streams (scored on generated answers), else "classification"."""
+        return "generation" if self.generation else "classification"
 
     @property
     def num_tasks(self) -> int:
@@ -125,6 +151,8 @@ class Stream:
             return sorted({c for classes in self.task_classes[:seen] for c in classes})
         if self.protocol == "mtil":
             return sorted(self.task_classes[task])
+        if self.protocol == "instruct":  # answers are generated text: no classes
+            return []
         return sorted({c for classes in self.task_classes for c in classes})  # domain-il, x-tail
 
     def experience(self, task: int) -> Experience:
@@ -137,7 +165,7 @@ class Stream:
 
     def describe(self) -> dict[str, Any]:
         """The stream's part of the result file."""
-        return {
+        described = {
             "name": self.name,
             "version": self.version,
             "protocol": self.protocol,
@@ -151,6 +179,12 @@ class Stream:
             "test_sizes": self.test_sizes(),
             "data": self.metadata,
         }
+        if self.generation:
+            described["scorers"] = [g.scorer for g in self.generation]
+            described["control_scorers"] = [g.scorer for g in self.control_generation]
+            described["max_new_tokens"] = [g.max_new_tokens for g in self.generation]
+            described["decoding"] = dict(self.decoding)
+        return described
 
 
 @dataclass(frozen=True)
@@ -236,3 +270,98 @@ def _check_records(name: str, tasks: Sequence[StreamTask], controls: Sequence[St
         raise ValueError(f"stream {name}: class ids {unheld[:5]} ({len(unheld)} in all) belong to no task or control set")
     if any(not isinstance(c, int) or c not in known for c in class_templates):
         raise ValueError(f"stream {name}: class_templates keys must be class ids 0..{len(class_names) - 1}")
+
+
+# ------------------------------------------------------------------------------------ text streams
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """One task of a text stream, or one control set (test examples only).
+
+    Examples are mappings with "prompt" and "answer" (strings) and optionally "source" (the input
+    a scorer like SARI compares with; the prompt by default). `scorer` names how answers are scored
+    (a name the backbone resolves: accuracy, first-char, number, rouge-l, fuzzy, sari for the
+    built-in causal LMs); `max_new_tokens` caps each generated answer.
+    """
+
+    name: str
+    scorer: str
+    max_new_tokens: int
+    train: Sequence[Mapping[str, str]] = ()
+    test: Sequence[Mapping[str, str]] = ()
+
+
+def tensor_dataset(inputs: Tensor, targets: Tensor):
+    """An Avalanche dataset over two aligned tensors (token ids and labels, say)."""
+    from avalanche.benchmarks.utils import AvalancheDataset
+    from torch.utils.data import TensorDataset
+
+    return AvalancheDataset([TensorDataset(inputs, targets)])
+
+
+def assemble_text_stream(
+    name: str,
+    version: str,
+    tasks: Sequence[TextTask],
+    *,
+    encode_examples,
+    controls: Sequence[TextTask] = (),
+    decoding: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Stream:
+    """The instruct-protocol `Stream` over `tasks` (in task order) and `controls`.
+
+    `encode_examples(examples, split)` is the backbone's (`ScenarioContext.encode_examples`): for
+    "train" it returns (token ids, labels), for "test" (prompt ids, anything); the test targets
+    become the examples' indices, which the backbone's scorer maps back to the references.
+    Refuses (ValueError) a task without training or test examples, a control set with training
+    examples, an example that is not a {prompt, answer} mapping of strings, and repeated names.
+    """
+    if encode_examples is None:
+        raise ValueError(f"stream {name}: a text stream needs a backbone with a tokenizer (a language model)")
+    if not tasks:
+        raise ValueError(f"stream {name}: no tasks")
+    names = [t.name for t in (*tasks, *controls)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stream {name}: task and control names must be unique, got {names}")
+    datasets: dict[str, list[Any]] = {"train": [], "test": [], "control": []}
+    generation: dict[str, list[Generation]] = {"test": [], "control": []}
+    for kind, records in (("task", tasks), ("control set", controls)):
+        for record in records:
+            where = f"stream {name}: {kind} {record.name!r}"
+            if not record.test or (not record.train) != (kind == "control set"):
+                raise ValueError(f"{where} needs {'test examples and no training examples' if kind == 'control set' else 'training and test examples'}")
+            if not isinstance(record.max_new_tokens, int) or record.max_new_tokens < 1:
+                raise ValueError(f"{where}: max_new_tokens must be a positive integer, got {record.max_new_tokens!r}")
+            for example in (*record.train, *record.test):
+                if not isinstance(example, Mapping) or not all(isinstance(example.get(k), str) for k in ("prompt", "answer")):
+                    raise ValueError(f"{where}: every example must be a mapping with string 'prompt' and 'answer'")
+            if record.train:
+                datasets["train"].append(tensor_dataset(*encode_examples(record.train, "train")))
+            prompts, _ = encode_examples(record.test, "test")
+            split = "test" if kind == "task" else "control"
+            datasets[split].append(tensor_dataset(prompts, torch.arange(len(record.test))))
+            references = [e["answer"] for e in record.test]
+            sources = [e.get("source", e["prompt"]) for e in record.test]
+            generation[split].append(Generation(record.scorer, record.max_new_tokens, references, sources))
+    benchmark = build_benchmark(datasets["train"], datasets["test"], datasets["control"])
+    return Stream(
+        name=name,
+        version=version,
+        protocol="instruct",
+        benchmark=benchmark,
+        class_names=[],
+        task_names=[t.name for t in tasks],
+        task_classes=[[] for _ in tasks],
+        templates=(),
+        control_names=[c.name for c in controls],
+        control_classes=[[] for _ in controls],
+        preload=True,  # token ids in memory: the strategy serves them as tensor batches
+        metadata=dict(metadata or {}),
+        params=dict(params or {}),
+        generation=generation["test"],
+        control_generation=generation["control"],
+        decoding=dict(decoding or {}),
+    )

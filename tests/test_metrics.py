@@ -92,3 +92,19 @@ def test_malformed_matrices_are_rejected(bad):
 
 def test_numpy_input_gives_the_same_numbers():
     assert metrics.compute(np.array(A), np.array(C), protocol="class-il", test_sizes=np.array(N)) == metrics.compute(A, C, protocol="class-il", test_sizes=N)
+
+
+def test_instruct_streams_add_trace_op_and_bwt_computed_as_moram_collects_them():
+    m = metrics.compute(A, C, protocol="instruct", test_sizes=N)
+    assert m["op"] == pytest.approx((60 + 85 + 95) / 3)
+    # min(A[3,j] - A[j,j], 0) over all three tasks: min(60-80, 0) = -20, min(85-90, 0) = -5, min(95-95, 0) = 0
+    assert m["trace_bwt"] == pytest.approx(-25 / 3)
+    assert m["bwt"] == pytest.approx(-12.5)  # the usual bwt stays beside it
+    assert set(m) == {*metrics.METRICS, *metrics.INSTRUCT_METRICS}
+    assert "op" not in compute(A)  # image protocols keep exactly their metrics
+
+
+def test_trace_bwt_counts_a_gain_as_zero():
+    gained = [[10.0, 10.0], [50.0, 20.0], [70.0, 60.0]]  # task 1 rises from 50 to 70 after task 2
+    assert metrics.compute(gained, protocol="instruct", test_sizes=[1, 1])["trace_bwt"] == 0.0
+    assert metrics.compute(gained, protocol="instruct", test_sizes=[1, 1])["bwt"] == pytest.approx(20.0)
