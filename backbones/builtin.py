@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cl_bench import BackboneSpec, hookimpl
+from cl_bench import TEXT_PROTOCOLS, BackboneSpec, hookimpl
 
 
 def _tiny_clip_weights(params):
@@ -15,6 +15,22 @@ def _vit_b16_weights(params):
     from .vit_b16 import weights_file
 
     return weights_file(params)
+
+
+def _tiny_lm_weights(params):
+    from .language_models import tiny_lm_weights
+
+    return tiny_lm_weights(params)
+
+
+def _hf_weights(params):
+    from .language_models import hf_weights
+
+    return hf_weights(params)
+
+
+# Truncation as TRACE's (1024 prompt, 512 answer tokens); dtype: the weights' type once loaded.
+LM_DEFAULTS = {"pretrained": "", "max_prompt_tokens": 1024, "max_answer_tokens": 512, "dtype": "float32"}
 
 
 @hookimpl
@@ -35,5 +51,25 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             defaults={"pretrained": "", "model": "ViT-B-16", "quick_gelu": True},
             version="1",
             weights_file=_vit_b16_weights,
+        ),
+        BackboneSpec(
+            name="tiny-lm",
+            factory="cl_bench.backbones.language_models:load_tiny_lm",
+            summary="embedded default of the LLM track: a 1M-parameter Llama-architecture causal LM pre-trained by cl_bench (weights and tokenizer ship inside)",
+            kind="causal-lm",
+            protocols=TEXT_PROTOCOLS,
+            defaults=LM_DEFAULTS,
+            version="1",
+            weights_file=_tiny_lm_weights,
+        ),
+        BackboneSpec(
+            name="hf-causal-lm",
+            factory="cl_bench.backbones.language_models:load_hf",
+            summary="a Llama-style Hugging Face causal LM (LLaMA, Gemma, Mistral, Qwen) from --pretrained DIR, a save_pretrained folder; never downloads",
+            kind="causal-lm",
+            protocols=TEXT_PROTOCOLS,
+            defaults=LM_DEFAULTS,
+            version="1",
+            weights_file=_hf_weights,
         ),
     ]
