@@ -1,0 +1,178 @@
+"""Instruction-tuning streams for language models (the instruct protocol, TRACE-style).
+
+- `embedded-instruct`: TRACE-shaped tasks made by seeded generators (`instruct_data`), offline and
+  CPU-sized, with a control task of a pre-trained ability that no task trains.
+- `trace`: the TRACE benchmark from the data root, laid out as TRACE ships it:
+  `<root>/<Task>/{train,eval,test}.json`, each a JSON list of {"prompt": ..., "answer": ...};
+  the official task order, per-task scorers and answer lengths (`text_scores.TRACE_TASKS`), and
+  TRACE's decoding (repetition penalty 1.2, no repeated 3-grams). eval.json is not used (TRACE
+  scores test.json); a task's labels.json, where present, must be JSON and is recorded by hash
+  (the scorers compare against each answer, so they do not need it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cl_bench import ScenarioContext, ScenarioSpec, UserError, hookimpl
+
+VERSION = "1"
+MAX_SPLIT_BYTES = 256 << 20  # TRACE's largest split is a few MiB; a bigger file is not one
+TRACE_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+
+
+# ------------------------------------------------------------------------------------ embedded
+
+
+EMBEDDED_DEFAULTS = {"tasks": 4, "train_size": 500, "test_size": 100, "control_size": 100}
+
+
+def check_embedded(params: dict[str, Any]) -> None:
+    from .instruct_data import TASKS
+
+    if not 1 <= params["tasks"] <= len(TASKS):
+        raise UserError(f"scenario.tasks for embedded-instruct must be 1 to {len(TASKS)}, got {params['tasks']}")
+    for key in ("train_size", "test_size", "control_size"):
+        if params[key] < 1:
+            raise UserError(f"scenario.{key} must be at least 1, got {params[key]}")
+
+
+def build_embedded(params: dict[str, Any], context: ScenarioContext):
+    from cl_bench import TextTask, assemble_text_stream
+
+    from .instruct_data import CONTROL, TASKS, examples
+
+    chosen = TASKS[: params["tasks"]]
+    tasks = [TextTask(t.name, t.scorer, t.max_new_tokens, examples(t, 0, params["train_size"], "train"), examples(t, 0, params["test_size"], "test")) for t in chosen]
+    control = TextTask(CONTROL.name, CONTROL.scorer, CONTROL.max_new_tokens, (), examples(CONTROL, 0, params["control_size"], "test"))
+    metadata = {"generator": "cl_bench.scenarios.instruct_data (seeded; data seed 0)", "tasks": {t.name: t.summary for t in (*chosen, CONTROL)}}
+    return assemble_text_stream("embedded-instruct", VERSION, tasks, controls=[control], encode_examples=context.encode_examples, metadata=metadata, params=params)
+
+
+# ------------------------------------------------------------------------------------ TRACE
+
+
+def trace_order() -> list[str]:
+    from .text_scores import TRACE_TASKS
+
+    return [t.name for t in TRACE_TASKS]
+
+
+def _trace_task(name: str):
+    from cl_bench import unknown_name
+
+    from .text_scores import TRACE_TASKS
+
+    known = {t.name: t for t in TRACE_TASKS}
+    if name not in known:
+        raise unknown_name("TRACE task", name, list(known), hint="(in scenario.order)")
+    return known[name]
+
+
+def check_trace_params(params: dict[str, Any]) -> None:
+    order = params["order"]
+    if not order:
+        raise UserError("scenario.order for trace must name at least one task")
+    if len(set(order)) != len(order):
+        raise UserError(f"scenario.order for trace repeats a task: {','.join(order)}")
+    for name in order:
+        _trace_task(name)
+    for key in ("train_size", "test_size"):
+        if params[key] < 0:
+            raise UserError(f"scenario.{key} must be 0 (all) or more, got {params[key]}")
+
+
+def check_trace(data_root: str | None) -> str | None:
+    from .image_folder import no_root_message
+
+    if data_root is None:
+        return no_root_message("trace", "the TRACE tasks, <root>/<Task>/{train,eval,test}.json (e.g. LLM-CL-Benchmark_500 unpacked)")
+    if not Path(data_root).is_dir():
+        return f"trace: the data root {data_root} is not a folder; unpack TRACE (LLM-CL-Benchmark_500) there"
+    return None  # the tasks' files are checked as the stream reads them (scenario.order picks which)
+
+
+def _read_json(path: Path):
+    if path.stat().st_size > MAX_SPLIT_BYTES:
+        raise UserError(f"trace: {path} is over {MAX_SPLIT_BYTES >> 20} MiB; a TRACE split is a few MiB")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"trace: {path} is not a JSON file ({type(exc).__name__}); restore it from the TRACE archive") from None
+
+
+def read_split(path: Path) -> list[dict[str, str]]:
+    """One TRACE split: a JSON list of {"prompt", "answer"} objects (other keys are kept out)."""
+    if not path.is_file():
+        raise UserError(f"trace: {path} is missing; unpack TRACE into the data root")
+    data = _read_json(path)
+    if not isinstance(data, list) or not data:
+        raise UserError(f"trace: {path} must hold a non-empty JSON list of {{prompt, answer}} objects")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not isinstance(item.get("answer"), str):
+            raise UserError(f"trace: {path} item {index} is not an object with string 'prompt' and 'answer'")
+    return [{"prompt": item["prompt"], "answer": item["answer"]} for item in data]
+
+
+def build_trace(params: dict[str, Any], context: ScenarioContext):
+    import hashlib
+
+    from cl_bench import TextTask, assemble_text_stream
+
+    root = Path(context.data_root or "")
+    tasks, files = [], {}
+    for name in params["order"]:
+        task = _trace_task(name)
+        splits = {}
+        for split, size in (("train", params["train_size"]), ("test", params["test_size"])):
+            path = root / task.folder / f"{split}.json"
+            examples = read_split(path)
+            splits[split] = examples[:size] if size else examples
+            files[f"{task.folder}/{split}.json"] = {"examples": len(examples), "used": len(splits[split]), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        labels = root / task.folder / "labels.json"
+        if labels.is_file():
+            _read_json(labels)
+            files[f"{task.folder}/labels.json"] = {"sha256": hashlib.sha256(labels.read_bytes()).hexdigest()}
+        tasks.append(TextTask(task.name, task.scorer, task.max_new_tokens, splits["train"], splits["test"]))
+    decoding = {"repetition_penalty": params["repetition_penalty"], "no_repeat_ngram_size": params["no_repeat_ngram_size"]}
+    metadata = {"layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read", "files": files, "official_epochs": {t: _trace_task(t).epochs for t in params["order"]}}
+    return assemble_text_stream("trace", VERSION, tasks, encode_examples=context.encode_examples, decoding=decoding, metadata=metadata, params=params)
+
+
+def count_trace(params: dict[str, Any]) -> int:
+    return len(params["order"])
+
+
+def count_embedded(params: dict[str, Any]) -> int:
+    return params["tasks"]
+
+
+@hookimpl
+def cl_bench_scenarios() -> list[ScenarioSpec]:
+    return [
+        ScenarioSpec(
+            name="embedded-instruct",
+            factory=build_embedded,
+            summary="LLM track default: 4 TRACE-shaped instruction tasks from seeded generators (stance, summary, code, simplify) and a control task; offline",
+            protocol="instruct",
+            num_tasks=EMBEDDED_DEFAULTS["tasks"],
+            defaults=EMBEDDED_DEFAULTS,
+            version=VERSION,
+            check_params=check_embedded,
+            count_tasks=count_embedded,
+        ),
+        ScenarioSpec(
+            name="trace",
+            factory=build_trace,
+            summary="TRACE (8 tasks: C-STANCE ... 20Minuten) from the data root in TRACE's layout, with its scorers and decoding",
+            protocol="instruct",
+            num_tasks=8,
+            defaults={"order": trace_order(), "train_size": 0, "test_size": 0, **TRACE_DECODING},
+            version=VERSION,
+            check_data=check_trace,
+            check_params=check_trace_params,
+            count_tasks=count_trace,
+        ),
+    ]

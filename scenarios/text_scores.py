@@ -1,0 +1,207 @@
+"""Scorers of generated answers, as TRACE scores them (MoRAM's TRACE code: TRACE/metrics.py,
+TRACE/evaluations/eval_*.py), each returning a score in [0, 100] for a list of predictions.
+
+- `accuracy`: TRACE's exact match (`caculate_accuracy`): the stripped prediction, cut to the
+  reference's length, equals the reference. C-STANCE and FOMC (one-letter answers) use it.
+- `first-char`: ScienceQA's (`eval_ScienceQA.resolve`): the first character of the stripped
+  prediction against the reference's.
+- `number`: NumGLUE's (Qwen2.5-Math parser, last number of the prediction): the last number in the
+  prediction equals the reference's number (relative tolerance 1e-4).
+- `rouge-l`: ROUGE-L F of the `rouge` package (1.0.1, what TRACE imports; its summary-level
+  ROUGE-L counts distinct words, case-sensitive, punctuation attached), newline appended to the
+  prediction as TRACE does. MeetingBank.
+- `fuzzy`: fuzzywuzzy's `fuzz.ratio` (TRACE, Py150), computed by rapidfuzz (same Indel ratio,
+  rounded to an integer as fuzzywuzzy with python-Levenshtein does), after Py150's literal
+  post-processing (<NUM_LIT> → 0, ...).
+- `sari`: SARI (Xu et al. 2016) as the Hugging Face `sari` metric that TRACE loads computes it
+  (lower-cased, sacrebleu's 13a tokenisation, one reference, keep and add F1, deletion
+  precision, n = 1..4); implemented here since that metric downloads its script at run time.
+
+An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Pure Python; the
+packages load when a scorer is first used.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+Scorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], float]
+
+
+def _mean(values: list[float], count: int) -> float:
+    return 100.0 * sum(values) / count if count else 0.0
+
+
+def accuracy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    hits = []
+    for prediction, reference in zip(predictions, references):
+        cut = prediction.strip()[: min(len(reference), len(prediction.strip()))]
+        hits.append(float(bool(cut) and bool(reference) and cut == reference))
+    return _mean(hits, len(predictions))
+
+
+def first_char(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    def first(text: str) -> str:
+        text = text.strip()
+        return text[0] if text else "N/A"  # TRACE's resolve() marks an empty answer N/A
+
+    return accuracy([first(p) for p in predictions], [first(r) for r in references])
+
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in `text` (thousands separators allowed), or None."""
+    found = NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def number(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    hits = []
+    for prediction, reference in zip(predictions, references):
+        got, want = last_number(prediction), last_number(reference)
+        hits.append(float(got is not None and want is not None and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-9)))
+    return _mean(hits, len(predictions))
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    from rouge import Rouge
+
+    rouge = Rouge(metrics=["rouge-l"])
+    scores = []
+    for prediction, reference in zip(predictions, references):
+        if not prediction.strip() or not reference.strip():
+            continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
+        hypothesis = prediction if "\n" in prediction else prediction + "\n"
+        try:
+            scores.append(rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"])
+        except ValueError:  # text of separators only: no words to match
+            continue
+    return _mean(scores, len(predictions))
+
+
+LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
+
+
+def py150_literals(code: str) -> str:
+    """Py150's placeholders back to code (TRACE, eval_Py150.postprocess)."""
+    code = code.replace("<NUM_LIT>", "0").replace("<STR_LIT>", "").replace("<CHAR_LIT>", "")
+    return LITERAL.sub(lambda m: m.group(2), code)
+
+
+def fuzzy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    from rapidfuzz import fuzz
+
+    scores = []
+    for prediction, reference in zip(predictions, references):
+        prediction, reference = py150_literals(prediction), py150_literals(reference)
+        if prediction and reference:
+            scores.append(int(fuzz.ratio(prediction, reference) + 0.5) / 100.0)  # fuzzywuzzy rounds half up
+    return _mean(scores, len(predictions))
+
+
+# ------------------------------------------------------------------------------------ SARI
+
+
+def _ngrams(tokens: list[str], n: int) -> list[str]:
+    return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def _sari_ngram(source: list[str], candidate: list[str], references: list[list[str]]) -> tuple[float, float, float]:
+    """Keep F1, deletion precision and addition F1 of one n-gram order (Xu et al. 2016)."""
+    refs = len(references)
+    reference_counts = Counter(g for r in references for g in r)
+    source_counts = Counter({g: c * refs for g, c in Counter(source).items()})
+    candidate_counts = Counter({g: c * refs for g, c in Counter(candidate).items()})
+
+    kept = source_counts & candidate_counts
+    kept_good = kept & reference_counts
+    kept_all = source_counts & reference_counts
+    keep_precision = sum(kept_good[g] / kept[g] for g in kept) / len(kept) if kept else 1.0
+    keep_recall = sum(kept_good.values()) / sum(kept_all.values()) if kept_all else 1.0
+    keep = 2 * keep_precision * keep_recall / (keep_precision + keep_recall) if keep_precision + keep_recall > 0 else 0.0
+
+    deleted = source_counts - candidate_counts
+    deleted_good = deleted - reference_counts
+    delete_precision = sum(deleted_good[g] / deleted[g] for g in deleted) / len(deleted) if deleted else 1.0
+
+    added = set(candidate_counts) - set(source_counts)
+    added_good = added & set(reference_counts)
+    added_all = set(reference_counts) - set(source_counts)
+    add_precision = len(added_good) / len(added) if added else 1.0
+    add_recall = len(added_good) / len(added_all) if added_all else 1.0
+    add = 2 * add_precision * add_recall / (add_precision + add_recall) if add_precision + add_recall > 0 else 0.0
+    return keep, delete_precision, add
+
+
+def sari_sentence(source: str, candidate: str, references: Sequence[str]) -> float:
+    """SARI of one sentence in [0, 1]: the mean of keep, delete and add, each averaged over n = 1..4."""
+    split = [text.split(" ") for text in (source, candidate, *references)]
+    parts = [_sari_ngram(_ngrams(split[0], n), _ngrams(split[1], n), [_ngrams(r, n) for r in split[2:]]) for n in range(1, 5)]
+    return sum(sum(p[i] for p in parts) / 4 for i in range(3)) / 3
+
+
+def _normalise(text: str) -> str:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(text.lower())
+
+
+def sari(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    if sources is None or len(sources) != len(predictions):
+        raise ValueError("sari needs the source of every prediction")
+    scores = [sari_sentence(_normalise(s), _normalise(p), [_normalise(r)]) for s, p, r in zip(sources, predictions, references)]
+    return _mean(scores, len(predictions))
+
+
+SCORERS: dict[str, Scorer] = {"accuracy": accuracy, "first-char": first_char, "number": number, "rouge-l": rouge_l, "fuzzy": fuzzy, "sari": sari}
+NEEDS_SOURCES = frozenset({"sari"})
+
+
+def get_scorer(name: str) -> Scorer:
+    """The scorer called `name`; an unknown name is a one-line error with the nearest names."""
+    if name not in SCORERS:
+        from cl_bench import unknown_name
+
+        raise unknown_name("scorer", name, list(SCORERS))
+    return SCORERS[name]
+
+
+# ------------------------------------------------------------------------------------ TRACE
+
+
+@dataclass(frozen=True)
+class TraceTask:
+    """One TRACE task: its folder in TRACE's data layout, scorer, official epochs and sizes."""
+
+    name: str
+    folder: str
+    scorer: str
+    epochs: int
+    train_size: int
+    test_size: int
+    max_new_tokens: int = 512  # TRACE's --max_ans_len in runner_moram.sh
+
+
+# The official order, scorers and epochs (TRACE/runner_moram.sh, inference/collect_results.py);
+# sizes of LLM-CL-Benchmark_500 (500 training and 100 test examples; NumGLUE-cm has 81 test examples).
+TRACE_TASKS: tuple[TraceTask, ...] = (
+    TraceTask("C-STANCE", "C-STANCE", "accuracy", 2, 500, 100),
+    TraceTask("FOMC", "FOMC", "accuracy", 1, 500, 100),
+    TraceTask("MeetingBank", "MeetingBank", "rouge-l", 3, 500, 100),
+    TraceTask("Py150", "Py150", "fuzzy", 2, 500, 100),
+    TraceTask("ScienceQA", "ScienceQA", "first-char", 1, 500, 100),
+    TraceTask("NumGLUE-cm", "NumGLUE-cm", "number", 2, 500, 81),
+    TraceTask("NumGLUE-ds", "NumGLUE-ds", "number", 2, 500, 100),
+    TraceTask("20Minuten", "20Minuten", "sari", 3, 500, 100),
+)
