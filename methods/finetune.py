@@ -1,4 +1,5 @@
 """`finetune`: every weight of the chosen towers trains through all tasks, the forgetting reference.
+(On a language model the one tower is "decoder": every weight of the model.)
 
 The logit scale stays frozen (as in ZSCL's fine-tuning baseline), so only the towers move.
 ViT-B/16 defaults follow ZSCL's MTIL fine-tuning (AdamW, lr 1e-5, 1000 iterations per task,
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_bench import Method, MethodSpec, UserError, hookimpl
+from cl_bench import Method, MethodSpec, Supports, UserError, hookimpl
 
 # ZSCL's fine-tuning baseline (ZSCL mtil/src/main.py and its MTIL scripts): ls 0.2, warmup 100.
 ZSCL_LABEL_SMOOTHING = 0.2
 ZSCL_WARMUP_ITERS = 100
 
-TOWER_CHOICES = {"both": ("image", "text"), "image": ("image",), "text": ("text",)}
+TOWER_CHOICES = {"both": ("image", "text"), "image": ("image",), "text": ("text",), "decoder": ("decoder",)}
 
 
 class FineTune(Method):
@@ -53,7 +54,10 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="baseline: full fine-tuning of both towers through all tasks (the forgetting reference)",
             paper="https://arxiv.org/abs/2303.06628",
             defaults={"lr": 1e-5, "iters": 1000, "weight_decay": 0.0, "towers": "both", "label_smoothing": ZSCL_LABEL_SMOOTHING, "warmup_iters": ZSCL_WARMUP_ITERS},
-            profiles={"tiny-clip": {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}},
+            # Language models: every weight (the decoder tower), TRACE's full fine-tuning rate 1e-5.
+            kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5, "iters": 32, "batch_size": 32, "schedule": "constant"}},
+            profiles={"tiny-clip": {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
+            supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",
         )
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_bench import Method, MethodSpec, hookimpl
+from cl_bench import Method, MethodSpec, Supports, hookimpl
 
 
 class ZeroShot(Method):
@@ -23,6 +23,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             factory=ZeroShot,
             summary="baseline: the pre-trained model, never trained (every row equals row 0)",
             paper="https://arxiv.org/abs/2103.00020",
+            supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",
         )
     ]

@@ -228,3 +228,24 @@ def test_weights_below_the_floor_are_exactly_zero():
     weights = layer_module.softmax_last_(logits.clone())
     assert weights[0, 1] > 0 and weights[0, 2] == 0 and weights[0, 3] == 0
     assert torch.allclose(weights, torch.softmax(logits, dim=-1), atol=1e-25, rtol=0)
+
+
+def test_zero_input_rows_get_finite_gradients_equal_to_autograds():
+    """A language model's attention output is zero at padded positions: the norm is clamped there and
+    its cube must not overflow into inf * 0 = nan."""
+    torch.manual_seed(0)
+    layer = RankOneMemoryLinear(torch.nn.Linear(16, 12), rank=4, topk=4, temperature=0.03, threshold=0.2)
+    layer.add_task()
+    with torch.no_grad():
+        layer.new_B.normal_()
+    x = torch.randn(6, 16)
+    x[2] = 0.0
+    grads = []
+    for composite in (False, True):
+        layer.track_balance = composite  # the balance path runs through autograd's own ops
+        layer.new_A.grad = layer.new_B.grad = None
+        inputs = x.clone().requires_grad_(True)
+        layer(inputs).square().sum().backward()
+        grads.append((inputs.grad, layer.new_A.grad.clone(), layer.new_B.grad.clone()))
+    for fast, reference in zip(*grads):
+        assert torch.isfinite(fast).all() and torch.allclose(fast, reference, atol=1e-5)

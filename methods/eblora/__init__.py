@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_bench import MethodSpec, hookimpl
+from cl_bench import MethodSpec, Supports, hookimpl
 
 PAPER = "https://arxiv.org/abs/2602.00722"
 
@@ -48,6 +48,11 @@ CLIP_DEFAULTS: dict[str, Any] = {
 # iterations as the other methods, 6 warm-up iterations (3%), gradient passes of
 # 4 batches of 128 images (17-64% of an embedded task's training data).
 TINY_CLIP_PROFILE: dict[str, Any] = {"lr": 1e-3, "iters": 200, "warmup_iters": 6, "grad_batches": 4, "grad_batch_size": 128}
+# Language models (the official code's home: it adapts LLaVA's language model): q, k, v, o here as
+# for the other LLM-track methods, alpha 2r, cosine with 3% warm-up as the official scripts;
+# gradient passes of 4 batches of 32 examples. tiny-lm: our budget, as the other methods'.
+LM_DEFAULTS: dict[str, Any] = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "iters": 32, "batch_size": 32, "warmup_iters": 1, "grad_batches": 4, "grad_batch_size": 32}
+TINY_LM_PROFILE: dict[str, Any] = {"lr": 3e-3, "iters": 150, "batch_size": 16, "warmup_iters": 5}
 
 
 @hookimpl
@@ -59,7 +64,9 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="EBLoRA: orthonormal B, A (Riemannian AdamW) scaled by a learnable s, gradient-SVD init, merged per task; A kept off a GPM subspace of earlier tasks",
             paper=PAPER,
             defaults=CLIP_DEFAULTS,
-            profiles={"tiny-clip": TINY_CLIP_PROFILE},
+            kind_defaults={"causal-lm": LM_DEFAULTS},
+            profiles={"tiny-clip": TINY_CLIP_PROFILE, "tiny-lm": TINY_LM_PROFILE},
+            supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",
         )
     ]

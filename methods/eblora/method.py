@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from cl_bench import Method, UserError
+from cl_bench import Method, TaskContext, UserError
 
 from .layer import EBLoRALinear
 from .optim import RiemannianAdamW
@@ -106,8 +105,8 @@ class EBLoRA(Method):
     # ------------------------------------------------------------------ gradient passes
 
     def mean_gradients(self, model, experience) -> list[torch.Tensor]:
-        """Mean over `grad_batches` batches of each adapted base weight's gradient of the
-        cross-entropy over the experience's classes (the batches are a shuffled draw, seeded
+        """Mean over `grad_batches` batches of each adapted base weight's gradient of the model's
+        training loss (CLIP: the cross-entropy over the experience's classes) (the batches are a shuffled draw, seeded
         from the global generator, which the strategy seeds per experience)."""
         hp = self.hparams
         weights = [layer.base.weight for layer in self.layers]
@@ -119,14 +118,13 @@ class EBLoRA(Method):
             p.grad = None
         for w in weights:
             w.requires_grad_(True)
-        model.set_text_trainable("text" in hp["towers"])  # else text features are cached without gradients
-        model.set_label_space(experience.classes)
+        model.trainable_changed(weights)  # CLIP: text features are recomputed (with gradients) if text weights are among them
+        model.set_task_context(TaskContext("train", experience.index, experience.name, tuple(experience.classes)))
         count = 0
         try:
             with torch.enable_grad():
-                for images, targets in experience.batches(hp["grad_batch_size"], limit=hp["grad_batches"], shuffle=True, seed=seed):
-                    logits = model(images.to(device))
-                    F.cross_entropy(logits.float(), targets.long().to(device)).backward()
+                for inputs, targets in experience.batches(hp["grad_batch_size"], limit=hp["grad_batches"], shuffle=True, seed=seed):
+                    model.loss(model(inputs.to(device)), targets.to(device)).backward()
                     count += 1
             gradients = [w.grad.detach() / count if (count and w.grad is not None) else torch.zeros_like(w) for w in weights]
         finally:

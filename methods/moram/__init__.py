@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_bench import MethodSpec, hookimpl
+from cl_bench import MethodSpec, Supports, hookimpl
 
 __all__ = ["RankOneMemoryLinear", "cl_bench_methods"]
 
@@ -37,6 +37,26 @@ CLIP_DEFAULTS: dict[str, Any] = {
 }
 # tiny-clip: the official settings with 8 atoms per task (its layers are 64 wide) and 200 iterations.
 TINY_CLIP_PROFILE: dict[str, Any] = {"rank": 8, "topk": 8, "iters": 200}
+# Language models, the official TRACE settings (TRACE/runner_moram.sh, training/main.py): q, k, v, o;
+# 8 atoms per task, top-8, τ 0.03, δ 0.2; alpha 2r; Adam (0.9, 0.95), lr 5e-4, constant, no decay;
+# effective batch 32. TRACE trains 1-3 epochs of 500 examples per task: 32 steps is 2 epochs.
+LM_DEFAULTS: dict[str, Any] = {
+    "rank": 8,
+    "topk": 8,
+    "temperature": 0.03,
+    "threshold": 0.2,
+    "alpha": 16.0,
+    "freeze_scaled": True,
+    "layers": ["q", "k", "v", "out"],
+    "towers": ["decoder"],
+    "lr": 5e-4,
+    "iters": 32,
+    "batch_size": 32,
+    "schedule": "constant",
+}
+# tiny-lm: more steps of a smaller batch, a larger learning rate (ours; see README, LLM track).
+TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
+LM_SUPPORT = Supports(backbone_kinds=("clip", "causal-lm"))
 
 
 def __getattr__(name: str):
@@ -57,7 +77,9 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="MoRAM: a growing memory of rank-1 atoms per layer, self-activated top-k mixture; old atoms frozen",
             paper=PAPER,
             defaults=CLIP_DEFAULTS,
-            profiles={"tiny-clip": TINY_CLIP_PROFILE},
+            kind_defaults={"causal-lm": LM_DEFAULTS},
+            profiles={"tiny-clip": TINY_CLIP_PROFILE, "tiny-lm": TINY_LM_PROFILE},
+            supports=LM_SUPPORT,
             version="1",
         ),
         MethodSpec(
@@ -66,7 +88,9 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="MoRA (2506.21035 v1-v2; not 'MoRA: High-Rank Updating', 2405.12130): MoRAM's layer with rank pruning also in training",
             paper="https://arxiv.org/abs/2506.21035v1",
             defaults={**CLIP_DEFAULTS, "mask_in_training": True},
-            profiles={"tiny-clip": TINY_CLIP_PROFILE},
+            kind_defaults={"causal-lm": LM_DEFAULTS},
+            profiles={"tiny-clip": TINY_CLIP_PROFILE, "tiny-lm": TINY_LM_PROFILE},
+            supports=LM_SUPPORT,
             version="1",
         ),
     ]

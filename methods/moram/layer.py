@@ -9,6 +9,11 @@ For input x, with atoms (a_i, b_i) accumulated over tasks:
                                     without renormalising
     y = W₀ x + b + (p ⊙ w) Bᵀ       (B: d_out x atoms)
 
+`new_scale` c multiplies the training block's B (the language-model track's alpha / r); when a
+task ends, `freeze_scaled` says whether the frozen atoms keep c · B (the function that was
+trained, our default) or B alone (what the official TRACE code copies: a task's update then shrinks
+by c once it is frozen).
+
 This is the forward of the official code (Artificer-AI-Lab/MoRAM, XTAIL/loralib/moram.py), computed
 differently where it is faster and equal in value (to float rounding; tests/test_moram.py checks
 values and gradients against the official formulation restated):
@@ -54,6 +59,8 @@ class RankOneMemoryLinear(LinearAdapter):
         temperature: float,
         threshold: float,
         mask_in_training: bool = False,
+        new_scale: float = 1.0,
+        freeze_scaled: bool = True,
     ) -> None:
         super().__init__(base)  # kept, never copied; frozen by the strategy (and here)
         check_settings(rank, topk, temperature)
@@ -61,6 +68,7 @@ class RankOneMemoryLinear(LinearAdapter):
             param.requires_grad_(False)
         self.rank, self.topk, self.temperature, self.threshold = rank, topk, float(temperature), float(threshold)
         self.mask_in_training = mask_in_training
+        self.new_scale, self.freeze_scaled = float(new_scale), freeze_scaled
         self.balance: Tensor | None = None  # n·Σ P_i², recorded by the last forward when `track_balance`
         self.track_balance = False
         like = base.weight
@@ -80,7 +88,8 @@ class RankOneMemoryLinear(LinearAdapter):
         """Freeze every atom so far and append `rank` new ones (A kaiming-uniform, B zero)."""
         with torch.no_grad():
             frozen_A = torch.cat([self.frozen_A, self.new_A])
-            frozen_B = torch.cat([self.frozen_B, self.new_B], dim=1)
+            kept = self.new_B * self.new_scale if self.freeze_scaled else self.new_B
+            frozen_B = torch.cat([self.frozen_B, kept], dim=1)
         self.frozen_A = nn.Parameter(frozen_A, requires_grad=False)
         self.frozen_B = nn.Parameter(frozen_B, requires_grad=False)
         new_A = self.frozen_A.new_empty(self.rank, self.base.in_features)
@@ -92,9 +101,13 @@ class RankOneMemoryLinear(LinearAdapter):
         """All atoms' input vectors, stacked: (atoms, d_in)."""
         return stacked(self.frozen_A, self.new_A, 0)
 
+    def scaled_new_B(self) -> Tensor:
+        """The training block's B as the forward uses it: c · B (B itself when c = 1)."""
+        return self.new_B if self.new_scale == 1.0 else self.new_B * self.new_scale
+
     def atoms_B(self) -> Tensor:
         """All atoms' output vectors, stacked: (d_out, atoms)."""
-        return stacked(self.frozen_B, self.new_B, 1)
+        return stacked(self.frozen_B, self.scaled_new_B(), 1)
 
     def _resize_to_incoming(self, state, prefix, *args) -> None:
         """Let a fresh layer load a state with any number of atoms (checkpoints of grown memories)."""
@@ -113,7 +126,7 @@ class RankOneMemoryLinear(LinearAdapter):
             return self.base(x) + F.linear(self.weighted_projection(F.linear(x, self.atoms_A())), self.atoms_B())
         flat = x.reshape(-1, x.shape[-1])
         threshold = self.threshold if self.masking() else None
-        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.new_B, self.active(self.num_atoms), self.temperature, threshold)
+        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.scaled_new_B(), self.active(self.num_atoms), self.temperature, threshold)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def active(self, atoms: int) -> int:
@@ -243,7 +256,10 @@ class MemoryLinear(torch.autograd.Function):
         vp = v * top
         q = vp.sub_(soft * vp.sum(dim=-1, keepdim=True))
         on_top = v.addcmul_(q, scale)
-        through_norm = scale.square().mul_(scale).mul_(ctx.temperature**2 * (norm >= 1e-12))  # 1 / (r³ τ)
+        # 1 / (r³ τ); zero where r is clamped: a zero input row (a language model's attention output
+        # at a padded position) has no gradient through its norm, and its clamped scale cubed overflows.
+        live = scale * (norm >= 1e-12)
+        through_norm = live.square().mul_(live).mul_(ctx.temperature**2)
         grad_projection = projection * (torch.linalg.vecdot(q, top).unsqueeze(-1).mul_(through_norm).neg_())
         if index is None:
             grad_projection += on_top

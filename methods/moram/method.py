@@ -11,6 +11,11 @@ Training follows the official CLIP code (Artificer-AI-Lab/MoRAM, XTAIL/models/mo
 - AdamW with betas (0.9, 0.9999), no weight decay, cosine schedule without warm-up (the strategy's).
 `balance_weight` > 0 adds the load-balancing term of the repository's earlier forward,
 n·Σ_i P_i² (P_i the mean weight of atom i over the batch), averaged over layers.
+
+On a language model (the official TRACE code, TRACE/model/Regular/MoRAM.py and training/main.py)
+the loss is the answer-token cross-entropy alone, Adam betas are (0.9, 0.95) with a constant
+learning rate, and the training block's B is scaled by alpha / r (`alpha`; `freeze_scaled` picks
+what a finished task keeps, see `RankOneMemoryLinear`).
 """
 
 from __future__ import annotations
@@ -32,12 +37,17 @@ class RankOneMemories(Method):
         check_settings(hparams["rank"], hparams["topk"], hparams["temperature"])
         self.hparams = dict(hparams)
         self.layers: list[RankOneMemoryLinear] = []
+        self.contrastive = True
         self.seen_prompts = 0  # classes of every task so far, as the official text-to-image term counts them
 
     def setup(self, model, stream) -> None:
         hp = self.hparams
+        self.contrastive = model.kind == "clip"  # the text-to-image term needs a label space of classes
+        scale = hp["alpha"] / hp["rank"] if "alpha" in hp else 1.0
         for layer in model.adaptable_layers(hp["towers"], hp["layers"]):
-            memory = RankOneMemoryLinear(layer.module, hp["rank"], hp["topk"], hp["temperature"], hp["threshold"], hp["mask_in_training"])
+            memory = RankOneMemoryLinear(
+                layer.module, hp["rank"], hp["topk"], hp["temperature"], hp["threshold"], hp["mask_in_training"], scale, hp.get("freeze_scaled", True)
+            )
             memory.track_balance = hp["balance_weight"] > 0
             layer.replace(memory)
             self.layers.append(memory)
@@ -51,6 +61,8 @@ class RankOneMemories(Method):
         return [p for memory in self.layers for p in (memory.new_A, memory.new_B)]
 
     def extra_loss(self, model, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
+        if not self.contrastive:
+            return self.balance_loss() if self.hparams["balance_weight"] > 0 else None
         _, targets = batch
         space = model.label_space
         columns = outputs[:, space].float()  # (batch, classes): scale * cos(image, class text)
@@ -59,12 +71,16 @@ class RankOneMemories(Method):
         per_image = F.log_softmax(columns, dim=0).gather(1, column_of[targets].unsqueeze(1))
         loss = -per_image.sum() / max(self.seen_prompts, len(space))
         if self.hparams["balance_weight"] > 0:
-            balance = torch.stack([m.balance for m in self.layers if m.balance is not None]).mean()
-            loss = loss + self.hparams["balance_weight"] * balance
+            loss = loss + self.balance_loss()
         return loss
 
+    def balance_loss(self) -> Tensor:
+        balance = torch.stack([m.balance for m in self.layers if m.balance is not None]).mean()
+        return self.hparams["balance_weight"] * balance
+
     def make_optimizer(self, params, hparams):
-        return torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], betas=(0.9, 0.9999))
+        betas = (0.9, 0.9999) if self.contrastive else (0.9, 0.95)  # the official CLIP and TRACE settings
+        return torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], betas=betas)
 
     # No state of its own to checkpoint: the atoms live in the model, and each layer resizes
     # itself to a checkpoint's atoms when the model state loads.

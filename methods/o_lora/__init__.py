@@ -1,0 +1,48 @@
+"""`o-lora`: O-LoRA (arXiv 2310.14152, "Orthogonal Subspace Learning for Language Model Continual
+Learning"), the anchor baseline of TRACE in MoRAM's code (TRACE/model/Regular/O_LoRA.py).
+
+Each task trains a new LoRA (r 8, alpha 32) on every adapted Linear while the earlier tasks' LoRAs
+stay frozen and keep adding their updates; the loss adds λ1 · Σ_layers Σ |A_old A_newᵀ| (the new
+A kept orthogonal to the old ones' rows) and λ2 · Σ ‖new A, new B‖₂ (0 in TRACE). The layer lives
+in `layer.py`, imported when a run starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cl_bench import MethodSpec, Supports, hookimpl
+
+PAPER = "https://arxiv.org/abs/2310.14152"
+# TRACE's O-LoRA (training/main.py, model/Regular/O_LoRA.py): r 8, alpha 32, λ1 0.5, λ2 0; q, k, v, o;
+# Adam (0.9, 0.95) at a constant 5e-4 as the other TRACE runs. The CLIP defaults apply the same
+# layer to seq-lora's layers.
+DEFAULTS: dict[str, Any] = {
+    "rank": 8,
+    "alpha": 32.0,
+    "orth_weight": 0.5,
+    "l2_weight": 0.0,
+    "layers": ["q", "k", "v", "out", "fc", "proj"],
+    "towers": ["image", "text"],
+    "lr": 5e-4,
+    "iters": 500,
+}
+LM_DEFAULTS: dict[str, Any] = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "iters": 32, "batch_size": 32, "schedule": "constant"}
+TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
+
+
+@hookimpl
+def cl_bench_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(
+            name="o-lora",
+            factory="cl_bench.methods.o_lora.layer:OLoRA",
+            summary="O-LoRA: a new LoRA per task, earlier ones frozen; the new A kept orthogonal to the old ones (TRACE's anchor baseline)",
+            paper=PAPER,
+            defaults=DEFAULTS,
+            kind_defaults={"causal-lm": LM_DEFAULTS},
+            profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}, "tiny-lm": TINY_LM_PROFILE},
+            supports=Supports(backbone_kinds=("clip", "causal-lm")),
+            version="1",
+        )
+    ]
