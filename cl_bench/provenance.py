@@ -52,7 +52,7 @@ def hardware_info(device, precision: str, threads_setting: int | None) -> dict[s
     info = {
         "device": str(device),
         "precision": precision,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "threads_setting": "auto (half the usable cores)" if threads_setting is None else threads_setting,
@@ -63,7 +63,8 @@ def hardware_info(device, precision: str, threads_setting: int | None) -> dict[s
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name: floating-point results (and so trained weights) can differ between CPU kinds."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -12,7 +12,7 @@ from cl_bench import RunConfig, TextTask, UserError, assemble_text_stream, plan,
 from cl_bench.backbones.causal_lm import IGNORE, PAD
 from cl_bench.plugins import Registry
 from cl_bench.results import validate
-from cl_bench.strategy import ClStrategy
+from toys import interrupt_at_second_task
 
 EXAMPLES = [
     {"prompt": "Repeat: red blue green\nAnswer:", "answer": " red blue green"},
@@ -205,7 +205,23 @@ def test_a_two_task_run_writes_a_valid_result_with_trace_metrics(tmp_path):
     printed = format_run(data)
     assert f"({data['scenario']['scorers'][0]})" in printed and "score %" in printed and "trace_bwt" in printed
     report = render_report([data], "md")
-    assert "| op" in report.replace("  ", " ") or " op " in report
+    header = next(line for line in report.splitlines() if line.startswith("| method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[:4] == ["method", "seeds", "op", "trace_bwt"]
+    assert [c for c in columns if "(" in c] == [f"{t} ({s})" for t, s in zip(data["scenario"]["task_order"], data["scenario"]["scorers"])]
+    # publish: the text stream gets its own table, and an edited op is refused
+    from cl_bench.cli import main
+
+    board = tmp_path / "board"
+    board.mkdir()
+    assert main(["publish", str(result.path), "--leaderboard", str(board)]) == 0
+    page = (board / "README.md").read_text(encoding="utf-8")
+    assert "## embedded-instruct (v1, instruct" in page and "| seq-lora" in page and "trace_bwt" in page
+    data["metrics"]["op"] += 1.0
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(UserError, match="metric 'op' is"):
+        validate(json.loads(tampered.read_text()))
 
 
 def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
@@ -217,19 +233,7 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
 @pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune"])
 def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(lm_config(tmp_path / "whole", method=method, iters=4))
-    calls = {"n": 0}
-    original = ClStrategy.train
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ClStrategy, "train", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(lm_config(tmp_path / "split", method=method, iters=4))
-    monkeypatch.setattr(ClStrategy, "train", original)
+    interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method=method, iters=4)))
     resumed = run(lm_config(tmp_path / "split", method=method, iters=4, resume=True))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
     assert resumed.metrics == whole.metrics

@@ -11,6 +11,7 @@ from cl_bench.cli import main
 from cl_bench.errors import UserError
 from cl_bench.results import validate
 from cl_bench.strategy import ClStrategy
+from toys import interrupt_at_second_task
 
 
 def config(tmp_path, **kwargs) -> RunConfig:
@@ -52,19 +53,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
 @pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora", "o-lora"])  # moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
-    calls = {"n": 0}
-    original = ClStrategy.train
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ClStrategy, "train", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path / "split", method=method, iters=4))
-    monkeypatch.setattr(ClStrategy, "train", original)
+    interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path / "split", method=method, iters=4)))
     (partial,) = (tmp_path / "split").glob("*.json")
     assert json.loads(partial.read_text())["status"] == "partial" and list((tmp_path / "split").glob("*.ckpt"))
     resumed = run(config(tmp_path / "split", method=method, iters=4, resume=True))

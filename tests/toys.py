@@ -158,3 +158,24 @@ def result_document(
 def snapshot(folder) -> dict[str, bytes | None]:
     """Every file and folder below `folder` with its bytes (None for folders); {} when it does not exist."""
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))} if folder.exists() else {}
+
+
+def interrupt_at_second_task(monkeypatch, start) -> None:
+    """Call `start()` (a run) with the second task's training raising KeyboardInterrupt, as a killed run stops."""
+    import pytest
+
+    from cl_bench.strategy import ClStrategy
+
+    calls = {"n": 0}
+    original = ClStrategy.train
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClStrategy, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    monkeypatch.setattr(ClStrategy, "train", original)

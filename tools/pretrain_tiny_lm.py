@@ -19,7 +19,6 @@ same seed, thread count and library versions the files come out byte for byte th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -322,14 +321,12 @@ def train(args: argparse.Namespace):
     return model, tokenizer, record, started
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_folder(out: Path, model, tokenizer, record: dict[str, Any], started: float) -> None:
     import tokenizers
     import torch
     import transformers
+
+    from cl_bench.provenance import cpu_name, file_sha256
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,7 +341,8 @@ def write_folder(out: Path, model, tokenizer, record: dict[str, Any], started: f
         record["seconds"] = round(time.time() - started, 1)
         record["versions"] = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
         record["machine"] = platform.machine()
-        record["sha256"] = {name: sha256(tmp / name) for name in written}
+        record["cpu"] = cpu_name()  # another CPU kind rounds differently: the weights differ in their bits
+        record["sha256"] = {name: file_sha256(tmp / name) for name in written}
         (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         for path in tmp.iterdir():
             path.chmod(0o644)
