@@ -356,7 +356,7 @@ def coerce(label: str, value: Any, default: Any) -> Any:
 
 
 # Ranges of the training parameters every method has: (lowest allowed, whether the lowest itself is allowed).
-TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size": (1, True), "lr": (0.0, False), "weight_decay": (0.0, True), "warmup_iters": (0, True)}
+TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size": (1, True), "lr": (0.0, False), "weight_decay": (0.0, True), "warmup_iters": (0, True), "grad_accum": (1, True)}
 
 
 # The learning-rate schedules of the shared strategy; a method has a `schedule` parameter only
@@ -375,6 +375,9 @@ def check_training(hparams: Mapping[str, Any]) -> None:
         if value < lowest or (value == lowest and not inclusive):
             bound = f"at least {lowest}" if inclusive else f"greater than {lowest}"
             raise UserError(f"method.{key} must be {bound}, got {shown(value)}")
+    accum = hparams.get("grad_accum", 1)  # a parameter where a method's defaults set one (the LLM track's)
+    if hparams.get("batch_size") and hparams["batch_size"] % accum:
+        raise UserError(f"method.batch_size {hparams['batch_size']} must be a multiple of method.grad_accum {accum} (each step accumulates grad_accum equal micro-batches)")
 
 
 def resolve_params(owner: str, prefix: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

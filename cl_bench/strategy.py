@@ -15,6 +15,9 @@ What it changes in the template, and why:
   per-iteration plugin callbacks go only to plugins that implement them: the loop stays within a
   few percent of a plain PyTorch loop (benchmarks/strategy_overhead.py).
 - Autocast (bf16 or fp16 with a grad scaler) on CUDA.
+- Gradient accumulation where a method has `grad_accum` (the LLM track): each step's batch runs as
+  `grad_accum` equal micro-batches, forward and backward one at a time (the memory of one), and
+  the step's loss is the mean of their losses, as DeepSpeed and Hugging Face accumulate.
 """
 
 from __future__ import annotations
@@ -300,22 +303,48 @@ class ClStrategy(SupervisedTemplate):
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
+    @property
+    def accumulating(self) -> bool:
+        return self.is_training and int(self.hparams.get("grad_accum", 1)) > 1
+
     def forward(self):
+        if self.accumulating:  # the micro-batches run forward and backward in criterion()
+            return None
         with self._autocast():
             return self.model(self.mb_x)
 
     def criterion(self):
         if not self.is_training:  # cells are scored by the model's scorer; a generating model has no eval loss
             return torch.zeros((), device=self.device)
-        loss = self.model.loss(self.mb_output, self.mb_y)
-        if self.is_training and self._extra_loss:
+        if self.accumulating:
+            return self._accumulate()
+        return self._training_loss(self.mb_x, self.mb_y, self.mb_output)
+
+    def _training_loss(self, inputs, targets, outputs):
+        loss = self.model.loss(outputs, targets)
+        if self._extra_loss:
             with self._autocast():
-                extra = self.method.extra_loss(self.model, (self.mb_x, self.mb_y), self.mb_output)
+                extra = self.method.extra_loss(self.model, (inputs, targets), outputs)
             if extra is not None:
                 loss = loss + extra.float()
         return loss
 
+    def _accumulate(self):
+        """Forward and backward of each micro-batch in turn; the gradients add up to those of the
+        mean micro-batch loss, which is returned (detached: backward() has nothing left to do)."""
+        parts = int(self.hparams["grad_accum"])
+        total = torch.zeros((), device=self.device)
+        for inputs, targets in zip(self.mb_x.chunk(parts), self.mb_y.chunk(parts)):
+            with self._autocast():
+                outputs = self.model(inputs)
+            loss = self._training_loss(inputs, targets, outputs) / parts
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total += loss.detach()
+        return total
+
     def backward(self):
+        if self.accumulating:
+            return
         if self.scaler is not None:
             self.scaler.scale(self.loss).backward()
         else:

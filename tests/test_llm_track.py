@@ -338,3 +338,38 @@ def test_o_lora_penalises_overlap_with_earlier_tasks_and_freezes_them():
     by_hand = sum(float((layer.old_A @ layer.new_A.t()).abs().sum().detach()) for layer in method.layers)
     assert float(method.extra_loss(model, None, None).detach()) == pytest.approx(0.5 * by_hand, rel=1e-5)
     assert {id(p) for p in method.trainable_parameters(model)} == {id(p) for layer in method.layers for p in (layer.new_A, layer.new_B)}
+
+
+# ------------------------------------------------------------------------------------ accumulation
+
+
+def _first_step(tmp_path, registry, method, **settings):
+    """The gradients of the first training step (left in .grad: the next step would clear them) and the parameters after it."""
+    from cl_bench import build
+
+    config = lm_config(tmp_path, method=method, iters=1, **{"method.batch_size": 8, **settings})
+    parts = build(plan(config, registry))
+    parts.strategy.train(parts.stream.benchmark.train_stream[0])
+    return [p.grad.clone() for p in parts.strategy.trainable], [p.detach().clone() for p in parts.strategy.trainable]
+
+
+@pytest.mark.parametrize("method", ["seq-lora", "moram"])
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(registry, tmp_path, method, monkeypatch):
+    # stance answers are one letter + EOS: every row has two answer tokens, so the mean over the
+    # whole batch's answer tokens equals the mean of the micro-batches' means
+    whole, after_whole = _first_step(tmp_path / "a", registry, method)
+    calls = []
+    forward = type(tiny_lm()).forward
+    monkeypatch.setattr(type(tiny_lm()), "forward", lambda self, ids: calls.append(ids.shape[0]) or forward(self, ids))
+    accumulated, after_accumulated = _first_step(tmp_path / "b", registry, method, **{"method.grad_accum": 4})
+    assert calls == [2] * 4  # four micro-batches of two rows, one at a time in memory
+    assert any(float(g.abs().sum()) > 0 for g in whole)
+    for a, b in zip(whole, accumulated):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    for a, b in zip(after_whole, after_accumulated):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_grad_accum_must_divide_the_batch(registry, tmp_path):
+    with pytest.raises(UserError, match="method.batch_size 8 must be a multiple of method.grad_accum 3"):
+        plan(lm_config(tmp_path, method="seq-lora", **{"method.batch_size": 8, "method.grad_accum": 3}), registry)

@@ -53,6 +53,7 @@ LM_DEFAULTS: dict[str, Any] = {
     "iters": 32,
     "batch_size": 32,
     "schedule": "constant",
+    "grad_accum": 1,
 }
 # tiny-lm: more steps of a smaller batch, a larger learning rate (ours; see README, LLM track).
 TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}

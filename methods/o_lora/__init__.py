@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 5e-4,
     "iters": 500,
 }
-LM_DEFAULTS: dict[str, Any] = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "iters": 32, "batch_size": 32, "schedule": "constant"}
+LM_DEFAULTS: dict[str, Any] = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 
 

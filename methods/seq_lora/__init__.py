@@ -9,7 +9,7 @@ from cl_bench import MethodSpec, Supports, hookimpl
 
 # Language models: q, k, v, o of every decoder block (TRACE's LoRA baselines), Adam at a constant
 # rate as TRACE trains; tiny-lm: our budget, as moram's.
-LM_DEFAULTS = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "lr": 5e-4, "iters": 32, "batch_size": 32, "schedule": "constant"}
+LM_DEFAULTS = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "lr": 5e-4, "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 TINY_LM_PROFILE = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 
 
