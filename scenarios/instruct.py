@@ -155,7 +155,7 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
         ScenarioSpec(
             name="embedded-instruct",
             factory=build_embedded,
-            summary="LLM track default: 4 TRACE-shaped instruction tasks from seeded generators (stance, summary, code, simplify) and a control task; offline",
+            summary="LLM track default: 4 TRACE-shaped instruction tasks from seeded generators (stance, meeting, code, simplify) and a copy control task; offline",
             protocol="instruct",
             num_tasks=EMBEDDED_DEFAULTS["tasks"],
             defaults=EMBEDDED_DEFAULTS,
