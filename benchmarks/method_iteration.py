@@ -1,6 +1,9 @@
 """Time per training iteration of each parameter-efficient method, relative to seq-lora.
 
-    python benchmarks/method_iteration.py [--iters 100] [--methods seq-lora,eblora,...]
+    python benchmarks/method_iteration.py [--iters 100] [--methods seq-lora,eblora,...] [--threads N]
+
+Threads: `clbench run`'s default (half the usable cores: one on two cores) unless --threads says
+otherwise; run it at 1 and 2 for the README's table.
 
 Every method trains tiny-clip on embedded-mtil with its tiny-clip profile, through the shared
 strategy. The methods take turns task by task (all methods train task 1, then all train task 2,
@@ -20,6 +23,7 @@ import time
 import torch
 
 from cl_bench import RunConfig, build, plan
+from cl_bench.spec import default_threads
 from cl_bench.runner import quiet_third_party_warnings
 
 quiet_third_party_warnings()  # before Avalanche is imported: it warns about optional solvers
@@ -58,7 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=100, help="iterations per task")
     parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--threads", type=int, default=default_threads(), help="CPU threads (default: clbench run's, half the usable cores)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     registry = Registry()
     names = args.methods.split(",")
     runs = {name: build_run(registry, name, args.iters, torch.get_num_threads()) for name in names}
