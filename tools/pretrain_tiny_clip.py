@@ -83,6 +83,7 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import torch.nn.functional as F
 
     from cl_bench.backbones.tiny_clip import build_clip, wrap
+    from cl_bench.provenance import cpu_name
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -128,6 +129,7 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "cpu": cpu_name(),  # another CPU kind rounds differently: the weights differ in their bits
         "final_loss": round(float(loss.item()), 4),
     }
     return model, record
