@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cl_bench import TEXT_PROTOCOLS, BackboneSpec, hookimpl
 
+from .language_models import hf_weights, tiny_lm_weights  # light: finding a file imports no model code
+
 
 def _tiny_clip_weights(params):
     from .tiny_clip import weights_file
@@ -15,18 +17,6 @@ def _vit_b16_weights(params):
     from .vit_b16 import weights_file
 
     return weights_file(params)
-
-
-def _tiny_lm_weights(params):
-    from .language_models import tiny_lm_weights
-
-    return tiny_lm_weights(params)
-
-
-def _hf_weights(params):
-    from .language_models import hf_weights
-
-    return hf_weights(params)
 
 
 # Truncation as TRACE's (1024 prompt, 512 answer tokens); dtype: the weights' type once loaded.
@@ -60,7 +50,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
             version="1",
-            weights_file=_tiny_lm_weights,
+            weights_file=tiny_lm_weights,
         ),
         BackboneSpec(
             name="hf-causal-lm",
@@ -70,6 +60,6 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
             version="1",
-            weights_file=_hf_weights,
+            weights_file=hf_weights,
         ),
     ]
