@@ -40,6 +40,7 @@ _DEFERRED = {
     "LinearAdapter": "model",
     "TaskContext": "model",
     "CellScorer": "model",
+    "file_sha256": "provenance",
 }
 
 __all__ = [

@@ -75,6 +75,7 @@ def cpu_name() -> str:
 
 
 def file_sha256(path: str | Path) -> str:
+    """A file's sha256 (hex), read in 1 MiB blocks; public as `cl_bench.file_sha256` for plugins that record their files."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

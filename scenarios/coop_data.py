@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench import UserError
+from cl_bench import UserError, file_sha256
 
 from . import torchvision_sets as tv
 from .domains import DataSetTask
-from .image_folder import Samples, few_shot_index, first_missing, sha256_file, sha256_lines
+from .image_folder import Samples, few_shot_index, first_missing, sha256_lines
 
 # Few-shot draws use numpy's generator seeded with (SHOT_SEED, crc32 of the data set key): fixed
 # per data set, whatever the task order or the run seed.
@@ -160,7 +160,7 @@ def _load_coop(root: Path, layout: Layout) -> Source:
         return Samples(np.asarray(labels, dtype=np.int64), tuple(paths))
 
     train, test = samples("train"), samples("test")
-    return Source(layout, train, test, raw_names, folders, {f"{layout.folder}/{layout.split}": sha256_file(split_path)})
+    return Source(layout, train, test, raw_names, folders, {f"{layout.folder}/{layout.split}": file_sha256(split_path)})
 
 
 def _load_aircraft(root: Path, layout: Layout) -> Source:
@@ -183,7 +183,7 @@ def _load_aircraft(root: Path, layout: Layout) -> Source:
         return Samples(np.asarray(labels, dtype=np.int64), tuple(paths))
 
     train, test = samples("images_variant_train.txt"), samples("images_variant_test.txt")
-    files = {f"{layout.folder}/{f}": sha256_file(base / f) for f in AIRCRAFT_FILES}
+    files = {f"{layout.folder}/{f}": file_sha256(base / f) for f in AIRCRAFT_FILES}
     return Source(layout, train, test, raw_names, {c: "" for c in raw_names}, files)
 
 

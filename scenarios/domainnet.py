@@ -64,7 +64,7 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 def build(params: dict[str, Any], context: ScenarioContext):
     from cl_bench import StreamTask, UserError, assemble_stream
 
-    from .image_folder import sha256_file
+    from cl_bench import file_sha256
 
     base = Path(context.data_root) / FOLDER
     folders: dict[int, str] = {}
@@ -81,7 +81,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
         "templates": list(TEMPLATES),
         "class_order": classes,
         "sources": {"layout": "DomainNet split files as distributed (S-Prompts' loader)", "class_names": "class folders, '_' as spaces"},
-        "split_files_sha256": {f"{FOLDER}/{d}_{p}.txt": sha256_file(base / f"{d}_{p}.txt") for d in DOMAINS for p in ("train", "test")},
+        "split_files_sha256": {f"{FOLDER}/{d}_{p}.txt": file_sha256(base / f"{d}_{p}.txt") for d in DOMAINS for p in ("train", "test")},
         "sizes": {d: {p: len(s) for p, s in splits[d].items()} for d in DOMAINS},
         "augmentation": "none (resize shorter side + centre crop, deterministic)",
     }

@@ -136,14 +136,6 @@ def few_shot_index(labels: np.ndarray, shots: int, seed: Sequence[int]) -> np.nd
     return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_lines(lines: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for line in lines:

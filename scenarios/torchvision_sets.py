@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench import UserError
+from cl_bench import UserError, file_sha256
 
-from .image_folder import Samples, first_missing, sha256_file
+from .image_folder import Samples, first_missing
 
 CIFAR100_FILES = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
 MNIST_FILES = tuple(
@@ -43,7 +43,7 @@ def _load(root: Path, name: str, files: tuple[str, ...], make) -> Loaded:
         train=Samples(np.asarray(train.targets, dtype=np.int64), array=np.asarray(train.data)),
         test=Samples(np.asarray(test.targets, dtype=np.int64), array=np.asarray(test.data)),
         classes=list(train.classes),
-        files={f: sha256_file(root / f) for f in files},
+        files={f: file_sha256(root / f) for f in files},
     )
 
 

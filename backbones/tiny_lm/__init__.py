@@ -10,25 +10,15 @@ padding; encoding a text prepends `<s>` unless `add_special_tokens=False`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from cl_bench import UserError
+from cl_bench import UserError, file_sha256
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 RECORD_FILE = "record.json"
 FIX = "reinstall cl-bench or run python tools/pretrain_tiny_lm.py (in a clone of the repository)"
-
-
-def file_sha256(path: Path) -> str:
-    """A file's sha256, read in chunks (plugins use only the public API, so not cl_bench.provenance's)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_record(folder: Path | None = None) -> dict[str, Any]:
