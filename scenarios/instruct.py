@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -94,31 +95,31 @@ def check_trace(data_root: str | None) -> str | None:
     return None  # the tasks' files are checked as the stream reads them (scenario.order picks which)
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> tuple[Any, str]:
+    """A TRACE file's JSON and its sha256, from one read."""
     if path.stat().st_size > MAX_SPLIT_BYTES:
         raise UserError(f"trace: {path} is over {MAX_SPLIT_BYTES >> 20} MiB; a TRACE split is a few MiB")
+    raw = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(raw.decode("utf-8")), hashlib.sha256(raw).hexdigest()
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"trace: {path} is not a JSON file ({type(exc).__name__}); restore it from the TRACE archive") from None
 
 
-def read_split(path: Path) -> list[dict[str, str]]:
-    """One TRACE split: a JSON list of {"prompt", "answer"} objects (other keys are kept out)."""
+def read_split(path: Path) -> tuple[list[dict[str, str]], str]:
+    """One TRACE split: a JSON list of {"prompt", "answer"} objects (other keys are kept out), and the file's sha256."""
     if not path.is_file():
         raise UserError(f"trace: {path} is missing; unpack TRACE into the data root")
-    data = _read_json(path)
+    data, sha256 = _read_json(path)
     if not isinstance(data, list) or not data:
         raise UserError(f"trace: {path} must hold a non-empty JSON list of {{prompt, answer}} objects")
     for index, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not isinstance(item.get("answer"), str):
             raise UserError(f"trace: {path} item {index} is not an object with string 'prompt' and 'answer'")
-    return [{"prompt": item["prompt"], "answer": item["answer"]} for item in data]
+    return [{"prompt": item["prompt"], "answer": item["answer"]} for item in data], sha256
 
 
 def build_trace(params: dict[str, Any], context: ScenarioContext):
-    import hashlib
-
     from cl_bench import TextTask, assemble_text_stream
 
     root = Path(context.data_root or "")
@@ -127,14 +128,12 @@ def build_trace(params: dict[str, Any], context: ScenarioContext):
         task = _trace_task(name)
         splits = {}
         for split, size in (("train", params["train_size"]), ("test", params["test_size"])):
-            path = root / task.folder / f"{split}.json"
-            examples = read_split(path)
+            examples, sha256 = read_split(root / task.folder / f"{split}.json")
             splits[split] = examples[:size] if size else examples
-            files[f"{task.folder}/{split}.json"] = {"examples": len(examples), "used": len(splits[split]), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            files[f"{task.folder}/{split}.json"] = {"examples": len(examples), "used": len(splits[split]), "sha256": sha256}
         labels = root / task.folder / "labels.json"
         if labels.is_file():
-            _read_json(labels)
-            files[f"{task.folder}/labels.json"] = {"sha256": hashlib.sha256(labels.read_bytes()).hexdigest()}
+            files[f"{task.folder}/labels.json"] = {"sha256": _read_json(labels)[1]}
         tasks.append(TextTask(task.name, task.scorer, task.max_new_tokens, splits["train"], splits["test"]))
     decoding = {"repetition_penalty": params["repetition_penalty"], "no_repeat_ngram_size": params["no_repeat_ngram_size"]}
     metadata = {"layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read", "files": files, "official_epochs": {t: _trace_task(t).epochs for t in params["order"]}}
