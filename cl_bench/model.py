@@ -63,6 +63,19 @@ class LinearAdapter(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base.bias
 
+    def grow_on_load(self, *names: str) -> None:
+        """Let a fresh adapter load a state in which the parameters `names` have other shapes (a
+        memory grown over tasks, from a checkpoint): before loading, each one whose incoming shape
+        differs is replaced by an empty parameter of that shape, keeping its `requires_grad`."""
+
+        def resize(module, state, prefix, *args) -> None:
+            for name in names:
+                incoming, current = state.get(prefix + name), getattr(module, name)
+                if incoming is not None and incoming.shape != current.shape:
+                    setattr(module, name, nn.Parameter(current.new_empty(incoming.shape), requires_grad=current.requires_grad))
+
+        self._register_load_state_dict_pre_hook(resize, with_module=True)
+
 
 @dataclass(frozen=True)
 class TaskContext:

@@ -76,7 +76,7 @@ class RankOneMemoryLinear(LinearAdapter):
         self.frozen_B = nn.Parameter(like.new_zeros(base.out_features, 0), requires_grad=False)
         self.new_A = nn.Parameter(like.new_zeros(0, base.in_features))
         self.new_B = nn.Parameter(like.new_zeros(base.out_features, 0))
-        self._register_load_state_dict_pre_hook(self._resize_to_incoming)
+        self.grow_on_load("frozen_A", "frozen_B", "new_A", "new_B")  # checkpoints of grown memories
 
     # ------------------------------------------------------------------ growth
 
@@ -108,14 +108,6 @@ class RankOneMemoryLinear(LinearAdapter):
     def atoms_B(self) -> Tensor:
         """All atoms' output vectors, stacked: (d_out, atoms)."""
         return stacked(self.frozen_B, self.scaled_new_B(), 1)
-
-    def _resize_to_incoming(self, state, prefix, *args) -> None:
-        """Let a fresh layer load a state with any number of atoms (checkpoints of grown memories)."""
-        for name in ("frozen_A", "frozen_B", "new_A", "new_B"):
-            incoming = state.get(prefix + name)
-            current = getattr(self, name)
-            if incoming is not None and incoming.shape != current.shape:
-                setattr(self, name, nn.Parameter(current.new_empty(incoming.shape), requires_grad=current.requires_grad))
 
     # ------------------------------------------------------------------ forward
 

@@ -26,7 +26,7 @@ class OrthogonalLoRALinear(LinearAdapter):
         self.old_B = nn.Parameter(like.new_zeros(base.out_features, 0), requires_grad=False)
         self.new_A = nn.Parameter(like.new_zeros(0, base.in_features))
         self.new_B = nn.Parameter(like.new_zeros(base.out_features, 0))
-        self._register_load_state_dict_pre_hook(self._resize_to_incoming)
+        self.grow_on_load("old_A", "old_B", "new_A", "new_B")  # a checkpoint of any number of finished tasks
 
     def add_task(self) -> None:
         """Freeze the current task's block into the old stack and start a new one."""
@@ -37,13 +37,6 @@ class OrthogonalLoRALinear(LinearAdapter):
         nn.init.kaiming_uniform_(new_A, a=math.sqrt(5))
         self.new_A = nn.Parameter(new_A)
         self.new_B = nn.Parameter(self.old_B.new_zeros(self.base.out_features, self.rank))
-
-    def _resize_to_incoming(self, state, prefix, *args) -> None:
-        """A fresh layer loads a checkpoint of any number of finished tasks."""
-        for name in ("old_A", "old_B", "new_A", "new_B"):
-            incoming, current = state.get(prefix + name), getattr(self, name)
-            if incoming is not None and incoming.shape != current.shape:
-                setattr(self, name, nn.Parameter(current.new_empty(incoming.shape), requires_grad=current.requires_grad))
 
     def orthogonality(self) -> Tensor:
         """Σ |A_old A_newᵀ|: zero when the new A's rows are orthogonal to every old one."""
