@@ -121,6 +121,7 @@ class ClStrategy(SupervisedTemplate):
         self.method = method
         self.stream = stream
         self.hparams = dict(hparams)
+        self.grad_accum = int(self.hparams.get("grad_accum", 1))  # micro-batches per step (1: none)
         self.seed = seed
         self.precision = precision
         self.num_workers = num_workers
@@ -305,7 +306,7 @@ class ClStrategy(SupervisedTemplate):
 
     @property
     def accumulating(self) -> bool:
-        return self.is_training and int(self.hparams.get("grad_accum", 1)) > 1
+        return self.is_training and self.grad_accum > 1
 
     def forward(self):
         if self.accumulating:  # the micro-batches run forward and backward in criterion()
@@ -332,7 +333,7 @@ class ClStrategy(SupervisedTemplate):
     def _accumulate(self):
         """Forward and backward of each micro-batch in turn; the gradients add up to those of the
         mean micro-batch loss, which is returned (detached: backward() has nothing left to do)."""
-        parts = int(self.hparams["grad_accum"])
+        parts = self.grad_accum
         total = torch.zeros((), device=self.device)
         for inputs, targets in zip(self.mb_x.chunk(parts), self.mb_y.chunk(parts)):
             with self._autocast():
