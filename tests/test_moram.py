@@ -58,10 +58,17 @@ def matmul_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["atoms-first", "rows-first"])
+def layout(request, monkeypatch):
+    """Run MemoryLinear with p laid out atoms first (few atoms, a top-k mask) and rows first (torch.topk)."""
+    monkeypatch.setattr(layer_module, "PAIRWISE_MAX_ATOMS", 10**6 if request.param == "atoms-first" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("tasks", [1, 3])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("mask_in_training", [False, True])
-def test_forward_matches_the_official_formulation(tasks, training, mask_in_training, matmul_path):
+def test_forward_matches_the_official_formulation(tasks, training, mask_in_training, matmul_path, layout):
     layer = grown_layer(tasks, mask_in_training).train(training)
     x = torch.randn(4, 5, 12)
     expected = reference_forward(layer, x, training, mask_in_training)
@@ -72,7 +79,7 @@ def test_forward_matches_the_official_formulation(tasks, training, mask_in_train
         assert not torch.allclose(unmasked(x), expected, atol=1e-5)
 
 
-def test_gradients_match_the_official_formulation_and_skip_frozen_atoms(matmul_path):
+def test_gradients_match_the_official_formulation_and_skip_frozen_atoms(matmul_path, layout):
     layer = grown_layer(3).train()
     x = torch.randn(6, 12, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
@@ -204,7 +211,7 @@ def test_mora_variant_prunes_in_training(registry):
 
 @pytest.mark.parametrize("k, threshold, frozen", [(3, None, 2), (3, 0.2, 2), (5, None, 3), (5, 0.1, 0), (4, None, 4)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias):
+def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias, layout):
     """MemoryLinear's backward against finite differences, for every input (frozen ones included)."""
     torch.manual_seed(k + frozen)
     atoms, d_in, d_out = 5, 6, 4
@@ -223,21 +230,28 @@ def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias):
     assert torch.autograd.gradcheck(apply, with_grad)
 
 
-def test_weights_below_the_floor_are_exactly_zero():
+def test_weights_below_the_floor_are_exactly_zero_in_both_layouts():
     logits = torch.tensor([[0.0, -59.0, -61.0, -200.0]])
     weights = layer_module.softmax_last_(logits.clone())
     assert weights[0, 1] > 0 and weights[0, 2] == 0 and weights[0, 3] == 0
     assert torch.allclose(weights, torch.softmax(logits, dim=-1), atol=1e-25, rtol=0)
+    atoms_first = layer_module.softmax_atoms_(logits.t().clone(), torch.tensor([[1.0], [1.0], [1.0], [1.0]]))
+    assert torch.equal(atoms_first.t() > 0, weights > 0) and torch.allclose(atoms_first.t(), weights, atol=1e-25, rtol=0)
+    chosen = layer_module.softmax_atoms_(torch.tensor([[0.0], [-1.0], [-2.0]]), torch.tensor([[1.0], [0.0], [1.0]]))
+    assert chosen[1, 0] == 0 and torch.allclose(chosen[[0, 2], 0], torch.softmax(torch.tensor([0.0, -2.0]), dim=0))
 
 
-def test_zero_input_rows_get_finite_gradients_equal_to_autograds():
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_zero_input_rows_get_finite_gradients_equal_to_autograds(tasks, layout):
     """A language model's attention output is zero at padded positions: the norm is clamped there and
-    its cube must not overflow into inf * 0 = nan."""
+    its cube must not overflow into inf * 0 = nan. With more atoms than k every atom ties at a zero
+    row; atoms first keeps them all, torch.topk (rows first, and autograd's path) an arbitrary k."""
     torch.manual_seed(0)
     layer = RankOneMemoryLinear(torch.nn.Linear(16, 12), rank=4, topk=4, temperature=0.03, threshold=0.2)
-    layer.add_task()
-    with torch.no_grad():
-        layer.new_B.normal_()
+    for _ in range(tasks):
+        layer.add_task()
+        with torch.no_grad():
+            layer.new_B.normal_()
     x = torch.randn(6, 16)
     x[2] = 0.0
     grads = []
@@ -248,4 +262,30 @@ def test_zero_input_rows_get_finite_gradients_equal_to_autograds():
         layer(inputs).square().sum().backward()
         grads.append((inputs.grad, layer.new_A.grad.clone(), layer.new_B.grad.clone()))
     for fast, reference in zip(*grads):
-        assert torch.isfinite(fast).all() and torch.allclose(fast, reference, atol=1e-5)
+        assert torch.isfinite(fast).all()
+    (fast_x, *fast_weights), (reference_x, *reference_weights) = grads
+    other_rows = torch.arange(6) != 2
+    assert torch.allclose(fast_x[other_rows], reference_x[other_rows], atol=1e-5)
+    if tasks == 1 or layout == "rows-first":  # no tie, or the same selection
+        assert torch.allclose(fast_x, reference_x, atol=1e-5)
+    for fast, reference in zip(fast_weights, reference_weights):  # a zero row adds nothing to ∂L/∂A, ∂L/∂B
+        assert torch.allclose(fast, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("atoms, k", [(5, 2), (16, 8), (24, 8), (40, 16)])
+def test_top_k_mask_keeps_the_atoms_torch_topk_keeps(atoms, k):
+    torch.manual_seed(atoms)
+    scores = torch.randn(atoms, 300)  # atoms x rows; no ties
+    expected = torch.zeros_like(scores).scatter_(0, scores.topk(k, dim=0).indices, 1.0)
+    assert torch.equal(layer_module.top_k_mask(scores, k), expected)
+    assert layer_module.top_k_mask(scores, atoms) is None and layer_module.top_k_mask(scores, atoms + 3) is None
+
+
+def test_top_k_mask_keeps_every_atom_tied_at_the_kth_place():
+    torch.manual_seed(1)
+    scores = torch.randint(0, 4, (6, 50)).float()  # many ties
+    scores[:, 0] = 0.0  # a zero input row: every atom tied
+    above = (scores.unsqueeze(0) > scores.unsqueeze(1)).sum(dim=1)  # [i, r]: atoms scoring more than atom i
+    mask = layer_module.top_k_mask(scores, 3)
+    assert torch.equal(mask, (above < 3).float())
+    assert (mask.sum(dim=0) >= 3).all() and mask[:, 0].sum() == 6

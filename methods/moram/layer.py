@@ -23,14 +23,21 @@ values and gradients against the official formulation restated):
   backward: one matmul per side for all atoms, weight gradients for the new atoms only (the
   official code computes the gradient of the whole concatenated stack), and the memory's product
   accumulated into the base output inside its matmul;
-- the top k are chosen on p (the same atoms as on s), unsorted; only the k chosen scores are
-  normalised and go through the softmax, and p ⊙ w is scattered back from the k products: equal
-  to a softmax over a vector with -inf outside the top k, with fewer full-size operations;
+- the top k are chosen on p (the same atoms as on s: each row is scaled by a positive number).
+  Up to PAIRWISE_MAX_ATOMS atoms (`AtomsFirst`) p is laid out atoms x rows, so every reduction over
+  the atoms runs along contiguous rows, and the top k is a 0/1 mask from pairwise comparisons
+  (`top_k_mask`); a tie at the k-th place (equal floats: a zero input row, duplicated atoms) keeps
+  every tied atom there. With more atoms (`RowsFirst`) torch.topk picks k, unsorted (an arbitrary
+  k of tied atoms), only the k chosen go through the softmax, and p ⊙ w is scattered back. Both
+  equal a softmax over a vector with -inf outside the top k;
 - softmax weights below e^-60 of the largest are zero (see WEIGHT_FLOOR).
 
-Where the time goes (benchmarks/moram_layer.py, one CPU thread): at tiny-clip sizes, torch.topk
-alone costs about as much as a LoRA layer's forward and backward; at ViT-B/16 sizes it is about
-5% of the layer.
+Where the time goes (PyTorch profiler and benchmarks/, tiny-clip, one CPU thread): torch.topk
+selects row by row with data-dependent branches. On inputs that change every call, as in training,
+the branch mispredictions make it cost about 4x what a loop over one repeated input measures:
+about 340 us for 1,088 rows of 24 atoms, as much as the layer's matmuls, and 13-15% of a training
+iteration. The pairwise mask costs about half of that up to 24 atoms, and more than torch.topk
+beyond (it grows with atoms²). At ViT-B/16 sizes the selection is a few percent of the layer.
 """
 
 from __future__ import annotations
@@ -173,6 +180,12 @@ class RankOneMemoryLinear(LinearAdapter):
 # output is far below float precision, and left alone they decay into denormal floats, which make
 # every later product with them several times slower on CPUs (measured: 2-3x for a tiny-clip layer).
 WEIGHT_FLOOR = math.exp(-60.0)
+FLOOR_LOGIT = -64.0  # a logit this far below the largest gives a weight under the floor
+
+# Up to this many atoms the memory is computed atoms first, with the top k as a mask from pairwise
+# comparisons (atoms² x rows of branch-free work); above it rows first, with torch.topk, whose
+# per-row selection is then cheaper (benchmarks/moram_layer.py).
+PAIRWISE_MAX_ATOMS = 24
 
 
 def softmax_last_(z: Tensor) -> Tensor:
@@ -182,11 +195,110 @@ def softmax_last_(z: Tensor) -> Tensor:
     return e.div_(e.sum(dim=-1, keepdim=True))
 
 
+def softmax_atoms_(logits: Tensor, chosen: Tensor | None) -> Tensor:
+    """Softmax over dim 0 (atoms) of the chosen atoms only, in place; the others get 0. The largest
+    logit is always chosen, so the maximum over all atoms is the chosen ones'. Logits are clamped
+    below the floor before exp: exp of a far lower logit is a denormal float, slow to produce."""
+    e = logits.sub_(logits.amax(dim=0, keepdim=True)).clamp_min_(FLOOR_LOGIT).exp_()
+    if chosen is not None:
+        e.mul_(chosen)
+    F.threshold_(e, WEIGHT_FLOOR, 0.0)
+    return e.div_(e.sum(dim=0, keepdim=True))
+
+
+def top_k_mask(scores: Tensor, k: int) -> Tensor | None:
+    """1 where an atom is among the k largest of its column, else 0 (scores: atoms x rows); None
+    when k keeps every atom. An atom is kept when fewer than k atoms score strictly more, so a tie
+    at the k-th place keeps every tied atom (torch.topk keeps an arbitrary k of them)."""
+    if k >= scores.shape[0]:
+        return None
+    # [i, j] = 1 where atom j scores more than atom i; summed over j: the atoms above atom i
+    above = (scores.unsqueeze(0) - scores.unsqueeze(1)).sign_().clamp_min_(0).sum(dim=1)
+    return (above < k - 0.5).to(scores.dtype)
+
+
 def stacked(frozen: Tensor, new: Tensor, dim: int) -> Tensor:
     """The frozen and the new atoms as one tensor (no copy when either block is empty)."""
     if not (frozen.shape[dim] and new.shape[dim]):
         return new if new.shape[dim] else frozen
     return torch.cat([frozen, new], dim=dim)
+
+
+class RowsFirst:
+    """The memory's p ⊙ w and ∂L/∂p with p laid out rows x atoms: the top k by torch.topk
+    (unsorted), the softmax over the k chosen only, p ⊙ w scattered back."""
+
+    @staticmethod
+    def forward(x: Tensor, A: Tensor, k: int, temperature: float, threshold: float | None):
+        projection = x @ A.t()
+        norm = projection.norm(dim=-1, keepdim=True)
+        if k == projection.shape[-1]:
+            index, top = None, projection
+        else:  # order within the top k does not matter: everything below is per atom or a sum
+            top, index = projection.topk(k, dim=-1, sorted=False)
+        # 1 / (r τ), with r clamped as F.normalize does; below the clamp r passes no gradient
+        scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()
+        logits = top * scale
+        keep = None if threshold is None else (logits >= threshold / temperature).to(x.dtype)
+        soft = softmax_last_(logits)  # keep is already computed from the logits
+        weights = soft if keep is None else soft * keep
+        mixed = top * weights
+        weighted = mixed if index is None else torch.zeros_like(projection).scatter_(-1, index, mixed)
+        return weighted, (projection, norm, scale, index, top, soft, weights)
+
+    @staticmethod
+    def backward(grad: Tensor, B: Tensor, saved, temperature: float) -> Tensor:
+        projection, norm, scale, index, top, soft, weights = saved
+        grad_weighted = grad @ B
+        v = (grad_weighted if index is None else grad_weighted.gather(-1, index)).mul_(weights)
+        vp = v * top
+        q = vp.sub_(soft * vp.sum(dim=-1, keepdim=True))
+        on_top = v.addcmul_(q, scale)
+        grad_projection = projection * (torch.linalg.vecdot(q, top).unsqueeze(-1).mul_(through_norm(scale, norm, temperature)).neg_())
+        if index is None:
+            return grad_projection.add_(on_top)
+        return grad_projection.scatter_add_(-1, index, on_top)
+
+
+class AtomsFirst:
+    """The memory's p ⊙ w and ∂L/∂p with p laid out atoms x rows, for few atoms: every reduction
+    over the atoms runs along contiguous rows, and the top k is a mask (`top_k_mask`)."""
+
+    @staticmethod
+    def forward(x: Tensor, A: Tensor, k: int, temperature: float, threshold: float | None):
+        projection = A @ x.t()
+        norm = atom_norms(projection)
+        scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()  # as RowsFirst
+        logits = projection * scale
+        keep = None if threshold is None else (logits >= threshold / temperature).to(x.dtype)
+        soft = softmax_atoms_(logits, top_k_mask(projection, k))  # the top k of p are the logits': scale > 0
+        weights = soft if keep is None else soft * keep
+        return projection * weights, (projection, norm, scale, soft, weights)
+
+    @staticmethod
+    def backward(grad: Tensor, B: Tensor, saved, temperature: float) -> Tensor:
+        projection, norm, scale, soft, weights = saved
+        v = (B.t() @ grad.t()).mul_(weights)  # 0 outside the top k, like q below
+        vp = v * projection
+        q = vp.sub_(soft * vp.sum(dim=0, keepdim=True))
+        on_top = v.addcmul_(q, scale)
+        grad_projection = projection * torch.linalg.vecdot(q, projection, dim=0).unsqueeze(0).mul_(through_norm(scale, norm, temperature)).neg_()
+        return grad_projection.add_(on_top)
+
+
+def atom_norms(projection: Tensor) -> Tensor:
+    """‖p‖ of each row of an atoms-first p, shaped (1, rows): torch.linalg.vector_norm along dim 0
+    is about 10x slower on CPU. float16 is squared in float32 (it overflows above 256)."""
+    wide = projection.float() if projection.dtype == torch.float16 else projection
+    return torch.linalg.vecdot(wide, wide, dim=0).sqrt_().unsqueeze(0).to(projection.dtype)
+
+
+def through_norm(scale: Tensor, norm: Tensor, temperature: float) -> Tensor:
+    """1 / (r³ τ), from scale = 1 / (r τ); zero where r is clamped: a zero input row (a language
+    model's attention output at a padded position) has no gradient through its norm, and its
+    clamped scale cubed overflows."""
+    live = scale * (norm >= 1e-12)
+    return live.square().mul_(live).mul_(temperature**2)
 
 
 class MemoryLinear(torch.autograd.Function):
@@ -198,6 +310,7 @@ class MemoryLinear(torch.autograd.Function):
     ∂L/∂p = (v + q / (r τ)) on S  −  p · Σ_S q p / (r³ τ)   (the last term through r).
     Then ∂L/∂x = G W₀ + (∂L/∂p) A, ∂L/∂A = (∂L/∂p)ᵀ x and ∂L/∂B = Gᵀ u, each formed only where
     needed (never for the frozen atoms or the base, which do not require gradients).
+    p and ∂L/∂p are laid out as `RowsFirst` or, up to PAIRWISE_MAX_ATOMS atoms, `AtomsFirst` does.
     """
 
     @staticmethod
@@ -207,28 +320,17 @@ class MemoryLinear(torch.autograd.Function):
         A, B = stacked(frozen_A, new_A, 0), stacked(frozen_B, new_B, 1)
         if x.dtype != dtype or A.dtype != dtype:
             x, A, B, weight = x.to(dtype), A.to(dtype), B.to(dtype), weight.to(dtype)
-        projection = x @ A.t()
-        norm = projection.norm(dim=-1, keepdim=True)
-        if k == projection.shape[-1]:
-            index, top = None, projection
-        else:  # order within the top k does not matter: everything below is per atom or a sum
-            top, index = projection.topk(k, dim=-1, sorted=False)
-        # 1 / (r τ), with r clamped as F.normalize does; below the clamp r passes no gradient
-        scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()
-        logits = top * scale
-        keep = None if threshold is None else (logits >= threshold / temperature).to(dtype)
-        soft = softmax_last_(logits)  # keep is already computed from the logits
-        weights = soft if keep is None else soft * keep
-        mixed = top * weights
-        weighted = mixed if index is None else torch.zeros_like(projection).scatter_(-1, index, mixed)
+        atoms_first = A.shape[0] <= PAIRWISE_MAX_ATOMS
+        weighted, saved = (AtomsFirst if atoms_first else RowsFirst).forward(x, A, k, temperature, threshold)
+        weighted = weighted.t() if atoms_first else weighted  # rows x atoms, a view when atoms first
         out.addmm_(weighted, B.t())
-        ctx.save_for_backward(x, weight, A, B, projection, weighted, norm, scale, index, top, soft, weights)
-        ctx.frozen, ctx.has_bias, ctx.temperature = frozen_A.shape[0], bias is not None, temperature
+        ctx.save_for_backward(x, weight, A, B, weighted, *saved)
+        ctx.frozen, ctx.has_bias, ctx.temperature, ctx.atoms_first = frozen_A.shape[0], bias is not None, temperature, atoms_first
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, A, B, projection, weighted, norm, scale, index, top, soft, weights = ctx.saved_tensors
+        x, weight, A, B, weighted, *saved = ctx.saved_tensors
         frozen, needs = ctx.frozen, ctx.needs_input_grad
         if grad.dtype != weighted.dtype:
             grad = grad.to(weighted.dtype)
@@ -237,26 +339,16 @@ class MemoryLinear(torch.autograd.Function):
             grads[1] = grad.t() @ x
         if needs[2] and ctx.has_bias:
             grads[2] = grad.sum(0)
+        # ∂L/∂B as (uᵀ G)ᵀ: with the rows as the inner dimension of a transposed left operand this
+        # product is 4-5x faster on CPU than Gᵀ u at tiny-clip sizes (and about equal at ViT-B/16's)
         if needs[5]:
-            grads[5] = grad.t() @ weighted[:, :frozen]
+            grads[5] = (weighted[:, :frozen].t() @ grad).t()
         if needs[6]:
-            grads[6] = grad.t() @ weighted[:, frozen:]
+            grads[6] = (weighted[:, frozen:].t() @ grad).t()
         if not (needs[0] or needs[3] or needs[4]):
             return tuple(grads)
-        grad_weighted = grad @ B
-        v = (grad_weighted if index is None else grad_weighted.gather(-1, index)).mul_(weights)
-        vp = v * top
-        q = vp.sub_(soft * vp.sum(dim=-1, keepdim=True))
-        on_top = v.addcmul_(q, scale)
-        # 1 / (r³ τ); zero where r is clamped: a zero input row (a language model's attention output
-        # at a padded position) has no gradient through its norm, and its clamped scale cubed overflows.
-        live = scale * (norm >= 1e-12)
-        through_norm = live.square().mul_(live).mul_(ctx.temperature**2)
-        grad_projection = projection * (torch.linalg.vecdot(q, top).unsqueeze(-1).mul_(through_norm).neg_())
-        if index is None:
-            grad_projection += on_top
-        else:
-            grad_projection.scatter_add_(-1, index, on_top)
+        grad_projection = (AtomsFirst if ctx.atoms_first else RowsFirst).backward(grad, B, saved, ctx.temperature)
+        grad_projection = grad_projection.t() if ctx.atoms_first else grad_projection  # rows x atoms
         if needs[0]:
             grads[0] = torch.addmm(grad_projection @ A, grad, weight)
         if needs[3]:
