@@ -232,12 +232,12 @@ def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias, layo
 
 def test_weights_below_the_floor_are_exactly_zero_in_both_layouts():
     logits = torch.tensor([[0.0, -59.0, -61.0, -200.0]])
-    weights = layer_module.softmax_last_(logits.clone())
+    weights = layer_module.softmax_(logits.clone(), dim=-1)
     assert weights[0, 1] > 0 and weights[0, 2] == 0 and weights[0, 3] == 0
     assert torch.allclose(weights, torch.softmax(logits, dim=-1), atol=1e-25, rtol=0)
-    atoms_first = layer_module.softmax_atoms_(logits.t().clone(), torch.tensor([[1.0], [1.0], [1.0], [1.0]]))
+    atoms_first = layer_module.softmax_(logits.t().clone(), 0, torch.tensor([[1.0], [1.0], [1.0], [1.0]]))
     assert torch.equal(atoms_first.t() > 0, weights > 0) and torch.allclose(atoms_first.t(), weights, atol=1e-25, rtol=0)
-    chosen = layer_module.softmax_atoms_(torch.tensor([[0.0], [-1.0], [-2.0]]), torch.tensor([[1.0], [0.0], [1.0]]))
+    chosen = layer_module.softmax_(torch.tensor([[0.0], [-1.0], [-2.0]]), 0, torch.tensor([[1.0], [0.0], [1.0]]))
     assert chosen[1, 0] == 0 and torch.allclose(chosen[[0, 2], 0], torch.softmax(torch.tensor([0.0, -2.0]), dim=0))
 
 

@@ -188,22 +188,16 @@ FLOOR_LOGIT = -64.0  # a logit this far below the largest gives a weight under t
 PAIRWISE_MAX_ATOMS = 24
 
 
-def softmax_last_(z: Tensor) -> Tensor:
-    """Softmax over the last dimension, in place; faster on CPU than torch.softmax for short rows."""
-    e = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
-    F.threshold_(e, WEIGHT_FLOOR, 0.0)
-    return e.div_(e.sum(dim=-1, keepdim=True))
-
-
-def softmax_atoms_(logits: Tensor, chosen: Tensor | None) -> Tensor:
-    """Softmax over dim 0 (atoms) of the chosen atoms only, in place; the others get 0. The largest
-    logit is always chosen, so the maximum over all atoms is the chosen ones'. Logits are clamped
-    below the floor before exp: exp of a far lower logit is a denormal float, slow to produce."""
-    e = logits.sub_(logits.amax(dim=0, keepdim=True)).clamp_min_(FLOOR_LOGIT).exp_()
+def softmax_(logits: Tensor, dim: int, chosen: Tensor | None = None) -> Tensor:
+    """Softmax along `dim`, in place, of the chosen entries only (a 0/1 mask; None: all), the others
+    0; faster on CPU than torch.softmax for short rows. The largest logit must be chosen (it is in
+    a top k), so the maximum over all is the chosen ones'. Logits are clamped below the floor before
+    exp: exp of a far lower logit is a denormal float, slow to produce, and zeroed after anyway."""
+    e = logits.sub_(logits.amax(dim=dim, keepdim=True)).clamp_min_(FLOOR_LOGIT).exp_()
     if chosen is not None:
         e.mul_(chosen)
     F.threshold_(e, WEIGHT_FLOOR, 0.0)
-    return e.div_(e.sum(dim=0, keepdim=True))
+    return e.div_(e.sum(dim=dim, keepdim=True))
 
 
 def top_k_mask(scores: Tensor, k: int) -> Tensor | None:
@@ -240,7 +234,7 @@ class RowsFirst:
         scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()
         logits = top * scale
         keep = None if threshold is None else (logits >= threshold / temperature).to(x.dtype)
-        soft = softmax_last_(logits)  # keep is already computed from the logits
+        soft = softmax_(logits, dim=-1)  # keep is already computed from the logits
         weights = soft if keep is None else soft * keep
         mixed = top * weights
         weighted = mixed if index is None else torch.zeros_like(projection).scatter_(-1, index, mixed)
@@ -271,7 +265,7 @@ class AtomsFirst:
         scale = norm.clamp_min(1e-12).mul_(temperature).reciprocal_()  # as RowsFirst
         logits = projection * scale
         keep = None if threshold is None else (logits >= threshold / temperature).to(x.dtype)
-        soft = softmax_atoms_(logits, top_k_mask(projection, k))  # the top k of p are the logits': scale > 0
+        soft = softmax_(logits, 0, top_k_mask(projection, k))  # the top k of p are the logits': scale > 0
         weights = soft if keep is None else soft * keep
         return projection * weights, (projection, norm, scale, soft, weights)
 
