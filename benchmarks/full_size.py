@@ -36,8 +36,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from cl_bench import RunConfig, run
-    from cl_bench import strategy as strategy_module
-    from cl_bench.runner import quiet_third_party_warnings
+    from cl_bench.running import strategy as strategy_module
+    from cl_bench.running.runner import quiet_third_party_warnings
 
     quiet_third_party_warnings()
     from avalanche.core import SupervisedPlugin

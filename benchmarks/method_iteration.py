@@ -23,15 +23,15 @@ import time
 import torch
 
 from cl_bench import RunConfig, build, plan
-from cl_bench.spec import default_threads
-from cl_bench.runner import quiet_third_party_warnings
+from cl_bench.config.run_config import default_threads
+from cl_bench.running.runner import quiet_third_party_warnings
 
 quiet_third_party_warnings()  # before Avalanche is imported: it warns about optional solvers
 
 from avalanche.core import SupervisedPlugin  # noqa: E402
 
-from cl_bench.evaluation import evaluate_row  # noqa: E402
-from cl_bench.plugins import Registry  # noqa: E402
+from cl_bench.running.evaluation import evaluate_row  # noqa: E402
+from cl_bench.config.registry import Registry  # noqa: E402
 
 METHODS = "seq-lora,eblora,moram,moe-lora,l2p"
 

@@ -30,8 +30,8 @@ from avalanche.core import SupervisedPlugin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cl_bench import BackboneSpec, RunConfig, ScenarioSpec, build, hookimpl, plan  # noqa: E402
-from cl_bench.plugins import Registry  # noqa: E402
-from cl_bench.runner import quiet_third_party_warnings  # noqa: E402
+from cl_bench.config.registry import Registry  # noqa: E402
+from cl_bench.running.runner import quiet_third_party_warnings  # noqa: E402
 
 quiet_third_party_warnings()
 

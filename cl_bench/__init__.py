@@ -11,35 +11,38 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import UserError, unknown_name
-from .hookspecs import hookimpl
-from .paths import safe_slug
-from .spec import IMAGE_PROTOCOLS, TEXT_PROTOCOLS, BackboneSpec, LoggerSpec, Method, MethodSpec, RunConfig, ScenarioContext, ScenarioSpec, Supports, Weights
+from cl_bench.errors import UserError, unknown_name
+from cl_bench.contracts.hookspecs import hookimpl
+from cl_bench.paths import safe_slug
+from cl_bench.contracts.protocols import IMAGE_PROTOCOLS, TEXT_PROTOCOLS
+from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioContext, ScenarioSpec, Supports, Weights
+from cl_bench.contracts.method import Method
+from cl_bench.config.run_config import RunConfig
 
 __version__ = "0.1.0"
 
 # Names whose modules import torch, loaded on first use: name -> module.
 _DEFERRED = {
-    "plan": "run_plan",
-    "build": "run_plan",
-    "RunPlan": "run_plan",
-    "run": "runner",
-    "RunResult": "results",
-    "Stream": "stream",
-    "StreamTask": "stream",
-    "assemble_stream": "stream",
-    "assemble_text_stream": "stream",
-    "TextTask": "stream",
-    "Generation": "stream",
-    "Experience": "stream",
-    "build_benchmark": "stream",
-    "classification_dataset": "stream",
-    "DEFAULT_TEMPLATES": "stream",
-    "Backbone": "model",
-    "AdaptableLayer": "model",
-    "LinearAdapter": "model",
-    "TaskContext": "model",
-    "CellScorer": "model",
+    "plan": "running.plan",
+    "build": "running.build",
+    "RunPlan": "running.plan",
+    "run": "running.runner",
+    "RunResult": "results.schema",
+    "Stream": "contracts.stream",
+    "StreamTask": "contracts.stream",
+    "assemble_stream": "contracts.stream",
+    "assemble_text_stream": "contracts.stream",
+    "TextTask": "contracts.stream",
+    "Generation": "contracts.stream",
+    "Experience": "contracts.stream",
+    "build_benchmark": "contracts.stream",
+    "classification_dataset": "contracts.stream",
+    "DEFAULT_TEMPLATES": "contracts.stream",
+    "Backbone": "contracts.model",
+    "AdaptableLayer": "contracts.model",
+    "LinearAdapter": "contracts.model",
+    "TaskContext": "contracts.model",
+    "CellScorer": "contracts.model",
     "file_sha256": "provenance",
 }
 

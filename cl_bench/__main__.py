@@ -1,3 +1,3 @@
-from .cli import main
+from cl_bench.cli import main
 import sys
 sys.exit(main())

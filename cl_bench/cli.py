@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import UserError, one_line
+from cl_bench import __version__
+from cl_bench.errors import UserError, one_line
 
 EXAMPLES = """examples:
   clbench ls
@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 
 
 def _registry():
-    from .plugins import Registry
+    from cl_bench.config.registry import Registry
 
     registry = Registry()
     for error in registry.errors:
@@ -30,7 +30,7 @@ def _registry():
 
 def _scenario_settings(items: Sequence[str], specs) -> dict[str, str]:
     """`ls --set scenario.X=VALUE` items as {X: VALUE}; X must be a parameter of some scenario."""
-    from .errors import shown, unknown_name
+    from cl_bench.errors import shown, unknown_name
 
     given = {}
     for item in items:
@@ -58,7 +58,7 @@ def _task_column(spec, given: dict[str, str]) -> tuple[str, str | None]:
 def cmd_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .spec import data_root_or_env
+    from cl_bench.config.run_config import data_root_or_env
 
     registry = _registry()
     methods = [(name, reg.spec.version, reg.plugin, reg.spec.summary) for name, reg in registry.all("method").items()]
@@ -98,7 +98,8 @@ def _weights_state(spec) -> str:
 
 
 def build_config(args: argparse.Namespace):
-    from .spec import RunConfig, load_config_file
+    from cl_bench.config.run_config import RunConfig
+    from cl_bench.config.loading import load_config_file
 
     config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
     for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads", "log"):
@@ -116,12 +117,12 @@ def build_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .sweep import die_with_sweep
+    from cl_bench.sweep.local import die_with_sweep
 
     die_with_sweep()
     config = build_config(args)
-    from .report import format_run
-    from .runner import run
+    from cl_bench.publish.report import format_run
+    from cl_bench.running.runner import run
 
     result = run(config, registry=_registry())
     print(format_run(result.data, args.format))
@@ -130,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .results import load_valid
+    from cl_bench.results.validation import load_valid
 
     for path in args.files:
         result = load_valid(path)
@@ -140,11 +141,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import SUMMARY_METRICS, collect, render_report, write_plots
+    from cl_bench.publish.report import SUMMARY_METRICS, collect, render_report, write_plots
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(SUMMARY_METRICS)
     if args.plot:
-        from .paths import check_writable_folder
+        from cl_bench.paths import check_writable_folder
 
         check_writable_folder(args.plot, "--plot")
     results = collect(args.paths)
@@ -164,9 +165,9 @@ def _names(text: str, flag: str) -> list[str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .report import render_report
-    from .results import load_valid
-    from .sweep import execute, plan_grid, split_settings
+    from cl_bench.publish.report import render_report
+    from cl_bench.results.validation import load_valid
+    from cl_bench.sweep.local import execute, plan_grid, split_settings
 
     try:
         seeds = [int(s) for s in _names(args.seeds, "--seeds")]
@@ -197,8 +198,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .leaderboard import publish
-    from .results import result_files
+    from cl_bench.publish.leaderboard import publish
+    from cl_bench.results.validation import result_files
 
     files = []
     for given in args.results:
@@ -227,7 +228,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with cl_bench's one-line errors (and the usual exit code 2)."""
 
     def error(self, message: str):
-        from .errors import clip
+        from cl_bench.errors import clip
 
         self.exit(2, f"clbench: error: {clip(message, 300)} (see '{self.prog} --help')\n")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html as _html
 import re
 
-from .errors import one_line
+from cl_bench.errors import one_line
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start
 # markup inside a line (emphasis, code, links, images, HTML, entities, headings, table cells,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, shown
+from cl_bench.errors import UserError, shown
 
 # A name (method, stream, backbone) is short; a file name built from three of them, a seed and a
 # hash, plus a temporary file's prefix and suffix, must still fit the usual 255-byte limit.
@@ -68,3 +68,6 @@ def check_writable_folder(folder: str | Path, what: str) -> None:
             pass
     except OSError as exc:
         raise UserError(f"{what} {path}: cannot write in {existing} ({exc.strerror or type(exc).__name__})") from None
+
+
+SWEEP_LOGS = "logs"  # in --out: a sweep's logs and run configurations, trackers' local stores

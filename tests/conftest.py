@@ -2,13 +2,13 @@
 
 import pytest
 
-from cl_bench.runner import quiet_third_party_warnings
+from cl_bench.running.runner import quiet_third_party_warnings
 
 quiet_third_party_warnings()
 
 
 @pytest.fixture(scope="session")
 def registry():
-    from cl_bench.plugins import Registry
+    from cl_bench.config.registry import Registry
 
     return Registry()

@@ -17,7 +17,7 @@ PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT /
 def test_every_public_name_resolves():
     for name in cl_bench.__all__:
         assert getattr(cl_bench, name) is not None, name
-    assert cl_bench.Stream.__module__ == "cl_bench.stream" and cl_bench.LinearAdapter.__module__ == "cl_bench.model"
+    assert cl_bench.Stream.__module__ == "cl_bench.contracts.stream" and cl_bench.LinearAdapter.__module__ == "cl_bench.contracts.model"
 
 
 def test_importing_cl_bench_loads_no_heavy_library():

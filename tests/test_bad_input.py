@@ -20,7 +20,7 @@ import torch
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
-from cl_bench.strategy import ClStrategy
+from cl_bench.running.strategy import ClStrategy
 
 from toys import result_document, snapshot
 
@@ -306,7 +306,7 @@ def rewrite(edit: Callable[[dict], None], recompute: bool = True) -> Callable[[P
     """Edit a checkpoint's state; with `recompute`, its sha256 is made to match again (a careful forger)."""
 
     def tamper(path: Path) -> None:
-        from cl_bench import checkpoint
+        from cl_bench.running import checkpoint
 
         state = torch.load(path, weights_only=True)
         edit(state)
@@ -380,7 +380,7 @@ class Plugin:
 
 def with_plugin(monkeypatch, spec: MethodSpec) -> None:
     from cl_bench import cli
-    from cl_bench.plugins import Registry
+    from cl_bench.config.registry import Registry
 
     monkeypatch.setattr(cli, "_registry", lambda: Registry([Plugin(spec)]))
 
@@ -435,8 +435,8 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_is_left(tmp_path,
 
 def test_a_second_process_on_one_configuration_is_refused(tmp_path, monkeypatch, capsys, no_training):
     from cl_bench import RunConfig, locks
-    from cl_bench.plugins import Registry
-    from cl_bench.runner import check
+    from cl_bench.config.registry import Registry
+    from cl_bench.running.runner import check
 
     out = tmp_path / "out"
     out.mkdir()
@@ -460,7 +460,7 @@ class ExitsInItsHook:
 
 def test_a_plugin_hook_that_exits_or_interrupts_is_reported_and_the_rest_load(monkeypatch, capsys):
     from cl_bench import cli
-    from cl_bench.plugins import Registry
+    from cl_bench.config.registry import Registry
 
     monkeypatch.setattr(cli, "_registry", lambda: Registry([InterruptsInItsHook(), ExitsInItsHook()]))
     assert main(["ls"]) == 0

@@ -107,7 +107,7 @@ def test_an_accuracy_row_runs_the_text_tower_once_per_label_space(protocol, spac
     mtil (two task spaces + the control's), domain-il (one shared space + the control's),
     class-il (tasks 1 and 1-2, + the control's)."""
     from cl_bench import build
-    from cl_bench.evaluation import evaluate_row
+    from cl_bench.running.evaluation import evaluate_row
 
     from toys import toy_plan
 

@@ -26,8 +26,10 @@ DRIVER = '''
 import os, signal, sys
 
 point, *argv = sys.argv[1:]
-from cl_bench import leaderboard, results, runner
-from cl_bench.strategy import ClStrategy
+from cl_bench import files
+from cl_bench.publish import leaderboard
+from cl_bench.running import runner
+from cl_bench.running.strategy import ClStrategy
 
 
 def kill_at(owner, name, call, before=False):
@@ -58,7 +60,7 @@ elif point == "publish-fallback":  # no atomic exchange: killed between the two 
 elif point == "run-training":  # the first iteration of the second task (iters=2)
     kill_at(ClStrategy, "_after_training_iteration", 3)
 elif point == "run-checkpoint-write":  # the second checkpoint's temporary file written, not renamed
-    kill_at(results.os, "replace", 3, before=True)
+    kill_at(files.os, "replace", 3, before=True)
 elif point == "run-before-partial":  # the second checkpoint written, its partial result not
     kill_at(runner, "write_result", 2, before=True)
 from cl_bench.cli import main

@@ -4,7 +4,7 @@ import inspect
 import re
 from pathlib import Path
 
-from cl_bench import hookspecs
+from cl_bench.contracts import hookspecs
 
 # hook -> tests that call it through a real plugin
 HOOK_TESTS = {

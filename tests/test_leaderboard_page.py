@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from cl_bench.cli import main
-from cl_bench.results import write_json
+from cl_bench.files import write_json
 
 from toys import result_document
 

@@ -10,8 +10,8 @@ import torch
 
 from cl_bench import RunConfig, TextTask, UserError, assemble_text_stream, plan, run
 from cl_bench.backbones.causal_lm import IGNORE, PAD
-from cl_bench.plugins import Registry
-from cl_bench.results import validate
+from cl_bench.config.registry import Registry
+from cl_bench.results.validation import validate
 from toys import interrupt_at_second_task
 
 EXAMPLES = [
@@ -30,7 +30,8 @@ def tiny_lm(registry=None):
     """The shipped tiny-lm, loaded the way a run loads it (through its plan's weights)."""
     registry = registry or Registry()
     spec = registry.backbones()["tiny-lm"]
-    from cl_bench.run_plan import hash_weights, resolve_factory
+    from cl_bench.running.plan import hash_weights
+    from cl_bench.contracts.specs import resolve_factory
 
     params = spec.resolve({})
     model = resolve_factory(spec.factory)(params, hash_weights(spec.weights_file(params)))
@@ -119,7 +120,7 @@ def test_layers_are_chosen_by_kind_or_by_attribute_name():
 
 @pytest.mark.parametrize("method", ["seq-lora", "moram", "mora", "o-lora"])
 def test_adapted_models_equal_the_base_model_before_training(registry, method):
-    from cl_bench.run_plan import build_method
+    from cl_bench.running.plan import build_method
 
     model = tiny_lm(registry)
     model.train()
@@ -200,7 +201,7 @@ def test_a_two_task_run_writes_a_valid_result_with_trace_metrics(tmp_path):
     assert data["metrics"]["trace_bwt"] == pytest.approx(min(acc[2][0] - acc[1][0], 0.0) / 2)
     assert acc[1][0] > acc[0][0] + 20  # thirty steps of LoRA on the first task teach it
     assert all(0.0 <= v <= 100.0 for row in acc for v in row)
-    from cl_bench.report import format_run, render_report
+    from cl_bench.publish.report import format_run, render_report
 
     printed = format_run(data)
     assert f"({data['scenario']['scorers'][0]})" in printed and "score %" in printed and "trace_bwt" in printed

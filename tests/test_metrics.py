@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cl_bench import metrics
+from cl_bench.results import metrics
 
 # Rows: before training, after task 1, 2, 3. Columns: tasks 1, 2, 3.
 A = [

@@ -10,8 +10,8 @@ import torch
 
 from cl_bench import RunConfig, UserError, build, plan
 from cl_bench.cli import build_config, build_parser
-from cl_bench.results import validate
-from cl_bench.run_plan import canonical_json, run_id_of
+from cl_bench.results.validation import validate
+from cl_bench.results.identity import canonical_json, run_id_of
 
 from toys import ToyPlugin, result_document, toy_model, toy_plan
 

@@ -20,7 +20,7 @@ import pytest
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.errors import UserError
-from cl_bench.plugins import Registry
+from cl_bench.config.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Path(__file__).resolve().parent / "plugin_example"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cl_bench.cli import main
-from cl_bench.results import write_json
+from cl_bench.files import write_json
 
 from toys import result_document, snapshot
 
@@ -119,7 +119,7 @@ def test_text_from_result_files_never_becomes_markdown_markup(tmp_path):
 
 
 def test_latex_and_text_reports_escape_names(tmp_path):
-    from cl_bench.report import render_report
+    from cl_bench.publish.report import render_report
 
     documents = [result_document(ACC, CONTROL, method="alpha", seed=s, hyperparameters={"note": n}) for n in ("a_b {x} 50% \\cmd", "plain") for s in (0, 1)]
     for document, note in zip(documents, ["a_b {x} 50% \\cmd"] * 2 + ["plain"] * 2):

@@ -25,8 +25,9 @@ from cl_bench.errors import UserError
 from cl_bench import ScenarioContext
 from cl_bench.scenarios import class_il_data, coop_names
 from cl_bench.scenarios.image_folder import square_crop
-from cl_bench.spec import TRAIN_DEFAULTS, resolve_factory
-from cl_bench.stream import Stream, classification_dataset
+from cl_bench.contracts.params import TRAIN_DEFAULTS
+from cl_bench.contracts.specs import resolve_factory
+from cl_bench.contracts.stream import Stream, classification_dataset
 
 SIZE = 16  # image size the fake backbone asks for
 TRAIN, TEST = 6, 2  # images per class in the CoOp-style fakes
@@ -385,8 +386,8 @@ def _two_domain_stream(protocol: str) -> Stream:
 
 @pytest.mark.parametrize("protocol, expected", [("x-tail", [50.0, 100.0]), ("mtil", [100.0, 100.0])])
 def test_xtail_scores_over_the_union_so_cross_domain_confusion_costs(protocol, expected):
-    from cl_bench.evaluation import AccuracyMatrix, evaluate_row
-    from cl_bench.strategy import ClStrategy
+    from cl_bench.running.evaluation import AccuracyMatrix, evaluate_row
+    from cl_bench.running.strategy import ClStrategy
 
     stream = _two_domain_stream(protocol)
     plugin = AccuracyMatrix(stream)

@@ -12,8 +12,8 @@ import pytest
 
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.report import collect, render_report, summary_frames, write_plots
-from cl_bench.results import write_json
+from cl_bench.publish.report import collect, render_report, summary_frames, write_plots
+from cl_bench.files import write_json
 
 from toys import result_document
 

@@ -8,7 +8,8 @@ import pytest
 
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.results import load, load_valid, validate, write_json
+from cl_bench.results.validation import load, load_valid, validate
+from cl_bench.files import write_json
 
 from toys import result_document
 

@@ -9,8 +9,8 @@ import pytest
 from cl_bench import RunConfig, hookimpl, run
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.results import validate
-from cl_bench.strategy import ClStrategy
+from cl_bench.results.validation import validate
+from cl_bench.running.strategy import ClStrategy
 from toys import interrupt_at_second_task
 
 
@@ -84,7 +84,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
         run(cfg)
     import torch
 
-    from cl_bench import checkpoint as checkpoints
+    from cl_bench.running import checkpoint as checkpoints
 
     torch.save({"format": "cl_bench.checkpoint/1", "identity": "{}", "next_task": 1}, checkpoint)
     with pytest.raises(UserError, match="is not a cl_bench.checkpoint/2 checkpoint"):
@@ -231,7 +231,7 @@ def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_p
     assert one.data["config"]["threads"] == 1 and one.data["run_id"] == two.data["run_id"]  # same configuration
     assert torch.get_num_threads() == before  # the caller's setting is restored
     auto = run(config(tmp_path / "auto", method="zeroshot"))
-    from cl_bench.spec import default_threads
+    from cl_bench.config.run_config import default_threads
 
     assert auto.data["hardware"]["torch_threads"] == default_threads() and auto.data["hardware"]["threads_setting"].startswith("auto")
 

@@ -5,7 +5,10 @@ import json
 import pytest
 
 from cl_bench.errors import UserError
-from cl_bench.spec import TRAIN_DEFAULTS, MethodSpec, RunConfig, coerce, data_root_or_env, load_config_file, resolve_params
+from cl_bench.contracts.params import TRAIN_DEFAULTS, coerce, resolve_params
+from cl_bench.contracts.specs import MethodSpec
+from cl_bench.config.run_config import RunConfig, data_root_or_env
+from cl_bench.config.loading import load_config_file
 
 
 @pytest.mark.parametrize(
@@ -84,7 +87,7 @@ def test_bad_config_files_are_one_line_errors(tmp_path):
 
 
 def test_scenario_spec_checks_its_resolved_parameters_and_counts_its_tasks():
-    from cl_bench.spec import ScenarioSpec
+    from cl_bench.contracts.specs import ScenarioSpec
 
     seen = []
 

@@ -7,9 +7,9 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from cl_bench import Method, build
-from cl_bench.evaluation import evaluate_row
+from cl_bench.running.evaluation import evaluate_row
 from cl_bench.methods.seq_lora.lora import SeqLoRA
-from cl_bench.results import write_atomic
+from cl_bench.files import write_atomic
 
 from toys import toy_plan
 

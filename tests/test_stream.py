@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cl_bench.stream import DEFAULT_TEMPLATES, Stream, StreamTask
+from cl_bench.contracts.stream import DEFAULT_TEMPLATES, Stream, StreamTask
 
 from toys import toy_stream
 
@@ -66,7 +66,7 @@ def test_invalid_streams_are_refused():
 
 
 def _data(targets: list[int]):
-    from cl_bench.stream import classification_dataset
+    from cl_bench.contracts.stream import classification_dataset
 
     return classification_dataset(torch.zeros(len(targets), 1, 2, 2), torch.tensor(targets))
 

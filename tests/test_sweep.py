@@ -6,8 +6,8 @@ import json
 
 from cl_bench import RunConfig
 from cl_bench.cli import main
-from cl_bench.plugins import Registry
-from cl_bench.runner import check
+from cl_bench.config.registry import Registry
+from cl_bench.running.runner import check
 
 
 def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):

@@ -41,8 +41,8 @@ def test_a_failing_run_is_named_with_its_log(tmp_path, capsys):
     worker = out / "logs" / "ray"
     worker.mkdir(parents=True)
     from cl_bench import RunConfig
-    from cl_bench.plugins import Registry
-    from cl_bench.runner import check
+    from cl_bench.config.registry import Registry
+    from cl_bench.running.runner import check
 
     path = check(RunConfig(method="seq-lora", scenario="embedded-dil", seed=0, iters=1, out=str(worker)), Registry())
     path.with_suffix(".ckpt").write_bytes(b"not a checkpoint")  # the worker's --resume refuses it

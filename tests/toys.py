@@ -88,7 +88,7 @@ def _toy_stream_factory(params, context):
 def toy_plan(method: str = "toy-method", *, out: str = "runs", **settings):
     """The plan of a run on the toy stream and toy CLIP; `settings` are `key=value` settings of `clbench run`."""
     from cl_bench import RunConfig, plan
-    from cl_bench.plugins import Registry
+    from cl_bench.config.registry import Registry
 
     config = RunConfig(method=method, scenario="toy", backbone="toy-clip", out=out, progress=False)
     for key, value in settings.items():
@@ -120,9 +120,9 @@ def result_document(
     train_seconds: float = 0.0,
 ) -> dict:
     """A minimal, self-consistent result document (the current schema; 10 test images a task)."""
-    from cl_bench import metrics
-    from cl_bench.run_plan import run_id_of
-    from cl_bench.results import SCHEMA
+    from cl_bench.results import metrics
+    from cl_bench.results.identity import run_id_of
+    from cl_bench.results.schema import SCHEMA
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
     hyperparameters = dict(hyperparameters or {})
@@ -164,7 +164,7 @@ def interrupt_at_second_task(monkeypatch, start) -> None:
     """Call `start()` (a run) with the second task's training raising KeyboardInterrupt, as a killed run stops."""
     import pytest
 
-    from cl_bench.strategy import ClStrategy
+    from cl_bench.running.strategy import ClStrategy
 
     calls = {"n": 0}
     original = ClStrategy.train

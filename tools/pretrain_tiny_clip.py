@@ -42,7 +42,7 @@ DEFAULTS = {"steps": 2000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, 
 
 def gather_pretraining_data(registry=None) -> dict[str, Any]:
     """Every embedded scenario's pre-training splits, merged by source name."""
-    from cl_bench.plugins import Registry
+    from cl_bench.config.registry import Registry
 
     registry = registry or Registry()
     sources: dict[str, Any] = {}
@@ -139,9 +139,9 @@ def zero_shot_report(model) -> dict[str, float]:
     """Zero-shot accuracy (%) of `model` on each embedded scenario's test sets and control sets."""
     import torch
 
-    from cl_bench.plugins import Registry
-    from cl_bench.spec import resolve_factory
-    from cl_bench.stream import Stream
+    from cl_bench.config.registry import Registry
+    from cl_bench.contracts.specs import resolve_factory
+    from cl_bench.contracts.stream import Stream
 
     report: dict[str, float] = {}
     model.eval()
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from cl_bench.runner import quiet_third_party_warnings
+    from cl_bench.running.runner import quiet_third_party_warnings
     from cl_bench.provenance import file_sha256
 
     quiet_third_party_warnings()

@@ -14,10 +14,10 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import clip, shown, unknown_name
-from .paths import slug_problem
-from .spec import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
+from cl_bench.contracts import hookspecs
+from cl_bench.errors import clip, shown, unknown_name
+from cl_bench.paths import slug_problem
+from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 
 @dataclass(frozen=True)

@@ -7,129 +7,26 @@ the file agrees with itself, and that the stored metrics recompute from the accu
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import metrics as metrics_lib
-from .errors import UserError, clip, shown
-from .spec import PROTOCOLS
+from cl_bench.results import metrics as metrics_lib
+from cl_bench.errors import UserError, clip, shown
+from cl_bench.paths import SWEEP_LOGS
+from cl_bench.results.identity import run_id_of
+from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, SCHEMA, STATUSES, RunResult
+from cl_bench.contracts.protocols import PROTOCOLS
 
-SCHEMA = "cl_bench.result/3"
-# Schema 2 is schema 3 without the resolved `plan` (and with run ids of the older hashing): its
-# files are read and re-scored as they are.
-READABLE_SCHEMAS = ("cl_bench.result/2", SCHEMA)
-# Schema 1 lacked the test-set sizes that the class-IL metrics pool by: its files cannot be
-# re-scored, but their config still repeats the run.
-OLDER_SCHEMAS = ("cl_bench.result/1",)
-STATUSES = ("complete", "partial")
-REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "run_id": str,
-    "created": str,
-    "status": str,
-    "config": dict,
-    "method": dict,
-    "scenario": dict,
-    "backbone": dict,
-    "seed": int,
-    "versions": dict,
-    "hardware": dict,
-    "acc_matrix": list,
-    "control_matrix": list,
-    "metrics": dict,
-    "timings": dict,
-    "params": dict,
-}
 TOLERANCE = 1e-6
 MAX_RESULT_BYTES = 64 << 20
 _KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
 
-@dataclass
-class RunResult:
-    """A run's result: the JSON document and where it was written."""
-
-    data: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def metrics(self) -> dict[str, float | None]:
-        return self.data["metrics"]
-
-    @property
-    def acc_matrix(self) -> list[list[float]]:
-        return self.data["acc_matrix"]
-
-    @property
-    def control_matrix(self) -> list[list[float]]:
-        return self.data["control_matrix"]
-
-    @property
-    def status(self) -> str:
-        return self.data["status"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
-
-
-SWEEP_LOGS = "logs"  # in --out: a sweep's logs and run configurations, trackers' local stores
-
-
 def result_files(folder: Path) -> list[Path]:
     """The result files under a folder: every *.json but hidden files and a sweep's logs/ folder."""
     return sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".") and SWEEP_LOGS not in p.relative_to(folder).parts[:-1])
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call `write(temporary_path)`, then rename it over `path` (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes private files; results are for sharing
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException as exc:
-        full = _out_of_space(exc, path.parent)  # asked before the temporary file frees its space
-        Path(temporary).unlink(missing_ok=True)
-        if full:
-            raise UserError(
-                f"no space left on the device of {path.parent} while writing {path.name} (nothing was half-written); free space and rerun"
-                + (" with --resume" if path.suffix == ".ckpt" else "")
-            ) from None
-        raise
-
-
-def _out_of_space(exc: BaseException, folder: Path) -> bool:
-    """Whether a failed write ran out of disk (torch.save reports it as a RuntimeError without errno)."""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    if not isinstance(exc, RuntimeError):
-        return False
-    try:
-        return shutil.disk_usage(folder).free < 1 << 20
-    except OSError:
-        return False
-
-
-def current_umask() -> int:
-    """The process's umask (reading it means setting it, so it is set back at once)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -144,12 +41,6 @@ def load(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a valid JSON result file ({clip(str(exc))})") from None
     except RecursionError:
         raise UserError(f"{path}: not a result file (JSON nested too deeply)") from None
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete what an interrupted `write_atomic(path, ...)` left (hidden `.<name>.*.tmp` files)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else []:
-        stale.unlink(missing_ok=True)
 
 
 def _reject_constant(name: str) -> float:
@@ -246,8 +137,6 @@ def validate(data: Any, source: str = "result") -> None:
 
 def _check_plan(data: dict[str, Any], bad) -> None:
     """The recorded plan agrees with the file, and the run id is the hash of its identity."""
-    from .run_plan import run_id_of
-
     identity = data.get("plan", {}).get("identity") if isinstance(data.get("plan"), dict) else None
     if not isinstance(identity, dict) or not all(isinstance(identity.get(k), dict) for k in ("method", "scenario", "backbone")):
         raise bad("'plan.identity' must be an object with method, scenario and backbone (what the run id hashes)")

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, clip
-from .results import is_number, write_atomic
+from cl_bench.errors import UserError, clip
+from cl_bench.results.validation import is_number
+from cl_bench.files import write_atomic
 
 FORMAT = "cl_bench.checkpoint/2"  # /1 had no digest
 _PAYLOAD = ("run_id", "identity", "next_task", "progress", "model", "method")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .spec import PROTOCOLS
+from cl_bench.contracts.protocols import PROTOCOLS
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 

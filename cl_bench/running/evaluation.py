@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from avalanche.core import SupervisedPlugin
 
-from .model import CellScorer, TaskContext
-from .stream import Stream
+from cl_bench.contracts.model import CellScorer, TaskContext
+from cl_bench.contracts.stream import Stream
 
 
 class AccuracyMatrix(SupervisedPlugin):

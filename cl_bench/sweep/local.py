@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import UserError
-from .plugins import Registry
-from .results import SWEEP_LOGS, load_valid, write_json
-from .run_plan import plan
-from .spec import RunConfig
+from cl_bench.errors import UserError
+from cl_bench.config.registry import Registry
+from cl_bench.paths import SWEEP_LOGS
+from cl_bench.results.validation import load_valid
+from cl_bench.files import write_json
+from cl_bench.running.plan import plan
+from cl_bench.config.run_config import RunConfig
 
 
 @dataclass
@@ -166,7 +168,7 @@ def execute(
         if force or result_status(planned.result_path) is None:  # a broken or tampered result is redone
             planned.result_path.unlink(missing_ok=True)
     if engine == "ray":
-        from .sweep_ray import run_on_ray
+        from cl_bench.sweep.ray_engine import run_on_ray
 
         outcomes = run_on_ray(todo, force=force, **(ray_options or {}))
     else:

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import escape
-from .metrics import INSTRUCT_METRICS, METRICS
+from cl_bench import escape
+from cl_bench.results.metrics import INSTRUCT_METRICS, METRICS
 
 FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
 
@@ -90,8 +90,8 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     An invalid file stops with a one-line error naming it; a run that appears twice (same run id)
     counts once, the newer file.
     """
-    from .errors import UserError
-    from .results import load_valid, result_files
+    from cl_bench.errors import UserError
+    from cl_bench.results.validation import load_valid, result_files
 
     files: list[Path] = []
     for given in paths:
@@ -191,7 +191,7 @@ def scenario_label(scenario: Mapping[str, Any]) -> str:
 
 def best_rows(table, metric: str) -> set[str]:
     """The rows holding the best mean of `metric` (largest; smallest for forgetting)."""
-    from .metrics import LOWER_IS_BETTER
+    from cl_bench.results.metrics import LOWER_IS_BETTER
 
     values = table[metric].dropna()
     if values.empty:
@@ -237,13 +237,13 @@ def display_frame(table, metrics: Sequence[str], fmt: str):
 
 def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> str:
     """Every scenario's table in one format; `html` is a self-contained page."""
-    from .errors import UserError
+    from cl_bench.errors import UserError
 
     if fmt not in REPORT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
     unknown = [m for m in metrics if m not in (*METRICS, *INSTRUCT_METRICS)]
     if unknown:
-        from .errors import unknown_name
+        from cl_bench.errors import unknown_name
 
         raise unknown_name("metric", unknown[0], [*METRICS, *INSTRUCT_METRICS])
     tables = render_tables(results, fmt, metrics)
@@ -323,7 +323,7 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, label
     images of the tasks seen so far (the curve `avg` averages), otherwise the mean over every task."""
     import numpy as np
 
-    from .metrics import POOLED_PROTOCOLS, seen_accuracy
+    from cl_bench.results.metrics import POOLED_PROTOCOLS, seen_accuracy
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
@@ -351,7 +351,7 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, label
 
 
 def _save(figure, path: Path) -> Path:
-    from .results import write_atomic
+    from cl_bench.files import write_atomic
 
     plt = _pyplot()
     write_atomic(path, lambda tmp: figure.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, metadata={"Date": None} if path.suffix == ".svg" else None))
@@ -361,7 +361,7 @@ def _save(figure, path: Path) -> Path:
 
 def write_plots(results: list[dict[str, Any]], folder: str | Path, suffix: str = ".png") -> list[Path]:
     """Heat maps per complete run (<run id>.png) and accuracy over tasks per scenario (<scenario>.png)."""
-    from .paths import MAX_SEGMENT, path_inside, safe_slug
+    from cl_bench.paths import MAX_SEGMENT, path_inside, safe_slug
 
     folder = Path(folder)
     complete = [d for d in results if d["status"] == "complete"]

@@ -12,17 +12,18 @@ Importing this module loads no heavy library: `clbench sweep` plans its grid wit
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, clip
-from .paths import check_writable_folder
-from .plugins import Registry
-from .spec import Method, RunConfig, ScenarioContext, Weights, as_method, data_root_or_env, default_threads, resolve_factory
+from cl_bench.errors import UserError, clip
+from cl_bench.paths import check_writable_folder
+from cl_bench.results.identity import canonical_json, run_id_of
+from cl_bench.config.registry import Registry
+from cl_bench.contracts.method import Method, as_method
+from cl_bench.config.run_config import RunConfig, data_root_or_env, default_threads
+from cl_bench.contracts.specs import Weights, resolve_factory
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -115,16 +116,6 @@ def identity_of(method: Resolved, scenario: Resolved, backbone: Resolved, weight
     }
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def run_id_of(identity: dict[str, Any]) -> str:
-    """`<scenario>_<method>_<backbone>_seed<N>_<first 8 hex of sha256(canonical identity)>`."""
-    digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:8]
-    return f"{identity['scenario']['name']}_{identity['method']['name']}_{identity['backbone']['name']}_seed{identity['seed']}_{digest}"
-
-
 # ------------------------------------------------------------------------------------ resolving
 
 
@@ -160,7 +151,7 @@ def resolve_precision(precision: str, device: str) -> str:
 
 @lru_cache(maxsize=64)
 def _hash_file(path: str, size: int, mtime_ns: int) -> str:
-    from .provenance import file_sha256
+    from cl_bench.provenance import file_sha256
 
     return file_sha256(path)
 
@@ -255,67 +246,3 @@ def build_method(method: Resolved) -> Method:
     except ValueError as exc:
         raise setting_error(method.name, exc) from None
     return as_method(made, method.name)
-
-
-# ------------------------------------------------------------------------------------ building
-
-
-@dataclass
-class RunParts:
-    """What `build` makes of a plan: the model with its method set up, the stream, the strategy,
-    and the accuracy-matrix plugin that fills one row per `evaluate_row` call."""
-
-    model: Any
-    stream: Any
-    method: Method
-    strategy: Any
-    matrix: Any
-    backbone_size: int  # parameters of the backbone before the method added any
-
-
-def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: bool | None = None) -> RunParts:
-    """Model, stream, method and strategy for `plan`, seeded with the plan's seed.
-
-    `method` replaces the plan's method object (tests and benchmarks that drive a hand-made one);
-    `plugins` are extra Avalanche plugins for the strategy (clocks, probes).
-    """
-    import torch
-
-    from .evaluation import AccuracyMatrix
-    from .seeding import seed_everything
-    from .strategy import ClStrategy
-
-    method = method or build_method(plan.method)
-    seed_everything(plan.seed)
-    model = resolve_factory(plan.backbone.spec.factory)(dict(plan.backbone.params), plan.weights)
-    stream = resolve_factory(plan.scenario.spec.factory)(dict(plan.scenario.params), ScenarioContext(plan.data_root, model.image_size, getattr(model, "encode_examples", None)))
-    if stream.name != plan.scenario.name:
-        raise UserError(f"scenario '{plan.scenario.name}' built a stream named {stream.name!r}; a plugin's stream takes its spec's name")
-    if stream.num_tasks != plan.num_tasks:
-        raise UserError(f"scenario '{plan.scenario.name}' built {stream.num_tasks} tasks but its spec counts {plan.num_tasks}; fix the plugin's task count")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    backbone_size = sum(p.numel() for p in model.parameters())
-    model.prepare(stream)
-    try:
-        method.setup(model, stream)
-    except ValueError as exc:  # a setting that only the model's shapes refute (a rank too large, ...)
-        raise setting_error(plan.method.name, exc) from None
-    device = torch.device(plan.device)
-    model.to(device)
-    matrix = AccuracyMatrix(stream)
-    strategy = ClStrategy(
-        model=model,
-        method=method,
-        stream=stream,
-        hparams=plan.hparams,
-        device=device,
-        precision=plan.precision,
-        seed=plan.seed,
-        eval_batch_size=plan.config.eval_batch_size,
-        num_workers=plan.config.num_workers,
-        plugins=[matrix, *plugins],
-        progress=plan.config.progress if progress is None else progress,
-    )
-    return RunParts(model, stream, method, strategy, matrix, backbone_size)
-

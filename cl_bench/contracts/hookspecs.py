@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .spec import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
+    from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 PROJECT = "cl_bench"
 

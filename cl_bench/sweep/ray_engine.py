@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .results import SWEEP_LOGS
+from cl_bench.errors import UserError
+from cl_bench.paths import SWEEP_LOGS
 
 RETRIES = 3  # Ray's retries of a task whose worker process died
 WORKER_FOLDER = "ray"  # under <out>/logs: the workers' checkpoints and own copies of results
@@ -38,10 +38,10 @@ def _import_ray():
 
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
     """One run inside a Ray worker; returns its result document or its failure, with its output."""
-    from .plugins import Registry
-    from .run_plan import plan
-    from .runner import run
-    from .spec import RunConfig
+    from cl_bench.config.registry import Registry
+    from cl_bench.running.plan import plan
+    from cl_bench.running.runner import run
+    from cl_bench.config.run_config import RunConfig
 
     config = RunConfig.from_dict(settings)
     config.out = str(Path(out) / SWEEP_LOGS / WORKER_FOLDER)
@@ -100,7 +100,7 @@ def run_on_ray(
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(outcome["output"], encoding="utf-8")
             if outcome["ok"]:
-                from .runner import write_result  # validated first: what a worker sends is checked like a file
+                from cl_bench.running.runner import write_result  # validated first: what a worker sends is checked like a file
 
                 try:
                     write_result(planned.result_path, outcome["result"])

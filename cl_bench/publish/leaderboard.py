@@ -35,11 +35,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import locks
-from .errors import UserError, clip
-from .pages import published, regenerate, result_location
-from .paths import check_writable_folder, path_inside
-from .results import current_umask, load_valid, write_json
+from cl_bench import locks
+from cl_bench.errors import UserError, clip
+from cl_bench.publish.pages import published, regenerate, result_location
+from cl_bench.paths import check_writable_folder, path_inside
+from cl_bench.files import current_umask, write_json
+from cl_bench.results.validation import load_valid
 
 
 def run_key(data: Mapping[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Results for people: reports, plots, the leaderboard and its pages. Layer 5 (beside sweep)."""
