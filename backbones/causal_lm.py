@@ -97,23 +97,23 @@ class CausalLM(Backbone):
             raise UserError(f"backbone {self.backbone_name}: {type(self.lm).__name__} has no model.layers (Llama-style decoder blocks); cl_bench adapts Llama, Gemma, Mistral and Qwen models")
         return list(blocks)
 
-    def adaptable_layers(self, towers: Sequence[str] = TOWERS, kinds: Sequence[str] = DEFAULT_KINDS) -> list[AdaptableLayer]:
+    def adaptable_layers(self, towers: Sequence[str] = TOWERS, layers: Sequence[str] = DEFAULT_KINDS) -> list[AdaptableLayer]:
         """The named Linears of every decoder block: q, k, v, out, gate, up, down or an attribute name."""
         unknown = [t for t in towers if t not in TOWERS]
         if unknown:
             raise UserError(f"unknown tower {unknown[0]!r} for a language model; its one tower is 'decoder'")
-        layers = []
+        selected = []
         for index, block in enumerate(self.decoder_blocks()):
             found = {name.rsplit(".", 1)[-1]: (name, module) for name, module in block.named_modules() if isinstance(module, nn.Linear)}
-            for kind in kinds:
+            for kind in layers:
                 attr = LAYER_ATTRS.get(kind, kind)
                 if attr not in found:
                     choices = ", ".join([*LAYER_ATTRS, *sorted(set(found) - set(LAYER_ATTRS.values()))])
                     raise UserError(f"layer kind {kind!r} is not a Linear of {self.backbone_name}'s decoder blocks; choose from {choices}")
                 qualified, _ = found[attr]
                 parent = block.get_submodule(qualified.rpartition(".")[0]) if "." in qualified else block
-                layers.append(AdaptableLayer(f"lm.model.layers.{index}.{qualified}", "decoder", index, kind, parent, attr))
-        return layers
+                selected.append(AdaptableLayer(f"lm.model.layers.{index}.{qualified}", "decoder", index, kind, parent, attr))
+        return selected
 
     def tower_parameters(self, tower: str) -> Iterator[nn.Parameter]:
         if tower not in TOWERS:
@@ -125,7 +125,7 @@ class CausalLM(Backbone):
     def prepare(self, stream) -> None:
         if stream.kind != "generation":
             raise UserError(f"backbone {self.backbone_name} is a language model; stream {stream.name} is not a text stream (use an instruct stream)")
-        from cl_bench.scenarios.text_scores import get_scorer
+        from cl_bench import get_scorer
 
         for split, records in (("test", stream.generation), ("control", stream.control_generation)):
             for index, record in enumerate(records):
@@ -184,7 +184,7 @@ class TextScorer(CellScorer):
     """One text test set's cell: decodes the generated answers and scores them against the references."""
 
     def __init__(self, model: CausalLM, record) -> None:
-        from cl_bench.scenarios.text_scores import get_scorer
+        from cl_bench import get_scorer
 
         self.model, self.record, self.score = model, record, get_scorer(record.scorer)
         self.predictions: dict[int, str] = {}

@@ -115,25 +115,25 @@ class ClipModel(Backbone):
         transformer = self.clip.visual.transformer if tower == "image" else self.clip.transformer
         return list(transformer.resblocks)
 
-    def adaptable_layers(self, towers: Sequence[str] = TOWERS, kinds: Sequence[str] = LAYER_KINDS) -> list[AdaptableLayer]:
+    def adaptable_layers(self, towers: Sequence[str] = TOWERS, layers: Sequence[str] = LAYER_KINDS) -> list[AdaptableLayer]:
         """The attention (q, k, v, out) and MLP (fc, proj) Linears of the chosen towers."""
-        unknown = [k for k in kinds if k not in LAYER_KINDS] + [t for t in towers if t not in TOWERS]
+        unknown = [k for k in layers if k not in LAYER_KINDS] + [t for t in towers if t not in TOWERS]
         if unknown:
             raise UserError(f"unknown layer kind or tower {unknown[0]!r}; kinds: {', '.join(LAYER_KINDS)}; towers: image, text")
-        layers = []
+        selected = []
         roots = {"image": ("clip.visual.transformer", self.clip.visual.transformer), "text": ("clip.transformer", self.clip.transformer)}
         for tower in towers:
             prefix, transformer = roots[tower]
             for index, block in enumerate(transformer.resblocks):
                 if not isinstance(block.attn, SplitAttention):
                     raise TypeError("attention was not split; build the model through ClipModel")
-                for kind in kinds:
+                for kind in layers:
                     if kind in _ATTENTION_ATTRS:
                         parent, attr, where = block.attn, _ATTENTION_ATTRS[kind], "attn"
                     else:
                         parent, attr, where = block.mlp, _MLP_ATTRS[kind], "mlp"
-                    layers.append(AdaptableLayer(f"{prefix}.resblocks.{index}.{where}.{attr}", tower, index, kind, parent, attr))
-        return layers
+                    selected.append(AdaptableLayer(f"{prefix}.resblocks.{index}.{where}.{attr}", tower, index, kind, parent, attr))
+        return selected
 
     # ------------------------------------------------------------------ the model contract
 

@@ -44,6 +44,7 @@ _DEFERRED = {
     "TaskContext": "contracts.model",
     "CellScorer": "contracts.model",
     "file_sha256": "provenance",
+    "get_scorer": "blocks.text_scores",
 }
 
 __all__ = [

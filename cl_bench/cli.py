@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once (each gets an equal share of the CPU threads)")
     sweep.add_argument("--force", action="store_true", help="redo runs whose complete result exists")
-    add_run_settings(sweep, every=" for every run", threads="CPU threads per run (default: the cores divided by --jobs)")
+    add_run_settings(sweep, every=" for every run", threads="CPU threads per run (default: half the usable cores with --jobs 1, else the cores divided by --jobs)")
     sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
     sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local child processes (default) or Ray tasks (pip install -e '.[ray]')")
     sweep.add_argument("--address", help="with --engine ray: a running cluster's address (ray start --head); default: start Ray here")

@@ -4,7 +4,7 @@
   CPU-sized, with a control task of a pre-trained ability that no task trains.
 - `trace`: the TRACE benchmark from the data root, laid out as TRACE ships it:
   `<root>/<Task>/{train,eval,test}.json`, each a JSON list of {"prompt": ..., "answer": ...};
-  the official task order, per-task scorers and answer lengths (`text_scores.TRACE_TASKS`), and
+  the official task order, per-task scorers and answer lengths (`trace_tasks.TRACE_TASKS`), and
   TRACE's decoding (repetition penalty 1.2, no repeated 3-grams). eval.json is not used (TRACE
   scores test.json); a task's labels.json, where present, must be JSON and is recorded by hash
   (the scorers compare against each answer, so they do not need it).
@@ -56,7 +56,7 @@ def build_embedded(params: dict[str, Any], context: ScenarioContext):
 
 
 def trace_order() -> list[str]:
-    from .text_scores import TRACE_TASKS
+    from .trace_tasks import TRACE_TASKS
 
     return [t.name for t in TRACE_TASKS]
 
@@ -64,7 +64,7 @@ def trace_order() -> list[str]:
 def _trace_task(name: str):
     from cl_bench import unknown_name
 
-    from .text_scores import TRACE_TASKS
+    from .trace_tasks import TRACE_TASKS
 
     known = {t.name: t for t in TRACE_TASKS}
     if name not in known:

@@ -43,7 +43,7 @@ class InstructTask:
     """One instruction task: `generate(rng)` returns one (prompt, answer) pair.
 
     A prompt ends with a newline and an answer has no leading space: the model reads
-    `prompt + answer`. `scorer` names a scorer of `cl_bench.scenarios.text_scores`.
+    `prompt + answer`. `scorer` names a scorer of `cl_bench.get_scorer`.
     """
 
     name: str

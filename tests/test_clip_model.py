@@ -87,10 +87,10 @@ def test_adaptable_layers_cover_both_towers(model):
     assert {(l.tower, l.kind) for l in layers} == {(t, k) for t in ("image", "text") for k in LAYER_KINDS}
     names = dict(model.named_modules())
     assert all(names[l.name] is l.module for l in layers)
-    only = model.adaptable_layers(towers=["text"], kinds=["q", "fc"])
+    only = model.adaptable_layers(towers=["text"], layers=["q", "fc"])
     assert {(l.tower, l.kind) for l in only} == {("text", "q"), ("text", "fc")}
     with pytest.raises(UserError):
-        model.adaptable_layers(kinds=["qq"])
+        model.adaptable_layers(layers=["qq"])
 
 
 def test_tower_parameters_split_the_model_without_the_logit_scale(model):

@@ -244,7 +244,7 @@ def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, met
 
 
 def fake_trace(root, tasks=("C-STANCE", "Py150"), size=6):
-    from cl_bench.scenarios.text_scores import TRACE_TASKS
+    from cl_bench.scenarios.trace_tasks import TRACE_TASKS
 
     for task in TRACE_TASKS:
         if task.name not in tasks:

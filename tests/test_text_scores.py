@@ -1,9 +1,10 @@
-"""TRACE's scorers against cases worked out by hand (see scenarios/text_scores.py for their sources)."""
+"""TRACE's scorers against cases worked out by hand (see cl_bench/blocks/text_scores.py for their sources)."""
 
 import pytest
 
 from cl_bench import UserError
-from cl_bench.scenarios import text_scores as ts
+from cl_bench.blocks import text_scores as ts
+from cl_bench.scenarios.trace_tasks import TRACE_TASKS
 
 
 def test_accuracy_is_a_match_of_the_prediction_cut_to_the_reference_length():
@@ -54,7 +55,7 @@ def test_unknown_scorers_are_named_with_a_suggestion():
 
 
 def test_the_trace_table_keeps_the_official_order_scorers_and_epochs():
-    assert [t.name for t in ts.TRACE_TASKS] == ["C-STANCE", "FOMC", "MeetingBank", "Py150", "ScienceQA", "NumGLUE-cm", "NumGLUE-ds", "20Minuten"]
-    assert [t.epochs for t in ts.TRACE_TASKS] == [2, 1, 3, 2, 1, 2, 2, 3]
-    assert [t.scorer for t in ts.TRACE_TASKS] == ["accuracy", "accuracy", "rouge-l", "fuzzy", "first-char", "number", "number", "sari"]
-    assert all(t.scorer in ts.SCORERS for t in ts.TRACE_TASKS)
+    assert [t.name for t in TRACE_TASKS] == ["C-STANCE", "FOMC", "MeetingBank", "Py150", "ScienceQA", "NumGLUE-cm", "NumGLUE-ds", "20Minuten"]
+    assert [t.epochs for t in TRACE_TASKS] == [2, 1, 3, 2, 1, 2, 2, 3]
+    assert [t.scorer for t in TRACE_TASKS] == ["accuracy", "accuracy", "rouge-l", "fuzzy", "first-char", "number", "number", "sari"]
+    assert all(t.scorer in ts.SCORERS for t in TRACE_TASKS)

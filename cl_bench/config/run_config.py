@@ -100,15 +100,18 @@ class RunConfig:
             raise UserError(f"threads must be at least 1, got {self.threads}")
 
 
-def default_threads() -> int:
-    """Half the cores this process may use, at least one.
+def default_threads(runs_at_once: int = 1) -> int:
+    """The CPU threads of one run when `runs_at_once` runs share this process's usable cores.
 
-    Measured on two cores (seq-lora, 50 iterations per task): idle, two threads train 1.4x faster
-    than one; beside one busy process, two threads train 13x slower than one, since PyTorch's
-    threads wait for each other on a core that is taken. Half the cores keeps that cliff away.
+    The one owner of the default: `clbench run`, both sweep engines' runs and `build(plan)` use it.
+    One run alone gets half the usable cores (at least one); runs side by side split the cores
+    evenly. Measured on two cores (seq-lora, 50 iterations per task): idle, two threads train 1.4x
+    faster than one; beside one busy process, two threads train 13x slower than one, since
+    PyTorch's threads wait for each other on a core that is taken. Half the cores keeps that
+    cliff away. The usable cores are this process's CPU affinity, not the machine's count.
     """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, usable // 2)
+    return max(1, usable // max(2, runs_at_once))
 
 
 def data_root_or_env(data_root: str | None) -> str | None:

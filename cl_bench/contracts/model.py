@@ -4,7 +4,7 @@ A backbone plugin (see `backbones/`) returns a model that subclasses `Backbone`.
 the accuracy matrix call nothing else on it, so a new kind of model (a causal language model,
 say) plugs in without touching them:
 
-- `adaptable_layers(...)`: the Linear layers a method may wrap (LoRA, MoRAM, ...), each as an
+- `adaptable_layers(towers, layers)`: the Linear layers a method may wrap (LoRA, MoRAM, ...), each as an
   `AdaptableLayer` that knows where it sits and how to swap it;
 - `prepare(stream)`: learn the stream's outputs once (CLIP: tokenise every class's prompts);
 - `set_task_context(context)`: which task the next batches come from and which outputs they are
@@ -117,8 +117,11 @@ class Backbone(nn.Module):
     weights_sha256: str | None = None
     image_size: int | None = None  # what a stream resizes images to; None for models without images
 
-    def adaptable_layers(self, **selection: Sequence[str]) -> list[AdaptableLayer]:
-        """The Linear layers a method may wrap, narrowed by keyword selections (e.g. `kinds=("q", "v")`)."""
+    def adaptable_layers(self, towers: Sequence[str] = (), layers: Sequence[str] = ()) -> list[AdaptableLayer]:
+        """The Linear layers a method may wrap: those of the `towers` (image, text; decoder) whose
+        kind is among `layers` (q, k, v, out, fc, proj, ...). A backbone gives each argument its own
+        default (every tower, its usual kinds); methods pass their `towers` and `layers`
+        hyper-parameters. An unknown tower or kind is a `UserError` naming the choices."""
         raise NotImplementedError(f"{type(self).__name__} has no adaptable layers")
 
     def prepare(self, stream) -> None:

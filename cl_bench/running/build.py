@@ -28,7 +28,8 @@ class RunParts:
 
 
 def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: bool | None = None) -> RunParts:
-    """Model, stream, method and strategy for `plan`, seeded with the plan's seed.
+    """Model, stream, method and strategy for `plan`, seeded with the plan's seed, on the plan's
+    CPU threads (`torch.set_num_threads(plan.threads)`: the process keeps that setting).
 
     `method` replaces the plan's method object (tests and benchmarks that drive a hand-made one);
     `plugins` are extra Avalanche plugins for the strategy (clocks, probes).
@@ -39,7 +40,8 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
     from cl_bench.seeding import seed_everything
     from cl_bench.running.strategy import ClStrategy
 
-    method = method or build_method(plan.method)
+    method = method or plan.made_method.pop("method", None) or build_method(plan.method)
+    torch.set_num_threads(plan.threads)  # the plan's threads, also for a notebook that builds directly
     seed_everything(plan.seed)
     model = resolve_factory(plan.backbone.spec.factory)(dict(plan.backbone.params), plan.weights)
     stream = resolve_factory(plan.scenario.spec.factory)(dict(plan.scenario.params), ScenarioContext(plan.data_root, model.image_size, getattr(model, "encode_examples", None)))

@@ -60,6 +60,9 @@ class RunPlan:
     data_root: str | None
     out: Path
     run_id: str
+    # The method object planning made to check its hyper-parameters, handed to the first `build`
+    # (a plugin's factory runs once per run); a second build of the same plan makes a fresh one.
+    made_method: dict[str, Method] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def result_path(self) -> Path:
@@ -205,7 +208,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     weights = hash_weights(backbone_spec.weights_file(backbone.params)) if backbone_spec.weights_file else None
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    build_method(method)  # its factory refuses bad hyper-parameters here, before any work
+    made = build_method(method)  # its factory refuses bad hyper-parameters here, before any work
     check_loggers(registry, config.log)
     check_writable_folder(config.out, "--out")
     identity = identity_of(method, scenario, backbone, weights, config.seed, precision)
@@ -224,6 +227,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         data_root=data_root,
         out=Path(config.out),
         run_id=run_id_of(identity),
+        made_method={"method": made},
     )
 
 

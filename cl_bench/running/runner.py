@@ -20,7 +20,7 @@ from typing import Any
 from cl_bench.running import checkpoint
 from cl_bench import locks
 from cl_bench.errors import UserError, clip
-from cl_bench.running.plan import RunPlan, check_loggers, plan
+from cl_bench.running.plan import RunPlan, plan
 from cl_bench.provenance import hardware_info, versions_info
 from cl_bench.config.registry import Registry
 from cl_bench.results.schema import SCHEMA, RunResult
@@ -44,14 +44,14 @@ def quiet_third_party_warnings() -> None:
 class _Run:
     """The state of one run, shared by the steps below: its plan and what it has measured so far."""
 
-    def __init__(self, plan: RunPlan, registry: Registry) -> None:
+    def __init__(self, plan: RunPlan, registry: Registry, log_folder: Path | None = None) -> None:
         self.plan = plan
         self.config = plan.config
         self.started = time.perf_counter()
         self.run_id = plan.run_id
         self.result_path = plan.result_path
         self.checkpoint_path = plan.checkpoint_path
-        self.loggers = build_loggers(registry, plan.config.log, plan.config.out)
+        self.loggers = build_loggers(registry, plan.config.log, log_folder or plan.out / SWEEP_LOGS)
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
@@ -152,10 +152,10 @@ def check(config: RunConfig, registry: Registry) -> Path:
     return plan(config, registry).result_path
 
 
-def build_loggers(registry: Registry, names: Iterable[str], out: str) -> list[object]:
-    """The run's experiment trackers (`--log`), each checked for its packages before any work."""
-    check_loggers(registry, names)
-    return [resolve_factory(registry.get("logger", name).spec.factory)(str(Path(out) / SWEEP_LOGS)) for name in dict.fromkeys(names)]
+def build_loggers(registry: Registry, names: Iterable[str], folder: Path) -> list[object]:
+    """The run's experiment trackers (`--log`; the plan checked their packages), each keeping its
+    local store in `folder`."""
+    return [resolve_factory(registry.get("logger", name).spec.factory)(str(folder)) for name in dict.fromkeys(names)]
 
 
 def check_finite(model, task_name: str, hparams: dict[str, Any]) -> None:
@@ -175,11 +175,14 @@ def write_result(path: Path, document: dict[str, Any]) -> None:
     write_json(path, document)
 
 
-def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterable[object] = ()) -> RunResult:
-    """Run one configuration to the end and write its result file; returns the result."""
+def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterable[object] = (), log_folder: Path | None = None) -> RunResult:
+    """Run one configuration to the end and write its result file; returns the result.
+
+    `log_folder` is where experiment trackers keep their local stores (default `<out>/logs`; the
+    Ray engine's workers stage results elsewhere but log where the sweep's `--out` says)."""
     quiet_third_party_warnings()
     registry = registry or Registry(plugins)
-    state = _Run(plan(config, registry), registry)
+    state = _Run(plan(config, registry), registry, log_folder)
     import torch
 
     lock = state.result_path.with_name(f".{state.run_id}.lock")

@@ -143,26 +143,8 @@ class ClStrategy(SupervisedTemplate):
         for callback in self._listeners[event]:
             callback(self, **kwargs)
 
-    def _before_training_iteration(self, **kw):
-        self._fire("before_training_iteration", **kw)
-
-    def _before_forward(self, **kw):
-        self._fire("before_forward", **kw)
-
-    def _after_forward(self, **kw):
-        self._fire("after_forward", **kw)
-
-    def _before_backward(self, **kw):
-        self._fire("before_backward", **kw)
-
-    def _after_backward(self, **kw):
-        self._fire("after_backward", **kw)
-
-    def _before_update(self, **kw):
-        self._fire("before_update", **kw)
-
-    def _after_update(self, **kw):
-        self._fire("after_update", **kw)
+    # Avalanche calls `_<event>` on the strategy for every iteration event; each one fires the
+    # plugins listening (set on the class below the body, one per event, except this one).
 
     def _after_training_iteration(self, **kw):
         self._fire("after_training_iteration", **kw)
@@ -170,18 +152,6 @@ class ClStrategy(SupervisedTemplate):
             self._bar.update(1)
             if self._bar.n % 25 == 0 or self._bar.n == self._bar.total:
                 self._bar.set_postfix(loss=f"{float(self.loss.detach()):.3f}", refresh=False)
-
-    def _before_eval_iteration(self, **kw):
-        self._fire("before_eval_iteration", **kw)
-
-    def _before_eval_forward(self, **kw):
-        self._fire("before_eval_forward", **kw)
-
-    def _after_eval_forward(self, **kw):
-        self._fire("after_eval_forward", **kw)
-
-    def _after_eval_iteration(self, **kw):
-        self._fire("after_eval_iteration", **kw)
 
     def _before_eval(self, **kw):
         self._refresh_listeners()
@@ -358,3 +328,16 @@ class ClStrategy(SupervisedTemplate):
         else:
             self.optimizer.step()
         self.scheduler.step()
+
+
+def _firing(event: str):
+    def fire(self: ClStrategy, **kwargs: Any) -> None:
+        self._fire(event, **kwargs)
+
+    fire.__name__ = f"_{event}"
+    return fire
+
+
+for _event in _ITERATION_EVENTS:
+    if _event != "after_training_iteration":  # defined in the class: it also moves the progress bar
+        setattr(ClStrategy, f"_{_event}", _firing(_event))

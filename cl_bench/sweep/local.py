@@ -23,7 +23,7 @@ from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
 from cl_bench.files import write_json
 from cl_bench.running.plan import plan
-from cl_bench.config.run_config import RunConfig
+from cl_bench.config.run_config import RunConfig, default_threads
 
 
 @dataclass
@@ -188,7 +188,7 @@ def execute(
 
 def _run_locally(todo: Sequence[Planned], jobs: int):
     """(planned, log file) as each child process ends, `jobs` at a time."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = default_threads(jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / SWEEP_LOGS) for planned in todo]
         for future in as_completed(futures):

@@ -57,13 +57,15 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
-            result = run(config, registry=registry)
+            result = run(config, registry=registry, log_folder=Path(out) / SWEEP_LOGS)
         except UserError as exc:
             print(f"clbench: error: {exc}")
             return {"ok": False, "output": output.getvalue()}
     marker.unlink(missing_ok=True)
     document = dict(result.data)
-    document["config"] = {**document["config"], "out": out}  # where the driver keeps it
+    # Where the driver keeps it: the worker staged it elsewhere, the result names the sweep's --out.
+    document["config"] = {**document["config"], "out": out}
+    document["plan"] = {**document["plan"], "out": out, "result_path": str(Path(out) / Path(document["plan"]["result_path"]).name)}
     return {"ok": True, "result": document, "output": output.getvalue()}
 
 

@@ -18,7 +18,8 @@ TRACE/evaluations/eval_*.py), each returning a score in [0, 100] for a list of p
   precision, n = 1..4); implemented here since that metric downloads its script at run time.
 
 An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Pure Python; the
-packages load when a scorer is first used.
+packages load when a scorer is first used. A building block of the public API
+(`cl_bench.get_scorer`): language-model backbones score with it, text streams name its scorers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from cl_bench.errors import unknown_name
 
 Scorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], float]
 
@@ -171,37 +173,5 @@ NEEDS_SOURCES = frozenset({"sari"})
 def get_scorer(name: str) -> Scorer:
     """The scorer called `name`; an unknown name is a one-line error with the nearest names."""
     if name not in SCORERS:
-        from cl_bench import unknown_name
-
         raise unknown_name("scorer", name, list(SCORERS))
     return SCORERS[name]
-
-
-# ------------------------------------------------------------------------------------ TRACE
-
-
-@dataclass(frozen=True)
-class TraceTask:
-    """One TRACE task: its folder in TRACE's data layout, scorer, official epochs and sizes."""
-
-    name: str
-    folder: str
-    scorer: str
-    epochs: int
-    train_size: int
-    test_size: int
-    max_new_tokens: int = 512  # TRACE's --max_ans_len in runner_moram.sh
-
-
-# The official order, scorers and epochs (TRACE/runner_moram.sh, inference/collect_results.py);
-# sizes of LLM-CL-Benchmark_500 (500 training and 100 test examples; NumGLUE-cm has 81 test examples).
-TRACE_TASKS: tuple[TraceTask, ...] = (
-    TraceTask("C-STANCE", "C-STANCE", "accuracy", 2, 500, 100),
-    TraceTask("FOMC", "FOMC", "accuracy", 1, 500, 100),
-    TraceTask("MeetingBank", "MeetingBank", "rouge-l", 3, 500, 100),
-    TraceTask("Py150", "Py150", "fuzzy", 2, 500, 100),
-    TraceTask("ScienceQA", "ScienceQA", "first-char", 1, 500, 100),
-    TraceTask("NumGLUE-cm", "NumGLUE-cm", "number", 2, 500, 81),
-    TraceTask("NumGLUE-ds", "NumGLUE-ds", "number", 2, 500, 100),
-    TraceTask("20Minuten", "20Minuten", "sari", 3, 500, 100),
-)
