@@ -7,7 +7,7 @@ seconds per accuracy-matrix row and peak memory, each relative to seq-lora.
 The weights are written once by tools/random_vit_b16.py (open_clip's safetensors format, about
 600 MB, in a temporary folder) and go through `--pretrained` like real ones. Each method runs in a
 fresh process (so that its peak resident memory is its own), training `--iters` iterations per
-task at batch 4. The default stream is the README's image-folder example on generated PNG files
+task at batch 4. The default stream is the docs' image-folder example (plugins.md) on generated PNG files
 (2 tasks of 2 classes); `--scenario mtil --data-root ROOT` runs a real MTIL root instead (on CPU
 an MTIL row means encoding ~2,000 prompts with the full text tower: CIFAR-100 alone has 100
 classes x 18 templates). Reported: the median iteration (forward, loss, backward, step) and its

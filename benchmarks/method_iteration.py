@@ -3,7 +3,7 @@
     python benchmarks/method_iteration.py [--iters 100] [--methods seq-lora,eblora,...] [--threads N]
 
 Threads: `clbench run`'s default (half the usable cores: one on two cores) unless --threads says
-otherwise; run it at 1 and 2 for the README's table.
+otherwise; run it at 1 and 2 for the table in docs/benchmarks.md.
 
 Every method trains tiny-clip on embedded-mtil with its tiny-clip profile, through the shared
 strategy. The methods take turns task by task (all methods train task 1, then all train task 2,

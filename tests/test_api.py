@@ -1,5 +1,5 @@
 """The public import surface: every name in `cl_bench.__all__` resolves, importing the package
-loads no heavy library, and no plugin (built-in or the README's example) imports a core submodule."""
+loads no heavy library, and no plugin (built-in or the docs' examples) imports a core submodule."""
 
 from __future__ import annotations
 
@@ -47,5 +47,7 @@ def core_imports(path: Path) -> list[str]:
 def test_plugins_import_only_the_public_api():
     offenders = [hit for tree in PLUGIN_TREES for path in sorted(tree.rglob("*.py")) for hit in core_imports(path)]
     assert offenders == []
-    readme_blocks = [block for block in (ROOT / "README.md").read_text(encoding="utf-8").split("```python")[1:]]
-    assert not [b for b in readme_blocks if "from cl_bench." in b.split("```")[0] or "import cl_bench." in b.split("```")[0]]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    blocks = [(page.name, block.split("```")[0]) for page in pages for block in page.read_text(encoding="utf-8").split("```python")[1:]]
+    assert blocks, "no Python examples found in the README or docs/"
+    assert not [(name, b) for name, b in blocks if "from cl_bench." in b or "import cl_bench." in b]

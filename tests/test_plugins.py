@@ -1,6 +1,6 @@
 """Plugin discovery through installed entry points, failure isolation, did-you-mean.
 
-The third-party plugin (tests/plugin_example, the README's example) and a broken one
+The third-party plugin (tests/plugin_example, the example of docs/plugins.md) and a broken one
 (tests/plugin_broken) are installed with pip into a folder and found by a fresh `clbench`
 process through importlib.metadata, never registered by hand.
 """
@@ -28,16 +28,16 @@ BROKEN = Path(__file__).resolve().parent / "plugin_broken"
 BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
 
 
-def readme_example() -> dict[str, str]:
-    """The files of the README's plugin example, keyed by path (marked by HTML comments)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def docs_example() -> dict[str, str]:
+    """The files of the plugin example in docs/plugins.md, keyed by path (marked by HTML comments)."""
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     blocks = re.findall(r"<!-- example-plugin: (\S+) -->\s*```\w*\n(.*?)```", text, flags=re.S)
     return {path: body for path, body in blocks}
 
 
-def test_readme_shows_exactly_the_tested_plugin():
+def test_docs_show_exactly_the_tested_plugin():
     files = {str(p.relative_to(EXAMPLE)): p.read_text(encoding="utf-8") for p in EXAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    assert readme_example() == files
+    assert docs_example() == files
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The README's "Write your own stream" example: the tested files are the README's, and the
+"""The "Write your own stream" example of docs/plugins.md: the tested files are the docs', and the
 stream runs end to end from a folder of PNG files through the public API only."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ EXAMPLE = Path(__file__).resolve().parent / "stream_example"
 COLOURS = {"cat": (230, 40, 40), "dog": (40, 230, 40), "fox": (40, 40, 230), "owl": (230, 230, 40)}
 
 
-def test_readme_shows_exactly_the_tested_stream():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_docs_show_exactly_the_tested_stream():
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     shown = dict(re.findall(r"<!-- example-stream: (\S+) -->\s*```\w*\n(.*?)```", text, flags=re.S))
     files = {str(p.relative_to(EXAMPLE)): p.read_text(encoding="utf-8") for p in EXAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert shown == files
