@@ -21,6 +21,10 @@ def _vit_b16_weights(params):
 
 # Truncation as TRACE's (1024 prompt, 512 answer tokens); dtype: the weights' type once loaded.
 LM_DEFAULTS = {"pretrained": "", "max_prompt_tokens": 1024, "max_answer_tokens": 512, "dtype": "float32"}
+# What every method trains with on a language model unless its kind_defaults say otherwise:
+# TRACE's batch of 32 and constant learning rate, 32 iterations (two passes over a 500-example
+# task, TRACE's most common epoch count), adapters on the decoder's attention projections.
+LM_METHOD_DEFAULTS = {"towers": ["decoder"], "layers": ["q", "k", "v", "out"], "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 
 
 @hookimpl
@@ -49,6 +53,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             kind="causal-lm",
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
+            method_defaults=LM_METHOD_DEFAULTS,
             version="1",
             weights_file=tiny_lm_weights,
         ),
@@ -59,6 +64,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             kind="causal-lm",
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
+            method_defaults=LM_METHOD_DEFAULTS,
             version="1",
             weights_file=hf_weights,
         ),

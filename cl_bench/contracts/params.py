@@ -78,6 +78,11 @@ def coerce(label: str, value: Any, default: Any) -> Any:
     raise wrong
 
 
+# Parameters of the shared strategy's training loop: TRAIN_DEFAULTS' and the two a backbone or a
+# method may add (the learning-rate schedule, gradient accumulation).
+TRAINING_KEYS = frozenset({"iters", "batch_size", "lr", "weight_decay", "warmup_iters", "schedule", "grad_accum"})
+
+
 # Ranges of the training parameters every method has: (lowest allowed, whether the lowest itself is allowed).
 TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size": (1, True), "lr": (0.0, False), "weight_decay": (0.0, True), "warmup_iters": (0, True), "grad_accum": (1, True)}
 

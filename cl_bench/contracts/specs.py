@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cl_bench.contracts.method import Method
-from cl_bench.contracts.params import TRAIN_DEFAULTS, check_training, resolve_params
+from cl_bench.contracts.params import TRAIN_DEFAULTS, TRAINING_KEYS, check_training, resolve_params
 from cl_bench.contracts.protocols import IMAGE_PROTOCOLS, PROTOCOLS
 from cl_bench.errors import UserError
 
@@ -43,8 +43,9 @@ class MethodSpec:
     """A continual-learning method, as a plugin declares it.
 
     `factory(hparams)` builds the per-run `Method` from the resolved hyper-parameters: the core
-    training defaults, then `defaults`, then `kind_defaults[backbone kind]`, then
-    `profiles[backbone name]`, then the user's values. Each default's Python type is the
+    training defaults, then `defaults`, then the backbone's `method_defaults` (see
+    `BackboneSpec`), then `kind_defaults[backbone kind]`, then `profiles[backbone name]`, then
+    the user's values. Each default's Python type is the
     parameter's type (int, float, bool, str, list). `kind_defaults` may add parameters that only
     runs on that kind of backbone have (a language model's decoding of the LoRA scale, say), so
     adding a track leaves the other tracks' hyper-parameters, and run ids, as they were.
@@ -60,8 +61,12 @@ class MethodSpec:
     version: str = "1"
     kind_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def resolve(self, backbone: str, given: Mapping[str, Any], kind: str = "clip") -> dict[str, Any]:
-        base = {**TRAIN_DEFAULTS, **self.defaults, **self.kind_defaults.get(kind, {})}
+    def resolve(self, backbone: str, given: Mapping[str, Any], kind: str = "clip", backbone_defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        base = {**TRAIN_DEFAULTS, **self.defaults}
+        # The backbone's training settings apply to every method; its other defaults (which
+        # towers, which layers) only to methods that have that parameter.
+        base.update({k: v for k, v in (backbone_defaults or {}).items() if k in TRAINING_KEYS or k in base})
+        base.update(self.kind_defaults.get(kind, {}))
         for key in self.profiles.get(backbone, {}):
             if key not in base:
                 raise UserError(f"method '{self.name}' profile '{backbone}' sets unknown parameter '{key}'")
@@ -145,7 +150,11 @@ class BackboneSpec:
     `weights_file`). `weights_param` is the parameter holding a user-given path, left out of the
     run id. `protocols` are the evaluation protocols its models can be scored under (image
     classification for CLIP-like models, `TEXT_PROTOCOLS` for language models). Factories must
-    never download anything.
+    never download anything. `method_defaults` are what a method trains with on this backbone
+    unless its own `kind_defaults` or profile say otherwise: the training keys (iters,
+    batch_size, lr, schedule, grad_accum, ...) apply to every method, other keys (towers, layers)
+    to the methods that have them, so a plugin method gets a language model's training settings
+    without declaring them.
     """
 
     name: str
@@ -157,6 +166,7 @@ class BackboneSpec:
     version: str = "1"
     weights_file: Callable[[Mapping[str, Any]], str] | None = None
     weights_param: str = "pretrained"
+    method_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_params(f"backbone '{self.name}'", "backbone", dict(self.defaults), given)

@@ -193,7 +193,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     for key in ("iters", "batch_size"):  # the shortcuts are spellings of method.<key>
         if getattr(config, key) is not None:
             given[key] = getattr(config, key)
-    method = _resolved(registry, "method", config.method, method_spec.resolve(backbone_spec.name, given, backbone_spec.kind))
+    method = _resolved(registry, "method", config.method, method_spec.resolve(backbone_spec.name, given, backbone_spec.kind, backbone_spec.method_defaults))
     scenario_params = scenario_spec.resolve(config.scenario_params)
     scenario = _resolved(registry, "scenario", config.scenario, scenario_params)
     backbone_given = dict(config.backbone_params)
