@@ -113,8 +113,11 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-def _variant_labels(results: list[dict[str, Any]]) -> list[str]:
-    """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ."""
+def variant_labels(results: list[dict[str, Any]]) -> list[str]:
+    """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ.
+
+    The rows of `summary_frames`; the leaderboard labels its plots and files the same way.
+    """
     import json
 
     def identity(data):
@@ -149,7 +152,7 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
     import pandas as pd
 
     complete = [d for d in results if d["status"] == "complete"]
-    labels = _variant_labels(complete)
+    labels = variant_labels(complete)
     records, columns = [], {}
     for data, label in zip(complete, labels):
         scenario = data["scenario"]
@@ -327,7 +330,7 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, label
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
-    labels = labels or _variant_labels(list(results))
+    labels = labels or variant_labels(list(results))
     tasks = results[0]["scenario"]["task_order"]
     pooled = results[0]["scenario"]["protocol"] in POOLED_PROTOCOLS
 
