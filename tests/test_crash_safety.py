@@ -143,6 +143,26 @@ def test_concurrent_publishes_cannot_both_pass_the_stream_version_check(tmp_path
     assert len(list((board / "results" / "t").rglob("*.json"))) == 1 and leftovers(board) == []
 
 
+def test_a_lock_whose_holder_was_killed_blocks_nobody_and_a_release_removes_the_file(tmp_path):
+    """The guarantees that kept cl_bench.locks over the filelock package (see its docstring)."""
+    from cl_bench import locks
+
+    lock = tmp_path / ".lb.lock"
+    code = f"import time\nfrom pathlib import Path\nfrom cl_bench import locks\nwith locks.held(Path({str(lock)!r})):\n    print('held', flush=True)\n    time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(locks.Busy), locks.held(lock, wait=False):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert lock.exists()  # left by the killed holder, and locked by nobody
+    with locks.held(lock, wait=False):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------- run
 
 RUN = ["run", "--method", "seq-lora", "--iters", "2", "--quiet"]

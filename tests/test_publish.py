@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 
 import pytest
 
@@ -128,3 +129,61 @@ def test_latex_and_text_reports_escape_names(tmp_path):
     assert r"alpha (note=a\_b \{x\} 50\% \textbackslash{}cmd)" in latex and r"zs\_retention" in latex
     text = render_report([{**d, "scenario": {**d["scenario"], "params": {"o": "a\nb"}}} for d in documents], "text")
     assert "o=a b)" in text and "\na" not in text.replace("\nalpha", "")
+
+
+HOSTILE = '<script>alert(1)</script></textarea><textarea>| a | b |\n<img src=x onerror=alert(1)> "q" \'s\' &amp;'
+
+
+class _Tags(HTMLParser):
+    """Every tag of a page, and its text as a browser reads it (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text = ""
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_endtag(self, tag):
+        self.tags.append(f"/{tag}")
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def test_a_hostile_name_from_a_result_file_is_text_in_every_page(tmp_path):
+    """`<script>`, `</textarea>` and Markdown pipes in a result file's settings, stream parameters
+    and reported.json reach index.html, README.md and `report --format html` as text only."""
+    from markdown_it import MarkdownIt
+
+    from cl_bench.publish.report import render_report
+
+    documents, files = [], []
+    for note in ("plain", HOSTILE):
+        for seed in (0, 1):
+            document = result_document(ACC, CONTROL, method="alpha", seed=seed, hyperparameters={"note": note})
+            document["scenario"]["params"] = {"order": HOSTILE}
+            documents.append(document)
+            files.append(tmp_path / "in" / f"{len(files)}.json")
+            write_json(files[-1], document)
+    board = tmp_path / "lb"
+    board.mkdir()
+    (board / "reported.json").write_text(json.dumps([{"method": HOSTILE, "scenario": HOSTILE, "backbone": "b", "source": HOSTILE, "protocol": "mtil", "metrics": {"last": 1.0}}]))
+    assert main(["publish", *map(str, files), "--leaderboard", str(board)]) == 0
+    shown = HOSTILE.replace("\n", " ")
+    pages = {"index.html": ((board / "index.html").read_text(), 1), "report": (render_report(documents, "html"), 0)}
+    for name, (page, scripts) in pages.items():
+        parser = _Tags()
+        parser.feed(page)
+        assert parser.tags.count("script") == scripts and "textarea" not in parser.tags and "/textarea" not in parser.tags, name
+        assert parser.tags.count("img") == (1 if name == "index.html" else 0), name  # only the accuracy curve
+        assert f"alpha (note={shown})" in parser.text and f"order={shown})" in parser.text, name
+    assert parser.text.count(shown) == 2  # the report: the stream's title and the row
+    readme = MarkdownIt("commonmark").enable("table").render((board / "README.md").read_text())
+    parser = _Tags()
+    parser.feed(readme)
+    assert not {"script", "textarea", "/textarea"} & set(parser.tags) and parser.tags.count("img") == 1
+    assert f"alpha (note={shown})" in parser.text and f"order={shown})" in parser.text and parser.text.count(shown) == 7  # heading, row, 3 reported cells, 2 links
+    rows = re.findall(r"<tr>(.*?)</tr>", readme, flags=re.S)
+    assert [len(re.findall(r"<t[dh][ >]", row)) for row in rows] == [11, 11, 11, 5, 5]  # the pipes added no cell

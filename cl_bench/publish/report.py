@@ -113,8 +113,11 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-def _variant_labels(results: list[dict[str, Any]]) -> list[str]:
-    """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ."""
+def variant_labels(results: list[dict[str, Any]]) -> list[str]:
+    """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ.
+
+    The rows of `summary_frames`; the leaderboard labels its plots and files the same way.
+    """
     import json
 
     def identity(data):
@@ -149,7 +152,7 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
     import pandas as pd
 
     complete = [d for d in results if d["status"] == "complete"]
-    labels = _variant_labels(complete)
+    labels = variant_labels(complete)
     records, columns = [], {}
     for data, label in zip(complete, labels):
         scenario = data["scenario"]
@@ -249,15 +252,19 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     tables = render_tables(results, fmt, metrics)
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
+    if fmt == "html":
+        from markupsafe import Markup
+
+        from cl_bench.publish.templating import render
+
+        # Cells were escaped when display_frame built them; the template escapes the titles.
+        return render("report.html.j2", title="cl_bench results", tables={scenario: Markup(shown) for scenario, shown in tables.items()})
     parts = []
     text = escape.for_format(fmt)
     for scenario, shown in tables.items():
-        title = {"md": f"### {text(scenario)}", "latex": f"% {text(scenario)}", "html": f"<h2>{text(scenario)}</h2>", "csv": ""}.get(fmt, text(scenario))
+        title = {"md": f"### {text(scenario)}", "latex": f"% {text(scenario)}", "csv": ""}.get(fmt, text(scenario))
         parts.append(f"{title}\n\n{shown}" if title else shown)
-    body = "\n\n".join(parts)
-    if fmt == "html":
-        return html_page("cl_bench results", body)
-    return body
+    return "\n\n".join(parts)
 
 
 def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, str]:
@@ -269,20 +276,6 @@ def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
         else:
             rendered[scenario] = render_table(display_frame(table, metrics, fmt), {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt))
     return rendered
-
-
-def html_page(title: str, body: str, style: str = "", script: str = "") -> str:
-    """A self-contained HTML page: inline style, an optional inline script, no network resources."""
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
-        "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
-    ) + style
-    script = f"<script>{script}</script>\n" if script else ""
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape.html(title)}</title>\n'
-        f"<style>{style}</style>\n</head>\n<body>\n<h1>{escape.html(title)}</h1>\n{body}\n{script}</body>\n</html>\n"
-    )
 
 
 # ---------------------------------------------------------------------------------- plots
@@ -327,7 +320,7 @@ def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, label
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
-    labels = labels or _variant_labels(list(results))
+    labels = labels or variant_labels(list(results))
     tasks = results[0]["scenario"]["task_order"]
     pooled = results[0]["scenario"]["protocol"] in POOLED_PROTOCOLS
 
