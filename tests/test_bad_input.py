@@ -22,7 +22,7 @@ from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
 from cl_bench.running.strategy import ClStrategy
 
-from toys import result_document, snapshot
+from toys import as_schema_3, result_document, snapshot
 
 ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]
@@ -82,7 +82,10 @@ RUN = ["run", "--quiet", "--out", "{tmp}/out"]
 
 def older(document: dict) -> bool:
     """Make `document` a schema-2 file: no recorded plan, so its names and run id are checked only
-    as file names (a schema-3 file's run id must also be the hash of its plan)."""
+    as file names (a later file's run id must also be the hash of its identity)."""
+    converted = as_schema_3(document)
+    document.clear()
+    document.update(converted)
     document.pop("plan")
     document["schema"] = "cl_bench.result/2"
     return True
@@ -197,8 +200,9 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-empty-folder", ["report", "{in}/empty"], "no result files under", lambda folder: (folder / "empty").mkdir()),
     ("report-unknown-metric", ["report", "{in}/r.json", "--metrics", "lst"], "unknown metric 'lst'; did you mean 'last'?", result("r")),
     ("report-plot-onto-file", ["report", "{in}/r.json", "--plot", "{in}/r.json"], "--plot", result("r")),
-    ("validate-run-id-edited", ["validate", "{in}/r.json"], "but its plan hashes to", result("r", lambda d: d.update(run_id=d["run_id"][:-2] + "zz"))),
-    ("validate-plan-seed-edited", ["validate", "{in}/r.json"], "plan.identity.seed is 5 but seed is 0", result("r", lambda d: d["plan"]["identity"].update(seed=5))),
+    ("validate-run-id-edited", ["validate", "{in}/r.json"], "but the run's settings hash to", result("r", lambda d: d.update(run_id=d["run_id"][:-2] + "zz"))),
+    ("validate-plan-seed-edited", ["validate", "{in}/r.json"], "plan.identity.seed is 5 but seed is 0", result("r", lambda d: (d.update(as_schema_3(d)), d.pop("execution", None), d["plan"]["identity"].update(seed=5)))),
+    ("validate-precision-edited", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["hardware"].update(precision="bf16"))),
     ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),

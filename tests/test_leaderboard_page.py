@@ -88,7 +88,11 @@ def test_rows_are_labelled_and_linked_alike_when_a_method_differs_between_stream
 
 def test_a_row_config_repeats_the_row(board):
     config = json.loads((board / "configs" / "00-ci-gamma.json").read_text())
-    assert config == {k: v for k, v in _result("gamma", 0, "ci", "class-il", "b2")["config"].items()}
+    from cl_bench import RunConfig
+    from cl_bench.results.schema import run_settings
+
+    settings = run_settings(_result("gamma", 0, "ci", "class-il", "b2"))  # schema 4: the resolved values
+    assert config == {k: v for k, v in settings.items() if k not in RunConfig.EXECUTION_FIELDS} and config["method"] == "gamma"
 
 
 def test_reported_numbers_sit_beside_the_streams_of_their_protocol(board):

@@ -11,6 +11,7 @@ import torch
 from cl_bench import RunConfig, TextTask, UserError, assemble_text_stream, plan, run
 from cl_bench.backbones.causal_lm import IGNORE, PAD
 from cl_bench.config.registry import Registry
+from cl_bench.results.schema import run_settings
 from cl_bench.results.validation import validate
 from toys import interrupt_at_second_task
 
@@ -165,7 +166,7 @@ def test_hyper_parameters_follow_the_backbone_kind_and_leave_clip_runs_alone(reg
     from pathlib import Path
 
     published = json.loads(next((Path(__file__).parents[1] / "leaderboard" / "results" / "embedded-mtil" / "moram").glob("*seed0*.json")).read_text())
-    again = plan(RunConfig(**{k: v for k, v in published["config"].items() if k not in ("out",)}, out="unused"), registry)
+    again = plan(RunConfig(**{k: v for k, v in run_settings(published).items() if k not in ("out",)}, out="unused"), registry)
     assert again.run_id == published["run_id"]
 
 

@@ -11,9 +11,9 @@ import torch
 from cl_bench import RunConfig, UserError, build, plan
 from cl_bench.cli import build_config, build_parser
 from cl_bench.results.validation import validate
-from cl_bench.results.identity import canonical_json, run_id_of
+from cl_bench.results.identity import canonical_json, identity_of_result, run_id_of
 
-from toys import ToyPlugin, result_document, toy_model, toy_plan
+from toys import ToyPlugin, as_schema_3, result_document, toy_model, toy_plan
 
 
 def cli_plan(*argv: str, registry):
@@ -85,20 +85,26 @@ def test_build_makes_the_same_run_twice_and_results_record_the_plan(tmp_path):
 
     result = run(planned.config, plugins=[ToyPlugin()])
     assert result.path == planned.result_path and result.data["run_id"] == planned.run_id
-    assert result.data["plan"]["identity"] == planned.identity() and result.data["plan"]["scenario"]["num_tasks"] == 2
+    # Schema 4 stores no identity: the one derived from the resolved sections is the plan's.
+    assert identity_of_result(result.data) == planned.identity() and len(result.data["scenario"]["task_order"]) == 2
+    assert "plan" not in result.data and "config" not in result.data and result.data["execution"]["out"] == str(tmp_path)
 
 
 def test_a_result_whose_plan_or_id_was_edited_is_refused():
     document = result_document([[50.0, 50.0], [80.0, 50.0], [70.0, 90.0]], [[], [], []], hyperparameters={"rank": 4})
     validate(document)
     renamed = {**document, "run_id": document["run_id"][:-1] + ("0" if document["run_id"][-1] != "0" else "1")}
-    with pytest.raises(UserError, match="its plan hashes to"):
+    with pytest.raises(UserError, match="the run's settings hash to"):
         validate(renamed)
     edited = {**document, "method": {**document["method"], "hyperparameters": {"rank": 8}}}
-    with pytest.raises(UserError, match="plan.identity.method.params differ"):
+    with pytest.raises(UserError, match="the run's settings hash to"):
         validate(edited)
-    without = {k: v for k, v in document.items() if k != "plan"}
-    with pytest.raises(UserError, match="'plan.identity' must be an object"):
+    older = as_schema_3(document)  # schema 3 stored the identity in its plan: still read and checked
+    validate(older)
+    with pytest.raises(UserError, match="plan.identity.method.params differ"):
+        validate({**older, "method": {**older["method"], "hyperparameters": {"rank": 8}}})
+    without = {k: v for k, v in older.items() if k != "plan"}
+    with pytest.raises(UserError, match="required field 'plan' is missing"):
         validate(without)
     older = {**without, "schema": "cl_bench.result/2"}  # schema 2 had no plan: still read and re-scored
     validate(older)

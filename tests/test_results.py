@@ -36,7 +36,11 @@ def test_a_consistent_document_is_valid():
         (lambda d: d["acc_matrix"].pop(), "a complete run has 3 rows"),
         (lambda d: d["acc_matrix"][1].__setitem__(1, 101.0), "percentages in [0, 100]"),
         (lambda d: d["control_matrix"].pop(), "control_matrix has 2 rows"),
-        (lambda d: d["config"].__setitem__("method", "other"), "config.method is 'other'"),
+        (lambda d: d["method"].__setitem__("name", "other"), "the run's settings hash to"),
+        (lambda d: d["method"].__setitem__("hyperparameters", []), "'method.hyperparameters' must be an object"),
+        (lambda d: d["backbone"].__setitem__("weights_sha256", 5), "'backbone.weights_sha256' must be a string or null"),
+        (lambda d: d["execution"].pop("out"), "'execution.out' must be a string"),
+        (lambda d: d.pop("execution"), "'execution' is missing"),
         (lambda d: d.__setitem__("status", "partial"), "a partial result carries no metrics"),
     ],
 )

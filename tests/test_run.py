@@ -228,7 +228,7 @@ def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_p
     one = run(config(tmp_path / "one", method="zeroshot", threads=1))
     two = run(config(tmp_path / "two", method="zeroshot", threads=2))
     assert one.data["hardware"]["torch_threads"] == 1 and two.data["hardware"]["torch_threads"] == 2
-    assert one.data["config"]["threads"] == 1 and one.data["run_id"] == two.data["run_id"]  # same configuration
+    assert one.data["hardware"]["threads_setting"] == 1 and one.data["run_id"] == two.data["run_id"]  # same configuration
     assert torch.get_num_threads() == before  # the caller's setting is restored
     auto = run(config(tmp_path / "auto", method="zeroshot"))
     from cl_bench.config.run_config import default_threads

@@ -30,7 +30,7 @@ def test_ray_gives_the_local_engines_results_and_follows_the_same_skip_rules(tmp
     local, ray = matrices(tmp_path / "local"), matrices(tmp_path / "ray")
     assert len(ray) == 4 and ray == local
     document = json.loads(next((tmp_path / "ray").glob("*seq-lora*seed1*.json")).read_text())
-    assert document["config"]["out"] == str(tmp_path / "ray")  # written by the driver, for the driver's folder
+    assert document["execution"]["out"] == str(tmp_path / "ray")  # written by the driver, for the driver's folder
     assert main(["sweep", *GRID, "--engine", "ray", "--out", str(tmp_path / "ray")]) == 0
     assert "4 runs: 0 ran, 4 already complete" in capsys.readouterr().err
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from cl_bench import hookimpl
@@ -126,7 +128,6 @@ def result_document(
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
     hyperparameters = dict(hyperparameters or {})
-    config = {"method": method, "scenario": scenario, "backbone": backbone, "seed": seed, "method_params": hyperparameters}
     identity = {
         "method": {"name": method, "version": "1", "params": hyperparameters},
         "scenario": {"name": scenario, "version": "1", "params": {}},
@@ -137,22 +138,45 @@ def result_document(
     return {
         "schema": SCHEMA,
         "run_id": run_id_of(identity),
-        "plan": {"identity": identity},
         "created": "2026-01-01T00:00:00+00:00",
         "status": status,
-        "config": config,
         "method": {"name": method, "version": "1", "hyperparameters": hyperparameters},
-        "scenario": {"name": scenario, "version": "1", "protocol": protocol, "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
-        "backbone": {"name": backbone},
+        "scenario": {"name": scenario, "version": "1", "params": {}, "protocol": protocol, "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "backbone": {"name": backbone, "version": "1", "params": {}, "weights_param": None, "weights_sha256": None},
         "seed": seed,
+        "execution": {"out": "runs"},
         "versions": {},
-        "hardware": {},
+        "hardware": {"precision": "fp32"},
         "acc_matrix": acc,
         "control_matrix": control,
         "metrics": metrics.compute(acc, control if control and control[0] else None, protocol=protocol, test_sizes=[10] * len(tasks)) if status == "complete" else {},
         "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
         "params": {"trainable": trainable or [0] * len(tasks)},
     }
+
+
+def rehash(document: dict) -> dict:
+    """Forge consistently: give an edited schema-4 document the run id its sections now hash to."""
+    from cl_bench.results.identity import identity_of_result, run_id_of
+
+    document["run_id"] = run_id_of(identity_of_result(document))
+    return document
+
+
+def as_schema_3(document: dict) -> dict:
+    """A schema-4 toy document as schema 3 wrote it: the configuration as given and the plan
+    (with the identity the run id hashes), restated by hand from the schema-3 writer."""
+    document = copy.deepcopy(document)
+    identity = {
+        "method": {"name": document["method"]["name"], "version": document["method"]["version"], "params": document["method"]["hyperparameters"]},
+        "scenario": {"name": document["scenario"]["name"], "version": document["scenario"]["version"], "params": document["scenario"]["params"]},
+        "backbone": {"name": document["backbone"]["name"], "version": document["backbone"]["version"], "params": document["backbone"]["params"], "weights_sha256": document["backbone"]["weights_sha256"]},
+        "seed": document["seed"],
+        "precision": document["hardware"]["precision"],
+    }
+    config = {"method": document["method"]["name"], "scenario": document["scenario"]["name"], "backbone": document["backbone"]["name"], "seed": document["seed"], "method_params": document["method"]["hyperparameters"]}
+    document.pop("execution")
+    return {**document, "schema": "cl_bench.result/3", "config": config, "plan": {"identity": identity}}
 
 
 def snapshot(folder) -> dict[str, bytes | None]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench.errors import UserError, clip, shown
-from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, SCHEMA
+from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, SCHEMA, run_settings
+from cl_bench.results.validation import validate
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -53,9 +54,12 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a table of settings")
     if "schema" in data:
+        if data["schema"] == SCHEMA:  # a result file: repeat its run with the values it resolved
+            validate(data, str(path))
+            return run_settings(data)
         if data["schema"] not in (*READABLE_SCHEMAS, *OLDER_SCHEMAS) or not isinstance(data.get("config"), dict):
             raise UserError(f"config file '{path}' is a {shown(data['schema'])} document, neither a run configuration nor a {SCHEMA} result file")
-        data = data["config"]  # a result file: repeat its run
+        data = data["config"]  # an older result file: repeat its configuration as given
     return data
 
 

@@ -27,6 +27,7 @@ from cl_bench.paths import MAX_SEGMENT, path_inside, safe_slug
 from cl_bench.publish.report import SUMMARY_METRICS, display_frame, plot_accuracy_over_tasks, plot_matrix, render_table, scenario_label, summary_frames, variant_labels
 from cl_bench.publish.templating import MarkdownText, package_text, render
 from cl_bench.results.metrics import POOLED_PROTOCOLS
+from cl_bench.results.schema import run_settings
 from cl_bench.results.validation import load_valid, result_files
 
 REPORTED_TITLE = "Reported by the papers"
@@ -94,7 +95,7 @@ def run_config(runs: list[dict[str, Any]]) -> dict[str, Any]:
     from cl_bench.config.run_config import RunConfig
 
     first = min(runs, key=lambda d: d["seed"])
-    return {k: v for k, v in first["config"].items() if k not in RunConfig.EXECUTION_FIELDS}
+    return {k: v for k, v in run_settings(first).items() if k not in RunConfig.EXECUTION_FIELDS}
 
 
 def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[StreamPage]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench import escape
+from cl_bench.results.schema import run_settings
 from cl_bench.results.metrics import INSTRUCT_METRICS, METRICS
 
 FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
@@ -121,7 +122,7 @@ def variant_labels(results: list[dict[str, Any]]) -> list[str]:
     import json
 
     def identity(data):
-        config = {k: v for k, v in data["config"].items() if k != "seed"}
+        config = {k: v for k, v in run_settings(data).items() if k != "seed"}
         return json.dumps(config, sort_keys=True, default=str)
 
     by_method: dict[str, set[str]] = {}

@@ -15,8 +15,8 @@ from typing import Any
 from cl_bench.results import metrics as metrics_lib
 from cl_bench.errors import UserError, clip, shown
 from cl_bench.paths import SWEEP_LOGS
-from cl_bench.results.identity import run_id_of
-from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, SCHEMA, STATUSES, RunResult
+from cl_bench.results.identity import identity_of_result, run_id_of
+from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, REQUIRED_BY_SCHEMA, SCHEMA, SCHEMA_2, SCHEMA_3, STATUSES, RunResult
 from cl_bench.contracts.protocols import PROTOCOLS
 
 TOLERANCE = 1e-6
@@ -72,7 +72,7 @@ def validate(data: Any, source: str = "result") -> None:
         )
     if data.get("schema") not in READABLE_SCHEMAS:
         raise bad(f"schema is {shown(data.get('schema'))}; this cl_bench reads {' and '.join(map(repr, READABLE_SCHEMAS))}")
-    for key, kind in REQUIRED.items():
+    for key, kind in {**REQUIRED, **REQUIRED_BY_SCHEMA[data['schema']]}.items():
         if key not in data:
             raise bad(f"required field '{key}' is missing")
         if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
@@ -84,14 +84,19 @@ def validate(data: Any, source: str = "result") -> None:
             raise bad(f"'{section}.{field}' must be a string")
     if data["scenario"]["protocol"] not in PROTOCOLS:  # it decides what the metrics are
         raise bad(f"scenario.protocol is {shown(data['scenario']['protocol'])}; it must be one of {', '.join(PROTOCOLS)}")
-    config = data["config"]
-    for section in ("method", "scenario", "backbone"):
-        if config.get(section) != data[section]["name"]:
-            raise bad(f"config.{section} is {shown(config.get(section))} but {section}.name is {shown(data[section]['name'])}")
-    if config.get("seed") != data["seed"]:
-        raise bad(f"config.seed is {shown(config.get('seed'))} but seed is {shown(data['seed'])}")
     if data["schema"] == SCHEMA:
-        _check_plan(data, bad)
+        _check_resolved(data, bad)
+    else:
+        config = data["config"]
+        for section in ("method", "scenario", "backbone"):
+            if config.get(section) != data[section]["name"]:
+                raise bad(f"config.{section} is {shown(config.get(section))} but {section}.name is {shown(data[section]['name'])}")
+        if config.get("seed") != data["seed"]:
+            raise bad(f"config.seed is {shown(config.get('seed'))} but seed is {shown(data['seed'])}")
+        if data["schema"] == SCHEMA_3:
+            _check_plan(data, bad)
+    if data["schema"] != SCHEMA_2:
+        _check_run_id(data, bad)
 
     tasks = data["scenario"].get("task_order")
     controls = data["scenario"].get("control_sets", [])
@@ -147,12 +152,39 @@ def _check_plan(data: dict[str, Any], bad) -> None:
         raise bad(f"plan.identity.seed is {shown(identity.get('seed'))} but seed is {shown(data['seed'])}")
     if identity["method"].get("params") != data["method"].get("hyperparameters"):
         raise bad("plan.identity.method.params differ from method.hyperparameters: the file was edited or is corrupt")
+
+
+# The resolved values a schema-4 result states once, each with its type: its run id is derived
+# from them, and the readers (report, publish, repeating a run) use them.
+RESOLVED_FIELDS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
+    ("method", "version", (str,)),
+    ("method", "hyperparameters", (dict,)),
+    ("scenario", "version", (str,)),
+    ("scenario", "params", (dict,)),
+    ("backbone", "version", (str,)),
+    ("backbone", "params", (dict,)),
+    ("backbone", "weights_sha256", (str, type(None))),
+    ("backbone", "weights_param", (str, type(None))),
+    ("hardware", "precision", (str,)),
+    ("execution", "out", (str,)),
+)
+
+
+def _check_resolved(data: dict[str, Any], bad) -> None:
+    for section, field, kinds in RESOLVED_FIELDS:
+        if field not in data[section] or not isinstance(data[section][field], kinds):
+            wanted = " or ".join("null" if kind is type(None) else _KINDS[kind] for kind in kinds)
+            raise bad(f"'{section}.{field}' must be {wanted}")
+
+
+def _check_run_id(data: dict[str, Any], bad) -> None:
+    """The run id is the hash of the run's identity (stored in schema 3, derived in schema 4)."""
     try:
-        expected = run_id_of(identity)
+        expected = run_id_of(identity_of_result(data) or {})
     except (TypeError, ValueError, KeyError):
-        raise bad("plan.identity holds values a run id cannot be made of") from None
+        raise bad("the run's identity holds values a run id cannot be made of") from None
     if data["run_id"] != expected:
-        raise bad(f"run_id is {shown(data['run_id'])} but its plan hashes to {expected!r}: the file was edited or is corrupt")
+        raise bad(f"run_id is {shown(data['run_id'])} but the run's settings hash to {expected!r}: the file was edited or is corrupt")
 
 
 def load_valid(path: str | Path) -> RunResult:

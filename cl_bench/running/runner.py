@@ -23,7 +23,8 @@ from cl_bench.errors import UserError, clip
 from cl_bench.running.plan import RunPlan, plan
 from cl_bench.provenance import hardware_info, versions_info
 from cl_bench.config.registry import Registry
-from cl_bench.results.schema import SCHEMA, RunResult
+from cl_bench.results.identity import identity_of_result
+from cl_bench.results.schema import EXECUTION_SETTINGS, SCHEMA, RunResult
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load, load_valid, validate
 from cl_bench.files import remove_stale_temporaries, write_json
@@ -69,15 +70,14 @@ class _Run:
         self.timings["total"] = round(self.elapsed_before + time.perf_counter() - self.started, 3)
         plan = self.plan
         complete = status == "complete"
-        scenario = {**stream.describe(), "plugin": plan.scenario.plugin}
+        # The resolved parameters and version (what the run id hashes), whatever the stream echoes.
+        scenario = {**stream.describe(), "version": plan.scenario.version, "params": plan.scenario.params, "plugin": plan.scenario.plugin}
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
             "execution_id": self.execution_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": status,
-            "config": self.config.to_dict(),
-            "plan": plan.record(),
             "method": {"name": plan.method.name, "version": plan.method.version, "plugin": plan.method.plugin, "paper": plan.method.spec.paper, "hyperparameters": plan.hparams},
             "scenario": scenario,
             "backbone": {
@@ -85,9 +85,12 @@ class _Run:
                 "version": plan.backbone.version,
                 "plugin": plan.backbone.plugin,
                 "params": plan.backbone.params,
-                "weights_sha256": model.weights_sha256,
+                "weights_param": plan.backbone.spec.weights_param,
+                "weights": plan.weights.path if plan.weights else None,
+                "weights_sha256": plan.weights.sha256 if plan.weights else None,
             },
             "seed": plan.seed,
+            "execution": {key: (str(plan.out) if key == "out" else plan.data_root if key == "data_root" else getattr(self.config, key)) for key in EXECUTION_SETTINGS},
             "versions": versions_info(),
             "hardware": hardware_info(torch.device(plan.device), plan.precision, self.config.threads),
             "acc_matrix": self.acc_rows,
@@ -127,7 +130,7 @@ class _Run:
             if other == self.checkpoint_path:
                 continue
             try:
-                theirs = flatten(load(other.with_suffix(".json"))["plan"]["identity"])
+                theirs = flatten(identity_of_result(load(other.with_suffix(".json"))) or {})
                 differ = [f"{key} {clip(repr(theirs.get(key)), 40)} there, {clip(repr(value), 40)} here" for key, value in mine.items() if theirs.get(key) != value]
                 why = "another configuration: " + "; ".join(differ[:4]) if differ else "another cl_bench version"
             except (UserError, KeyError, TypeError, AttributeError):

@@ -64,8 +64,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     marker.unlink(missing_ok=True)
     document = dict(result.data)
     # Where the driver keeps it: the worker staged it elsewhere, the result names the sweep's --out.
-    document["config"] = {**document["config"], "out": out}
-    document["plan"] = {**document["plan"], "out": out, "result_path": str(Path(out) / Path(document["plan"]["result_path"]).name)}
+    document["execution"] = {**document["execution"], "out": out}
     return {"ok": True, "result": document, "output": output.getvalue()}
 
 
