@@ -40,6 +40,8 @@ _DEFERRED = {
     "LinearAdapter": "model",
     "TaskContext": "model",
     "CellScorer": "model",
+    "LoRALinear": "lora",
+    "check_lora_rank": "lora",
     "file_sha256": "provenance",
 }
 
