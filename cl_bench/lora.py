@@ -157,21 +157,20 @@ class LoRALinear(LinearAdapter):
             return (self.scaling * self.lora_scale) * product
         return self.scaling * product
 
-    def low_rank_update(self, x: Tensor, A: Tensor, B: Tensor) -> Tensor:
-        """One block's (alpha / r) · B A x, never forming B A (r is small)."""
-        if self.lora_scale is None:
-            return (x @ A.t() @ B.t()) * self.scaling
-        # s scales the rank-r activations; the casts keep autocast's dtype (eblora's exact order)
-        low = x @ A.t()
-        low = low * (self.scaling * self.lora_scale).to(low.dtype)
-        return low @ B.t().to(low.dtype)
-
     def forward(self, x: Tensor) -> Tensor:
         h = x if self.lora_dropout is None else self.lora_dropout(x)
+        # Two formulas, each exactly (ops and their creation order) the one its methods always used:
+        # autograd sums the gradients reaching a shared input (q, k, v read one x) in the order the
+        # ops were created, so reordering them would move the trained weights in the last bits.
+        if self.lora_scale is not None:
+            # s scales the rank-r activations; the casts keep autocast's dtype (eblora)
+            low = h @ self.lora_A.t()
+            low = low * (self.scaling * self.lora_scale).to(low.dtype)
+            return self.base(x) + low @ self.lora_B.t().to(low.dtype)
         out = self.base(x)
         for A, B in self.blocks():
-            if A.shape[0]:  # a per-task adapter before its first task, or before its second
-                out = out + self.low_rank_update(h, A, B)
+            if A.shape[0]:  # per task, empty: the old block until the second task, the new until the first
+                out = out + (h @ A.t() @ B.t()) * self.scaling  # never forms B A (r is small)
         return out
 
     @torch.no_grad()

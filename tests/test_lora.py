@@ -132,6 +132,31 @@ def test_the_forward_is_exactly_the_methods_expressions():
     assert torch.equal(scaled(x), scaled.base(x) + low @ scaled.lora_B.t().to(low.dtype))
 
 
+def test_gradients_are_bit_identical_to_the_methods_expressions_when_layers_share_their_input():
+    """Autograd sums the gradient contributions to a shared input (q, k, v read the same x) in the
+    order their ops were created, so the adapter must also create them in the methods' order."""
+
+    def grads(forward):
+        torch.manual_seed(0)
+        x = torch.randn(8, 10, requires_grad=True)
+        h = x * 1.5  # a non-leaf input, as a LayerNorm's output
+        sum(forward(i, h).square().sum() for i in range(3)).backward()
+        return x.grad
+
+    layers = [trained(LoRALinear(linear(seed=i), rank=3, alpha=6.0, init="orthonormal", learnable_scale=0.7), seed=i) for i in range(3)]
+
+    def eblora(i, x):  # eblora's forward before the shared adapter
+        layer = layers[i]
+        low = x @ layer.lora_A.t()
+        low = low * (layer.scaling * layer.lora_scale).to(low.dtype)
+        return layer.base(x) + low @ layer.lora_B.t().to(low.dtype)
+
+    assert torch.equal(grads(lambda i, x: layers[i](x)), grads(eblora))
+    plain = [trained(LoRALinear(linear(seed=i), rank=3, alpha=6.0), seed=i) for i in range(3)]
+    by_hand = grads(lambda i, x: plain[i].base(x) + (x @ plain[i].lora_A.t() @ plain[i].lora_B.t()) * plain[i].scaling)
+    assert torch.equal(grads(lambda i, x: plain[i](x)), by_hand)
+
+
 def test_no_dropout_means_no_module_and_no_randomness():
     adapter = trained(LoRALinear(linear(), rank=3, alpha=6.0))
     assert adapter.lora_dropout is None and "Dropout" not in repr(adapter)
