@@ -245,3 +245,28 @@ def test_bad_options_are_refused():
         LoRALinear(linear(), rank=2, alpha=1.0, dropout=1.0)
     with pytest.raises(ValueError, match="learnable scale"):
         LoRALinear(linear(), rank=2, alpha=1.0, per_task=True, learnable_scale=0.0)
+
+
+def test_the_docs_example_method_trains_per_task_blocks_and_unloads_to_plain_linears():
+    from toys import toy_strategy
+
+    block = (ROOT / "docs" / "lora.md").read_text(encoding="utf-8").split("## Example")[1].split("```python")[1].split("```")[0]
+    namespace: dict = {}
+    exec(compile(block, "docs/lora.md", "exec"), namespace)
+    method = namespace["TaskLoRA"]({"rank": 2, "alpha": 4.0, "towers": ["image"], "layers": ["q", "v"]})
+    strategy, model, stream = toy_strategy(method, iters=3)
+    for experience in stream.benchmark.streams["train"]:
+        strategy.train(experience)
+    adapter = method.adapters[0]
+    assert adapter.old_A.shape[0] == 2 and adapter.new_A.shape[0] == 2 and adapter.lora_dropout.p == 0.1
+    assert adapter.old_B.abs().sum() > 0 and adapter.new_B.abs().sum() > 0  # both tasks trained
+    images, _ = next(stream.experience(1).batches(16))
+    model.eval()
+    with torch.no_grad():
+        before = model(images)
+        method.unload()
+        model.invalidate_text_cache()
+        after = model(images)
+    assert all(type(layer.module) is nn.Linear for layer in method.layers)
+    finite = torch.isfinite(before)
+    assert torch.equal(finite, torch.isfinite(after)) and torch.allclose(after[finite], before[finite], atol=1e-4)
