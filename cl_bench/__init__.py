@@ -43,6 +43,8 @@ _DEFERRED = {
     "LinearAdapter": "contracts.model",
     "TaskContext": "contracts.model",
     "CellScorer": "contracts.model",
+    "LoRALinear": "blocks.lora",
+    "check_lora_rank": "blocks.lora",
     "file_sha256": "provenance",
     "get_scorer": "blocks.text_scores",
 }

@@ -72,7 +72,7 @@ def test_merging_keeps_outputs_and_adds_exactly_c_s_B_A():
     x = torch.randn(5, 4, 12)
     before, W0 = layer(x), layer.base.weight.detach().clone()
     expected = (6.0 / 3) * 0.7 * (B.double() @ A.double())
-    layer.merge()
+    layer.merge(inplace=True)
     assert max_err(layer.base.weight.double() - W0.double(), expected) < 1e-6
     assert float(layer.lora_scale.detach()) == 0.0
     assert max_err(layer(x), before) < 1e-5
@@ -93,7 +93,7 @@ def test_merging_inside_the_model_keeps_logits():
         for layer in method.layers:
             W0 = layer.base.weight.clone()
             expected = layer.delta_weight().clone()
-            layer.merge()
+            layer.merge(inplace=True)
             assert max_err(layer.base.weight - W0, expected) < 1e-6
         model.invalidate_text_cache()
         after = model(images)

@@ -64,6 +64,7 @@ class EBLoRA(Method):
             self.last_init_ranks.append(kept)
 
     def trainable_parameters(self, model):
+        # B, A, s (not the adapter's A, B, s): the optimizer's state, in checkpoints too, follows this order
         return [p for layer in self.layers for p in (layer.lora_B, layer.lora_A, layer.lora_scale)]
 
     def make_optimizer(self, params, hparams):
@@ -85,7 +86,7 @@ class EBLoRA(Method):
 
     def after_experience(self, model, experience) -> None:
         for layer in self.layers:
-            layer.merge()
+            layer.merge(inplace=True)  # W ← W + ΔW, s ← 0
         gradients = self.mean_gradients(model, experience)
         capped = []
         for name, layer, G in zip(self.names, self.layers, gradients):

@@ -3,8 +3,9 @@ Learning"), the anchor baseline of TRACE in MoRAM's code (TRACE/model/Regular/O_
 
 Each task trains a new LoRA (r 8, alpha 32) on every adapted Linear while the earlier tasks' LoRAs
 stay frozen and keep adding their updates; the loss adds λ1 · Σ_layers Σ |A_old A_newᵀ| (the new
-A kept orthogonal to the old ones' rows) and λ2 · Σ ‖new A, new B‖₂ (0 in TRACE). The layer lives
-in `layer.py`, imported when a run starts.
+A kept orthogonal to the old ones' rows) and λ2 · Σ ‖new A, new B‖₂ (0 in TRACE). The layer is
+the shared `cl_bench.LoRALinear` with `per_task=True` plus the penalty; it and the method live in
+`layer.py`, imported when a run starts.
 """
 
 from __future__ import annotations

@@ -2,58 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cl_bench import LinearAdapter, Method
+from cl_bench import LoRALinear, Method, check_lora_rank
 
 
-class OrthogonalLoRALinear(LinearAdapter):
-    """y = W x + b + (alpha / r) · (B_old A_old + B_new A_new) x; the old blocks (every finished
-    task's LoRA, stacked) are frozen. A new block: A kaiming-uniform, B zero (the output is unchanged)."""
+class OrthogonalLoRALinear(LoRALinear):
+    """The shared adapter with per-task blocks: y = W x + b + (alpha / r) · (B_old A_old + B_new A_new) x;
+    the old blocks (every finished task's LoRA, stacked) are frozen. `add_task()` starts a new
+    block (A kaiming-uniform, B zero: the output is unchanged); this class adds O-LoRA's penalty."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__(base)
-        if rank < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
-        self.rank, self.scaling = rank, alpha / rank
-        like = base.weight
-        self.old_A = nn.Parameter(like.new_zeros(0, base.in_features), requires_grad=False)
-        self.old_B = nn.Parameter(like.new_zeros(base.out_features, 0), requires_grad=False)
-        self.new_A = nn.Parameter(like.new_zeros(0, base.in_features))
-        self.new_B = nn.Parameter(like.new_zeros(base.out_features, 0))
-        self.grow_on_load("old_A", "old_B", "new_A", "new_B")  # a checkpoint of any number of finished tasks
-
-    def add_task(self) -> None:
-        """Freeze the current task's block into the old stack and start a new one."""
-        with torch.no_grad():
-            self.old_A = nn.Parameter(torch.cat([self.old_A, self.new_A]), requires_grad=False)
-            self.old_B = nn.Parameter(torch.cat([self.old_B, self.new_B], dim=1), requires_grad=False)
-        new_A = self.old_A.new_empty(self.rank, self.base.in_features)
-        nn.init.kaiming_uniform_(new_A, a=math.sqrt(5))
-        self.new_A = nn.Parameter(new_A)
-        self.new_B = nn.Parameter(self.old_B.new_zeros(self.base.out_features, self.rank))
+        super().__init__(base, rank, alpha, per_task=True)
 
     def orthogonality(self) -> Tensor:
         """Σ |A_old A_newᵀ|: zero when the new A's rows are orthogonal to every old one."""
         return (self.old_A @ self.new_A.t()).abs().sum()
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.base(x)
-        for A, B in ((self.old_A, self.old_B), (self.new_A, self.new_B)):
-            if A.shape[0]:
-                out = out + (x @ A.t() @ B.t()) * self.scaling
-        return out
-
 
 class OLoRA(Method):
     def __init__(self, hparams: Mapping[str, Any]) -> None:
-        if hparams["rank"] < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {hparams['rank']}")
+        check_lora_rank(hparams["rank"])
         if hparams["orth_weight"] < 0 or hparams["l2_weight"] < 0:
             raise ValueError("orth_weight and l2_weight must be 0 or more")
         self.hparams = dict(hparams)
@@ -71,7 +44,7 @@ class OLoRA(Method):
             layer.add_task()
 
     def trainable_parameters(self, model):
-        return [p for layer in self.layers for p in (layer.new_A, layer.new_B)]
+        return [p for layer in self.layers for p in layer.trainable_parameters()]  # new_A, new_B per layer
 
     def extra_loss(self, model, batch, outputs) -> Tensor | None:
         hp = self.hparams

@@ -1,7 +1,8 @@
 """`seq-lora`: one LoRA (rank 8 by default) on the attention q, k, v, out and MLP fc, proj Linears
 of both towers, trained through all tasks without any protection: the lower bound for
-parameter-efficient continual learning. The implementation lives in `lora.py` (imported at run
-time, so listing plugins stays fast)."""
+parameter-efficient continual learning. The layer is the shared `cl_bench.LoRALinear` with its
+default options; the method lives in `lora.py` (imported at run time, so listing plugins stays
+fast)."""
 
 from __future__ import annotations
 
