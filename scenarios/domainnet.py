@@ -62,9 +62,7 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
-    from cl_bench import StreamTask, UserError, assemble_stream
-
-    from cl_bench import file_sha256
+    from cl_bench import StreamTask, UserError, assemble_stream, file_sha256
 
     base = Path(context.data_root) / FOLDER
     folders: dict[int, str] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ class PackagedDomain:
         return next(iter(self.splits.values())).class_names
 
 
-@lru_cache(maxsize=None)
+@cache
 def fashion() -> PackagedDomain:
     train_pool = data.load_fashion_mnist("train")
     test_pool = data.load_fashion_mnist("test")
@@ -62,7 +62,7 @@ def fashion() -> PackagedDomain:
     return PackagedDomain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits() -> PackagedDomain:
     pool = data.load_sklearn_digits()
     splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
@@ -70,13 +70,13 @@ def digits() -> PackagedDomain:
     return PackagedDomain("digits", splits)
 
 
-@lru_cache(maxsize=None)
+@cache
 def letters() -> PackagedDomain:
     fonts = {"pretrain": LETTER_PRETRAIN_FONTS}
     return PackagedDomain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
 
 
-@lru_cache(maxsize=None)
+@cache
 def symbols() -> PackagedDomain:
     return PackagedDomain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
 
@@ -155,13 +155,13 @@ def build_mtil(params: dict[str, Any], context: ScenarioContext | None = None):
     return _assemble("embedded-mtil", "mtil", [letters(), digits(), fashion()], params)
 
 
-@lru_cache(maxsize=None)
+@cache
 def printed_digits() -> PackagedDomain:
     # Fonts and jitter drawn afresh (seeds 400+): tiny-clip pre-trained on other renderings.
     return PackagedDomain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
 
 
-@lru_cache(maxsize=None)
+@cache
 def rotated_digits() -> PackagedDomain:
     # The handwritten splits turned a quarter turn: a standard shifted domain (as rotated MNIST).
     def turn(images: data.Images) -> data.Images:

@@ -136,7 +136,11 @@ def build_trace(params: dict[str, Any], context: ScenarioContext):
             files[f"{task.folder}/labels.json"] = {"sha256": _read_json(labels)[1]}
         tasks.append(TextTask(task.name, task.scorer, task.max_new_tokens, splits["train"], splits["test"]))
     decoding = {"repetition_penalty": params["repetition_penalty"], "no_repeat_ngram_size": params["no_repeat_ngram_size"]}
-    metadata = {"layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read", "files": files, "official_epochs": {t: _trace_task(t).epochs for t in params["order"]}}
+    metadata = {
+        "layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read",
+        "files": files,
+        "official_epochs": {t: _trace_task(t).epochs for t in params["order"]},
+    }
     return assemble_text_stream("trace", VERSION, tasks, encode_examples=context.encode_examples, decoding=decoding, metadata=metadata, params=params)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pluggy
 
 from cl_bench.contracts import hookspecs
+from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 from cl_bench.errors import clip, shown, unknown_name
 from cl_bench.paths import slug_problem
-from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 
 @dataclass(frozen=True)

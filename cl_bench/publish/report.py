@@ -365,7 +365,7 @@ def write_plots(results: list[dict[str, Any]], folder: str | Path, suffix: str =
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for data in complete:
         by_scenario.setdefault(scenario_label(data["scenario"]), []).append(data)
-    for index, (label, part) in enumerate(sorted(by_scenario.items())):
+    for index, (_label, part) in enumerate(sorted(by_scenario.items())):
         name = part[0]["scenario"]["name"] if sum(1 for k in by_scenario if k.startswith(part[0]["scenario"]["name"] + " ")) == 1 else f"{part[0]['scenario']['name']}-{index}"
         written.append(plot_accuracy_over_tasks(part, path_inside(folder, f"{name}_accuracy{suffix}", what="scenario name")))
     return written

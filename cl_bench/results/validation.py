@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cl_bench.results import metrics as metrics_lib
+from cl_bench.contracts.protocols import PROTOCOLS
 from cl_bench.errors import UserError, clip, shown
 from cl_bench.paths import SWEEP_LOGS
+from cl_bench.results import metrics as metrics_lib
 from cl_bench.results.identity import run_id_of
 from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, SCHEMA, STATUSES, RunResult
-from cl_bench.contracts.protocols import PROTOCOLS
 
 TOLERANCE = 1e-6
 MAX_RESULT_BYTES = 64 << 20

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench.errors import UserError, clip
-from cl_bench.results.validation import is_number
 from cl_bench.files import write_atomic
+from cl_bench.results.validation import is_number
 
 FORMAT = "cl_bench.checkpoint/2"  # /1 had no digest
 _PAYLOAD = ("run_id", "identity", "next_task", "progress", "model", "method")
