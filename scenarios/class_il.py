@@ -12,7 +12,7 @@ Layouts under the data root:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,10 @@ def check_imagenet_r(data_root: str | None) -> str | None:
     return f"imagenet-r: ImageNet-R not found: {gone} is missing (expected {base}/{{train,test}}/<wnid>/<image>, the PILOT/PROOF split)"
 
 
-def tasks_dividing(name: str, total: int) -> Callable[[dict[str, Any]], None]:
+def tasks_dividing(name: str, total: int) -> Callable[[Mapping[str, Any]], None]:
     """The parameter check of a stream that splits `total` classes into `scenario.tasks` equal tasks."""
 
-    def check(params: dict[str, Any]) -> None:
+    def check(params: Mapping[str, Any]) -> None:
         from cl_bench import UserError
 
         tasks = params["tasks"]
@@ -58,7 +58,7 @@ def tasks_dividing(name: str, total: int) -> Callable[[dict[str, Any]], None]:
     return check
 
 
-def task_parameter(params: dict[str, Any]) -> int:
+def task_parameter(params: Mapping[str, Any]) -> int:
     return params["tasks"]
 
 

@@ -14,6 +14,7 @@ reach 85-95% while zero-shot stays well below.
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -177,7 +178,7 @@ def build_dil(params: dict[str, Any], context: ScenarioContext | None = None):
     return _assemble("embedded-dil", "domain-il", [handwritten, printed_digits(), rotated_digits()], params, shared_classes=True)
 
 
-def check_xtail(params: dict[str, Any]) -> None:
+def check_xtail(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     shots = params["shots"]
@@ -239,14 +240,14 @@ def data_problem(data_root: str | None = None) -> str | None:
     return data.fashion_mnist_missing()
 
 
-def check_cil(params: dict[str, Any]) -> None:
+def check_cil(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     if params["tasks"] not in (1, 2, 5, 10):
         raise UserError("scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10")
 
 
-def task_parameter(params: dict[str, Any]) -> int:
+def task_parameter(params: Mapping[str, Any]) -> int:
     return params["tasks"]
 
 

@@ -9,6 +9,7 @@ draw). Class names and templates: ZSCL's (see `coop_names`); splits: CoOp's (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def check(data_root: str | None) -> str | None:
     return coop_data.missing(Path(data_root), list(MTIL_ORDERS["I"]), "mtil")
 
 
-def check_params(params: dict[str, Any]) -> None:
+def check_params(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     from .coop_data import check_shots
