@@ -113,7 +113,7 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-def variant_labels(results: list[dict[str, Any]]) -> list[str]:
+def variant_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ.
 
     The rows of `summary_frames`; the leaderboard labels its plots and files the same way.
@@ -153,7 +153,8 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
 
     complete = [d for d in results if d["status"] == "complete"]
     labels = variant_labels(complete)
-    records, columns = [], {}
+    records: list[dict[str, Any]] = []
+    columns: dict[Any, Any] = {}
     for data, label in zip(complete, labels):
         scenario = data["scenario"]
         key = scenario_label(scenario)
@@ -311,7 +312,7 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, labels: list[str] | None = None) -> Path:
+def plot_accuracy_over_tasks(results: Sequence[Mapping[str, Any]], path: Path, labels: list[str] | None = None) -> Path:
     """Accuracy after each task, one line per method (mean over seeds): under class-IL over the test
     images of the tasks seen so far (the curve `avg` averages), otherwise the mean over every task."""
     import numpy as np

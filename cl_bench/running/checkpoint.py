@@ -81,7 +81,7 @@ def load(path: Path, *, identity: str, num_tasks: int, num_controls: int) -> Che
         raise UserError(f"checkpoint {path} fails its sha256 check (corrupt or edited); {fix}")
     if state.get("identity") != identity:
         raise UserError(f"checkpoint {path} was written by a run with another configuration; {fix} or drop --resume")
-    next_task = state.get("next_task")
+    next_task: Any = state.get("next_task")  # an int once progress_problem() below passes it
     try:
         progress = json.loads(state["progress"])
     except (TypeError, ValueError) as exc:
