@@ -95,6 +95,8 @@ def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Seq
 
 
 def build_cifar(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from cl_bench import UserError
 
     from .class_il_data import CIFAR100_TEMPLATES
@@ -111,6 +113,8 @@ def build_cifar(params: dict[str, Any], context: ScenarioContext):
 
 
 def build_imagenet_r(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from cl_bench import UserError
 
     from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_TEMPLATES

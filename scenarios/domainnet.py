@@ -62,6 +62,8 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data, which refuses no data root.
+    assert context.data_root is not None
     from cl_bench import StreamTask, UserError, assemble_stream, file_sha256
 
     base = Path(context.data_root) / FOLDER

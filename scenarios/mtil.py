@@ -41,6 +41,8 @@ def check_params(params: Mapping[str, Any]) -> None:
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
     from .domains import data_set_stream
