@@ -41,7 +41,7 @@ class CausalLM(Backbone):
         super().__init__()
         if tokenizer.eos_token_id is None:
             raise UserError(f"backbone {name}: its tokenizer has no end-of-sequence token; use a tokenizer with one")
-        self.lm = lm
+        self.lm: Any = lm  # a Hugging Face causal LM: generate() and the rest are untyped for mypy
         self.tokenizer = tokenizer
         self.backbone_name = name
         self.weights_sha256 = weights_sha256

@@ -13,7 +13,7 @@ and normalises them on its device, so one data set serves every backbone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,13 @@ class Conditioning(Protocol):
 class ClipModel(Backbone):
     """A CLIP-like backbone with separate q/k/v/out projections and a cached text head."""
 
+    # Buffers (register_buffer), declared for the type checker.
+    image_mean: Tensor
+    image_std: Tensor
+    prompt_tokens: Tensor
+    prompt_class: Tensor
+    label_space: Tensor
+
     kind = "clip"
 
     def __init__(
@@ -63,7 +70,7 @@ class ClipModel(Backbone):
     ) -> None:
         super().__init__()
         split_attention_(clip)
-        self.clip = clip
+        self.clip: Any = clip  # an open_clip CLIP: its towers and methods are untyped attributes
         self.tokenizer = tokenizer
         self.backbone_name = name
         self.image_size = image_size
@@ -75,7 +82,7 @@ class ClipModel(Backbone):
         self.register_buffer("label_space", torch.zeros(0, dtype=torch.long), persistent=False)
         self.num_classes = 0
         self._label_key: tuple[int, ...] = ()
-        self._text_cache: dict[tuple[int, ...], Tensor] = {}
+        self._text_cache: dict[tuple[tuple[int, ...], int | None], Tensor] = {}
         self._text_trainable = True  # safe default: recompute text features while training
         self.conditioning: Conditioning | None = None
 
@@ -235,5 +242,6 @@ class ClipModel(Backbone):
                     part = self._scores(images[rows], state)
                     scores = part.new_zeros(len(images), part.shape[1]) if scores is None else scores
                     scores = scores.index_copy(0, rows, part)
+        scores = cast(Tensor, scores)  # set by the loop: a batch holds at least one state
         full = scores.new_full((scores.shape[0], self.num_classes), float("-inf"))
         return full.index_copy(1, self.label_space, scores)

@@ -5,6 +5,7 @@ and transformers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .causal_lm import CausalLM
 
 
-def tiny_lm_weights(params: dict[str, Any]) -> str:
+def tiny_lm_weights(params: Mapping[str, Any]) -> str:
     """The shipped tiny-lm's weights file, or those of `pretrained` (a folder of the same kind)."""
     from .tiny_lm import SHIPPED_DIR
 
@@ -33,7 +34,7 @@ def load_tiny_lm(params: dict[str, Any], weights: Weights) -> CausalLM:
     return load_folder(str(folder), name="tiny-lm", weights_sha256=weights.sha256, params=params)
 
 
-def hf_weights(params: dict[str, Any]) -> str:
+def hf_weights(params: Mapping[str, Any]) -> str:
     return weights_file_of(params.get("pretrained") or "", "backbone hf-causal-lm")
 
 

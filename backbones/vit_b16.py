@@ -64,6 +64,7 @@ def load(params: dict[str, Any], weights):
 
     path = Path(weights.path)
     model = open_clip.create_model(params["model"], pretrained=None, force_quick_gelu=params["quick_gelu"])
+    state: Any  # a state dict, or a checkpoint holding one under "state_dict"
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

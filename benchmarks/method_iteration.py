@@ -30,8 +30,8 @@ quiet_third_party_warnings()  # before Avalanche is imported: it warns about opt
 
 from avalanche.core import SupervisedPlugin  # noqa: E402
 
-from cl_bench.running.evaluation import evaluate_row  # noqa: E402
 from cl_bench.config.registry import Registry  # noqa: E402
+from cl_bench.running.evaluation import evaluate_row  # noqa: E402
 
 METHODS = "seq-lora,eblora,moram,moe-lora,l2p"
 

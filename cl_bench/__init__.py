@@ -11,13 +11,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from cl_bench.errors import UserError, unknown_name
+from cl_bench.config.run_config import RunConfig
 from cl_bench.contracts.hookspecs import hookimpl
-from cl_bench.paths import safe_slug
+from cl_bench.contracts.method import Method
 from cl_bench.contracts.protocols import IMAGE_PROTOCOLS, TEXT_PROTOCOLS
 from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioContext, ScenarioSpec, Supports, Weights
-from cl_bench.contracts.method import Method
-from cl_bench.config.run_config import RunConfig
+from cl_bench.errors import UserError, unknown_name
+from cl_bench.paths import safe_slug
 
 __version__ = "0.1.0"
 

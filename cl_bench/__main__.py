@@ -1,3 +1,5 @@
-from cl_bench.cli import main
 import sys
+
+from cl_bench.cli import main
+
 sys.exit(main())

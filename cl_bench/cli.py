@@ -98,8 +98,8 @@ def _weights_state(spec) -> str:
 
 
 def build_config(args: argparse.Namespace):
-    from cl_bench.config.run_config import RunConfig
     from cl_bench.config.loading import load_config_file
+    from cl_bench.config.run_config import RunConfig
 
     config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
     for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads", "log"):

@@ -14,6 +14,7 @@ from typing import Any
 
 from cl_bench.errors import UserError
 
+
 def write_atomic(path: Path, write) -> None:
     """Call `write(temporary_path)`, then rename it over `path` (same folder, so the rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)

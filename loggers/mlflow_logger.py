@@ -32,7 +32,7 @@ def flat_params(plan: dict[str, Any]) -> dict[str, str]:
 class MlflowLogger:
     def __init__(self, folder: str) -> None:
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(folder).resolve() / "mlruns").as_uri()
-        self.client = None
+        self.client: Any = None  # an MlflowClient once the run starts
         self.run_id = None
 
     @hookimpl

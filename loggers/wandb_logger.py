@@ -18,7 +18,7 @@ from . import final_metrics, row_metrics
 class WandbLogger:
     def __init__(self, folder: str) -> None:
         self.out = folder
-        self.run = None
+        self.run: Any = None  # a wandb Run once the run starts
 
     @hookimpl
     def cl_bench_run_start(self, run_id: str, execution_id: str, config: dict[str, Any], plan: dict[str, Any]) -> None:

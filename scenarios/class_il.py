@@ -12,7 +12,7 @@ Layouts under the data root:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,10 @@ def check_imagenet_r(data_root: str | None) -> str | None:
     return f"imagenet-r: ImageNet-R not found: {gone} is missing (expected {base}/{{train,test}}/<wnid>/<image>, the PILOT/PROOF split)"
 
 
-def tasks_dividing(name: str, total: int) -> Callable[[dict[str, Any]], None]:
+def tasks_dividing(name: str, total: int) -> Callable[[Mapping[str, Any]], None]:
     """The parameter check of a stream that splits `total` classes into `scenario.tasks` equal tasks."""
 
-    def check(params: dict[str, Any]) -> None:
+    def check(params: Mapping[str, Any]) -> None:
         from cl_bench import UserError
 
         tasks = params["tasks"]
@@ -58,7 +58,7 @@ def tasks_dividing(name: str, total: int) -> Callable[[dict[str, Any]], None]:
     return check
 
 
-def task_parameter(params: dict[str, Any]) -> int:
+def task_parameter(params: Mapping[str, Any]) -> int:
     return params["tasks"]
 
 
@@ -95,6 +95,8 @@ def _stream(name: str, params: dict[str, Any], image_size: int, class_names: Seq
 
 
 def build_cifar(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from cl_bench import UserError
 
     from .class_il_data import CIFAR100_TEMPLATES
@@ -111,6 +113,8 @@ def build_cifar(params: dict[str, Any], context: ScenarioContext):
 
 
 def build_imagenet_r(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from cl_bench import UserError
 
     from .class_il_data import IMAGENET_R_NAMES, IMAGENET_R_TEMPLATES

@@ -218,5 +218,9 @@ def read_tasks(data_root: str, keys: Sequence[str], shots: int, templates: Mappi
     tasks = []
     for key in keys:
         source = load(Path(data_root), key)
-        tasks.append(to_task(source, lambda label, source=source: name_of(source, label), templates[key], shots))
+
+        def named(label: int, source: Source = source) -> str:
+            return name_of(source, label)
+
+        tasks.append(to_task(source, named, templates[key], shots))
     return tasks

@@ -62,9 +62,9 @@ def _read_split(base: Path, file: str, names: dict[int, str]):
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
-    from cl_bench import StreamTask, UserError, assemble_stream
-
-    from cl_bench import file_sha256
+    # The plan ran check_data, which refuses no data root.
+    assert context.data_root is not None
+    from cl_bench import StreamTask, UserError, assemble_stream, file_sha256
 
     base = Path(context.data_root) / FOLDER
     folders: dict[int, str] = {}

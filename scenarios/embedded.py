@@ -14,8 +14,9 @@ reach 85-95% while zero-shot stays well below.
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ class PackagedDomain:
         return next(iter(self.splits.values())).class_names
 
 
-@lru_cache(maxsize=None)
+@cache
 def fashion() -> PackagedDomain:
     train_pool = data.load_fashion_mnist("train")
     test_pool = data.load_fashion_mnist("test")
@@ -62,7 +63,7 @@ def fashion() -> PackagedDomain:
     return PackagedDomain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits() -> PackagedDomain:
     pool = data.load_sklearn_digits()
     splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
@@ -70,13 +71,13 @@ def digits() -> PackagedDomain:
     return PackagedDomain("digits", splits)
 
 
-@lru_cache(maxsize=None)
+@cache
 def letters() -> PackagedDomain:
     fonts = {"pretrain": LETTER_PRETRAIN_FONTS}
     return PackagedDomain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
 
 
-@lru_cache(maxsize=None)
+@cache
 def symbols() -> PackagedDomain:
     return PackagedDomain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
 
@@ -155,13 +156,13 @@ def build_mtil(params: dict[str, Any], context: ScenarioContext | None = None):
     return _assemble("embedded-mtil", "mtil", [letters(), digits(), fashion()], params)
 
 
-@lru_cache(maxsize=None)
+@cache
 def printed_digits() -> PackagedDomain:
     # Fonts and jitter drawn afresh (seeds 400+): tiny-clip pre-trained on other renderings.
     return PackagedDomain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
 
 
-@lru_cache(maxsize=None)
+@cache
 def rotated_digits() -> PackagedDomain:
     # The handwritten splits turned a quarter turn: a standard shifted domain (as rotated MNIST).
     def turn(images: data.Images) -> data.Images:
@@ -177,7 +178,7 @@ def build_dil(params: dict[str, Any], context: ScenarioContext | None = None):
     return _assemble("embedded-dil", "domain-il", [handwritten, printed_digits(), rotated_digits()], params, shared_classes=True)
 
 
-def check_xtail(params: dict[str, Any]) -> None:
+def check_xtail(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     shots = params["shots"]
@@ -239,14 +240,14 @@ def data_problem(data_root: str | None = None) -> str | None:
     return data.fashion_mnist_missing()
 
 
-def check_cil(params: dict[str, Any]) -> None:
+def check_cil(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     if params["tasks"] not in (1, 2, 5, 10):
         raise UserError("scenario.tasks for embedded-cil must divide its 10 classes: 1, 2, 5 or 10")
 
 
-def task_parameter(params: dict[str, Any]) -> int:
+def task_parameter(params: Mapping[str, Any]) -> int:
     return params["tasks"]
 
 

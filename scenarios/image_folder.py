@@ -39,7 +39,7 @@ def square_crop(image, size: int):
 class PathImages:
     """Images read from files when indexed; `targets` is what Avalanche reads."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int], size: int) -> None:
+    def __init__(self, paths: Sequence[str], targets: Sequence[int] | np.ndarray, size: int) -> None:
         import torch
 
         self.paths = list(paths)
@@ -63,7 +63,7 @@ class PathImages:
 class ArrayImages:
     """Images from a uint8 array (N, H, W) or (N, H, W, 3), as torchvision's MNIST and CIFAR hold them."""
 
-    def __init__(self, array: np.ndarray, targets: Sequence[int], size: int) -> None:
+    def __init__(self, array: np.ndarray, targets: Sequence[int] | np.ndarray, size: int) -> None:
         import torch
 
         self.array = array
@@ -146,7 +146,8 @@ def sha256_lines(lines: Iterable[str]) -> str:
 def image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
     """An ImageFolder-style tree: sorted class folders, image paths (sorted within a class), labels."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-    paths, labels = [], []
+    paths: list[str] = []
+    labels: list[int] = []
     for label, name in enumerate(classes):
         files = sorted(entry.name for entry in os.scandir(root / name) if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
         paths.extend(str(root / name / f) for f in files)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ TRACE_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
 EMBEDDED_DEFAULTS = {"tasks": 4, "train_size": 500, "test_size": 100, "control_size": 100}
 
 
-def check_embedded(params: dict[str, Any]) -> None:
+def check_embedded(params: Mapping[str, Any]) -> None:
     from .instruct_data import TASKS
 
     if not 1 <= params["tasks"] <= len(TASKS):
@@ -72,7 +73,7 @@ def _trace_task(name: str):
     return known[name]
 
 
-def check_trace_params(params: dict[str, Any]) -> None:
+def check_trace_params(params: Mapping[str, Any]) -> None:
     order = params["order"]
     if not order:
         raise UserError("scenario.order for trace must name at least one task")
@@ -136,15 +137,19 @@ def build_trace(params: dict[str, Any], context: ScenarioContext):
             files[f"{task.folder}/labels.json"] = {"sha256": _read_json(labels)[1]}
         tasks.append(TextTask(task.name, task.scorer, task.max_new_tokens, splits["train"], splits["test"]))
     decoding = {"repetition_penalty": params["repetition_penalty"], "no_repeat_ngram_size": params["no_repeat_ngram_size"]}
-    metadata = {"layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read", "files": files, "official_epochs": {t: _trace_task(t).epochs for t in params["order"]}}
+    metadata = {
+        "layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read",
+        "files": files,
+        "official_epochs": {t: _trace_task(t).epochs for t in params["order"]},
+    }
     return assemble_text_stream("trace", VERSION, tasks, encode_examples=context.encode_examples, decoding=decoding, metadata=metadata, params=params)
 
 
-def count_trace(params: dict[str, Any]) -> int:
+def count_trace(params: Mapping[str, Any]) -> int:
     return len(params["order"])
 
 
-def count_embedded(params: dict[str, Any]) -> int:
+def count_embedded(params: Mapping[str, Any]) -> int:
     return params["tasks"]
 
 

@@ -9,6 +9,7 @@ draw). Class names and templates: ZSCL's (see `coop_names`); splits: CoOp's (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def check(data_root: str | None) -> str | None:
     return coop_data.missing(Path(data_root), list(MTIL_ORDERS["I"]), "mtil")
 
 
-def check_params(params: dict[str, Any]) -> None:
+def check_params(params: Mapping[str, Any]) -> None:
     from cl_bench import UserError
 
     from .coop_data import check_shots
@@ -40,6 +41,8 @@ def check_params(params: dict[str, Any]) -> None:
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
     from .domains import data_set_stream

@@ -165,7 +165,7 @@ def load_sklearn_digits() -> Images:
     bunch = load_digits()
     out = np.zeros((len(bunch.images), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for i, small in enumerate(bunch.images):
-        tile = Image.fromarray(np.round(small * (255.0 / 16.0)).astype(np.uint8)).resize((20, 20), Image.BILINEAR)
+        tile = Image.fromarray(np.round(small * (255.0 / 16.0)).astype(np.uint8)).resize((20, 20), Image.BILINEAR)  # type: ignore[attr-defined]  # set at runtime (Pillow >= 9 also names it Image.Resampling.BILINEAR); the floor pillow>=9.0 predates Resampling
         out[i, 4:24, 4:24] = np.asarray(tile)
     return Images(out, bunch.target.astype(np.int64), DIGIT_CLASSES, {"source": "scikit-learn load_digits"})
 
@@ -202,9 +202,10 @@ def render_glyphs(chars: str, class_names: tuple[str, ...], per_class: int, seed
         angle = float(rng.uniform(-15, 15))
         scale = float(rng.uniform(0.85, 1.1))
         dx, dy = (float(v) for v in rng.uniform(-2.0, 2.0, size=2))
-        tile = tile.rotate(angle, resample=Image.BILINEAR, center=(canvas / 2, canvas / 2), translate=(dx, dy))
+        # Pillow's stubs say int for translate; rotate() feeds it into a float affine matrix.
+        tile = tile.rotate(angle, resample=Image.BILINEAR, center=(canvas / 2, canvas / 2), translate=(dx, dy))  # type: ignore[attr-defined, arg-type]
         size = int(round(canvas * scale))
-        tile = tile.resize((size, size), Image.BILINEAR)
+        tile = tile.resize((size, size), Image.BILINEAR)  # type: ignore[attr-defined]  # as above
         left = (size - IMAGE_SIZE) // 2
         images[n] = np.asarray(tile.crop((left, left, left + IMAGE_SIZE, left + IMAGE_SIZE)))
     provenance = {"source": "glyphs rendered from matplotlib's bundled fonts", "fonts": [p.name for p in chosen]}

@@ -8,6 +8,7 @@ code (see `coop_names`); names shared by several data sets are made unique as `d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,15 @@ def check(data_root: str | None) -> str | None:
     return coop_data.missing(Path(data_root), list(XTAIL_ORDER), "xtail")
 
 
-def check_params(params: dict[str, Any]) -> None:
+def check_params(params: Mapping[str, Any]) -> None:
     from .coop_data import check_shots
 
     check_shots(params["shots"])
 
 
 def build(params: dict[str, Any], context: ScenarioContext):
+    # The plan ran check_data (which refuses no data root) and matched an image backbone (which has a size).
+    assert context.data_root is not None and context.image_size is not None
     from . import coop_data
     from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
     from .domains import data_set_stream

@@ -5,11 +5,10 @@ import copy
 import pytest
 import torch
 from torch import nn
+from toys import TOY_ARCH
 
 from cl_bench.backbones.attention import SplitAttention, split_attention_
 from cl_bench.backbones.tiny_clip import build_clip, read_config
-
-from toys import TOY_ARCH
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from cl_bench.backbones import tiny_clip, vit_b16
-from cl_bench.provenance import file_sha256
-from cl_bench.errors import UserError
-from cl_bench.running.plan import hash_weights
 from cl_bench.contracts.specs import resolve_factory
+from cl_bench.errors import UserError
+from cl_bench.provenance import file_sha256
+from cl_bench.running.plan import hash_weights
 
 
 def load(spec, params):

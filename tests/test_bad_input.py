@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from toys import as_schema_3, result_document, snapshot
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
 from cl_bench.running.strategy import ClStrategy
-
-from toys import as_schema_3, result_document, snapshot
 
 ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]

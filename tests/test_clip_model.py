@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from toys import toy_model
 
 from cl_bench.backbones.clip import LAYER_KINDS
 from cl_bench.errors import UserError
-
-from toys import toy_model
 
 PROMPTS = [["a photo of a cat.", "a drawing of a cat."], ["a photo of a dog."], ["a photo of a bird."]]
 
@@ -84,11 +83,11 @@ def test_adaptable_layers_cover_both_towers(model):
     layers = model.adaptable_layers()
     blocks = len(model.clip.visual.transformer.resblocks) + len(model.clip.transformer.resblocks)
     assert len(layers) == blocks * len(LAYER_KINDS)
-    assert {(l.tower, l.kind) for l in layers} == {(t, k) for t in ("image", "text") for k in LAYER_KINDS}
+    assert {(layer.tower, layer.kind) for layer in layers} == {(t, k) for t in ("image", "text") for k in LAYER_KINDS}
     names = dict(model.named_modules())
-    assert all(names[l.name] is l.module for l in layers)
+    assert all(names[layer.name] is layer.module for layer in layers)
     only = model.adaptable_layers(towers=["text"], layers=["q", "fc"])
-    assert {(l.tower, l.kind) for l in only} == {("text", "q"), ("text", "fc")}
+    assert {(layer.tower, layer.kind) for layer in only} == {("text", "q"), ("text", "fc")}
     with pytest.raises(UserError):
         model.adaptable_layers(layers=["qq"])
 
@@ -106,10 +105,10 @@ def test_an_accuracy_row_runs_the_text_tower_once_per_label_space(protocol, spac
     """Evaluation in many small batches still encodes each label space's prompts once per row:
     mtil (two task spaces + the control's), domain-il (one shared space + the control's),
     class-il (tasks 1 and 1-2, + the control's)."""
+    from toys import toy_plan
+
     from cl_bench import build
     from cl_bench.running.evaluation import evaluate_row
-
-    from toys import toy_plan
 
     parts = build(toy_plan(scenario__protocol=protocol, eval_batch_size=3))
     model, strategy, matrix = parts.model, parts.strategy, parts.matrix

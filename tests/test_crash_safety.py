@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from toys import result_document, snapshot
 
 from cl_bench.cli import main
-
-from toys import result_document, snapshot
 
 DRIVER = '''
 import os, signal, sys

@@ -11,14 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toys import toy_strategy
 
 from cl_bench.methods.eblora import CLIP_DEFAULTS
 from cl_bench.methods.eblora.layer import EBLoRALinear
 from cl_bench.methods.eblora.method import EBLoRA
 from cl_bench.methods.eblora.optim import RiemannianAdamW
 from cl_bench.methods.eblora.stiefel import extend_basis, init_from_gradient, random_orthonormal, retract, riemannian_gradient, tangent
-
-from toys import toy_strategy
 
 HP = {**CLIP_DEFAULTS, "rank": 2, "alpha": 4.0, "grad_batches": 2, "grad_batch_size": 8}
 
@@ -41,10 +40,10 @@ class Probe(EBLoRA):
 
     def before_experience(self, model, experience):
         super().before_experience(model, experience)
-        self.started.append([(l.lora_B.detach().clone(), l.lora_A.detach().clone(), float(l.lora_scale.detach())) for l in self.layers])
+        self.started.append([(a.lora_B.detach().clone(), a.lora_A.detach().clone(), float(a.lora_scale.detach())) for a in self.layers])
 
     def after_experience(self, model, experience):
-        self.trained.append([(l.lora_B.detach().clone(), l.lora_A.detach().clone(), float(l.lora_scale.detach()), l.protected.clone()) for l in self.layers])
+        self.trained.append([(a.lora_B.detach().clone(), a.lora_A.detach().clone(), float(a.lora_scale.detach()), a.protected.clone()) for a in self.layers])
         super().after_experience(model, experience)
 
 

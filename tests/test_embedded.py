@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from cl_bench.contracts.specs import resolve_factory
 from cl_bench.errors import UserError
 from cl_bench.scenarios import embedded, packaged_data
-from cl_bench.contracts.specs import resolve_factory
 
 
 def build(registry, name, **params):

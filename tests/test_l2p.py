@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from toys import toy_model, toy_strategy
 
 from cl_bench.methods.l2p.pool import L2P
-
-from toys import toy_model, toy_strategy
 
 HP = {"pool_size": 6, "length": 3, "top_n": 2, "pull_weight": 0.1, "init": "uniform", "diversify": False}
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from toys import result_document
 
 from cl_bench.cli import main
 from cl_bench.files import write_json
-
-from toys import result_document
 
 # Two tasks; `last` per method differs so that sorting has an order to find.
 LAST = {"alpha": 70.0, "beta": 90.0, "gamma": 50.0}

@@ -7,13 +7,13 @@ import re
 
 import pytest
 import torch
+from toys import interrupt_at_second_task
 
 from cl_bench import RunConfig, TextTask, UserError, assemble_text_stream, plan, run
 from cl_bench.backbones.causal_lm import IGNORE, PAD
 from cl_bench.config.registry import Registry
 from cl_bench.results.schema import run_settings
 from cl_bench.results.validation import validate
-from toys import interrupt_at_second_task
 
 EXAMPLES = [
     {"prompt": "Repeat: red blue green\nAnswer:", "answer": " red blue green"},
@@ -31,8 +31,8 @@ def tiny_lm(registry=None):
     """The shipped tiny-lm, loaded the way a run loads it (through its plan's weights)."""
     registry = registry or Registry()
     spec = registry.backbones()["tiny-lm"]
-    from cl_bench.running.plan import hash_weights
     from cl_bench.contracts.specs import resolve_factory
+    from cl_bench.running.plan import hash_weights
 
     params = spec.resolve({})
     model = resolve_factory(spec.factory)(params, hash_weights(spec.weights_file(params)))

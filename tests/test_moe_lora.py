@@ -7,13 +7,12 @@ import statistics
 
 import pytest
 import torch
+from toys import toy_model, toy_strategy
 
 from cl_bench.methods.moe_lora import experts as experts_module
 from cl_bench.methods.moe_lora.experts import ExpertPool
 from cl_bench.methods.moe_lora.method import MoELoRA
 from cl_bench.methods.moe_lora.selector import TaskSelector
-
-from toys import toy_model, toy_strategy
 
 HP = {
     "expert": "lora",

@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toys import toy_model, toy_strategy
 
 from cl_bench.methods.moram import RankOneMemoryLinear
 from cl_bench.methods.moram import layer as layer_module
 from cl_bench.methods.moram.method import RankOneMemories
-
-from toys import toy_model, toy_strategy
 
 HP = {
     "rank": 2,
@@ -261,7 +260,7 @@ def test_zero_input_rows_get_finite_gradients_equal_to_autograds(tasks, layout):
         inputs = x.clone().requires_grad_(True)
         layer(inputs).square().sum().backward()
         grads.append((inputs.grad, layer.new_A.grad.clone(), layer.new_B.grad.clone()))
-    for fast, reference in zip(*grads):
+    for fast in grads[0]:
         assert torch.isfinite(fast).all()
     (fast_x, *fast_weights), (reference_x, *reference_weights) = grads
     other_rows = torch.arange(6) != 2

@@ -7,13 +7,12 @@ import shutil
 
 import pytest
 import torch
+from toys import ToyPlugin, as_schema_3, result_document, toy_model, toy_plan
 
 from cl_bench import RunConfig, UserError, build, plan
 from cl_bench.cli import build_config, build_parser
-from cl_bench.results.validation import validate
 from cl_bench.results.identity import canonical_json, identity_of_result, run_id_of
-
-from toys import ToyPlugin, as_schema_3, result_document, toy_model, toy_plan
+from cl_bench.results.validation import validate
 
 
 def cli_plan(*argv: str, registry):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from cl_bench import MethodSpec, hookimpl
-from cl_bench.errors import UserError
 from cl_bench.config.registry import Registry
+from cl_bench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Path(__file__).resolve().parent / "plugin_example"

@@ -7,11 +7,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from toys import rehash, result_document, snapshot
 
 from cl_bench.cli import main
 from cl_bench.files import write_json
-
-from toys import rehash, result_document, snapshot
 
 ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]

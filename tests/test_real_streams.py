@@ -19,15 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cl_bench import Backbone, Method, StreamTask, assemble_stream
+from cl_bench import Backbone, Method, ScenarioContext, StreamTask, assemble_stream
 from cl_bench.cli import main
-from cl_bench.errors import UserError
-from cl_bench import ScenarioContext
-from cl_bench.scenarios import class_il_data, coop_names
-from cl_bench.scenarios.image_folder import square_crop
 from cl_bench.contracts.params import TRAIN_DEFAULTS
 from cl_bench.contracts.specs import resolve_factory
 from cl_bench.contracts.stream import Stream, classification_dataset
+from cl_bench.errors import UserError
+from cl_bench.scenarios import class_il_data, coop_names
+from cl_bench.scenarios.image_folder import square_crop
 
 SIZE = 16  # image size the fake backbone asks for
 TRAIN, TEST = 6, 2  # images per class in the CoOp-style fakes

@@ -9,13 +9,12 @@ import statistics
 
 import pandas as pd
 import pytest
+from toys import result_document
 
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.publish.report import collect, render_report, summary_frames, write_plots
 from cl_bench.files import write_json
-
-from toys import result_document
+from cl_bench.publish.report import collect, render_report, summary_frames, write_plots
 
 
 def matrix(final_first: float, final_second: float) -> list[list[float]]:

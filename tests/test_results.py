@@ -5,13 +5,12 @@ import json
 import os
 
 import pytest
+from toys import result_document
 
 from cl_bench.cli import main
 from cl_bench.errors import UserError
-from cl_bench.results.validation import load, load_valid, validate
 from cl_bench.files import write_json
-
-from toys import result_document
+from cl_bench.results.validation import load, load_valid, validate
 
 ACC = [[20.0, 30.0], [80.0, 35.0], [70.0, 90.0]]
 CONTROL = [[60.0], [58.0], [50.0]]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from toys import interrupt_at_second_task
 
 from cl_bench import RunConfig, hookimpl, run
 from cl_bench.cli import main
 from cl_bench.errors import UserError
 from cl_bench.results.validation import validate
 from cl_bench.running.strategy import ClStrategy
-from toys import interrupt_at_second_task
 
 
 def config(tmp_path, **kwargs) -> RunConfig:
@@ -239,9 +239,9 @@ def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_p
 def test_finetune_label_smoothing_matches_zscl_and_the_vit_defaults_are_zscls(registry):
     import torch
     import torch.nn.functional as F
+    from toys import toy_strategy
 
     from cl_bench.methods.finetune import FineTune
-    from toys import toy_strategy
 
     method = FineTune({"towers": "both", "label_smoothing": 0.2})
     strategy, model, stream = toy_strategy(method, tasks=2)

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from cl_bench.errors import UserError
+from cl_bench.config.loading import load_config_file
+from cl_bench.config.run_config import RunConfig, data_root_or_env
 from cl_bench.contracts.params import TRAIN_DEFAULTS, coerce, resolve_params
 from cl_bench.contracts.specs import MethodSpec
-from cl_bench.config.run_config import RunConfig, data_root_or_env
-from cl_bench.config.loading import load_config_file
+from cl_bench.errors import UserError
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
+from toys import toy_plan
 
 from cl_bench import Method, build
-from cl_bench.running.evaluation import evaluate_row
-from cl_bench.methods.seq_lora.lora import SeqLoRA
 from cl_bench.files import write_atomic
-
-from toys import toy_plan
+from cl_bench.methods.seq_lora.lora import SeqLoRA
+from cl_bench.running.evaluation import evaluate_row
 
 HPARAMS = {"iters": 6, "batch_size": 4, "lr": 1e-2}
 LORA = {"rank": 2, "alpha": 4.0, "layers": ["q", "k", "v", "out", "fc", "proj"], "towers": ["image", "text"]}

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from toys import toy_stream
 
 from cl_bench.contracts.stream import DEFAULT_TEMPLATES, Stream, StreamTask
-
-from toys import toy_stream
 
 
 def test_class_il_scores_the_classes_of_tasks_one_to_max_of_row_and_column():

@@ -46,7 +46,7 @@ def gather_pretraining_data(registry=None) -> dict[str, Any]:
 
     registry = registry or Registry()
     sources: dict[str, Any] = {}
-    for name, spec in registry.scenarios().items():
+    for spec in registry.scenarios().values():
         if spec.pretraining_data is not None:
             sources.update(spec.pretraining_data())
     if not sources:
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from cl_bench.running.runner import quiet_third_party_warnings
     from cl_bench.provenance import file_sha256
+    from cl_bench.running.runner import quiet_third_party_warnings
 
     quiet_third_party_warnings()
     model, record = train(args)

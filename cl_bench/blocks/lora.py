@@ -70,6 +70,16 @@ class LoRALinear(LinearAdapter):
     A per-task adapter with a learnable scale is refused: one s would rescale the frozen blocks.
     """
 
+    # Declared for type checkers: which of them exist depends on the options.
+    lora_A: nn.Parameter
+    lora_B: nn.Parameter
+    old_A: nn.Parameter
+    old_B: nn.Parameter
+    new_A: nn.Parameter
+    new_B: nn.Parameter
+    lora_scale: nn.Parameter | None
+    lora_dropout: nn.Dropout | None
+
     def __init__(
         self,
         base: nn.Linear,
@@ -123,7 +133,7 @@ class LoRALinear(LinearAdapter):
         nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # as nn.Linear's weight
         return [("A", A), ("B", like.new_zeros(d_out, self.rank))]
 
-    def blocks(self) -> list[tuple[Tensor, Tensor]]:
+    def blocks(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """The (A, B) pairs whose updates add up to ΔW: one, or (old, new) for a per-task adapter."""
         if self.per_task:
             return [(self.old_A, self.old_B), (self.new_A, self.new_B)]

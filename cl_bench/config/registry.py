@@ -15,9 +15,9 @@ from typing import Any
 import pluggy
 
 from cl_bench.contracts import hookspecs
+from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 from cl_bench.errors import clip, shown, unknown_name
 from cl_bench.paths import slug_problem
-from cl_bench.contracts.specs import BackboneSpec, LoggerSpec, MethodSpec, ScenarioSpec
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,14 @@ class Registry:
     def _collect(self, kind: str) -> dict[str, Registered]:
         if kind in self._specs:
             return self._specs[kind]
+        spec_type: type[Any]  # one of the spec classes: each has a name
         hook_name, spec_type = self._KINDS[kind]
         found: dict[str, Registered] = {}
         # Registration order, built-ins first: on a name clash the built-in keeps its name.
         impls = getattr(self._pm.hook, hook_name).get_hookimpls()
         for impl in sorted(impls, key=lambda i: not getattr(i.plugin, "__name__", "").startswith("cl_bench.")):
             try:
-                specs = list(impl.function() or [])
+                specs: list[Any] = list(impl.function() or [])
             except PLUGIN_FAILURES as exc:
                 self.errors.append(PluginError(impl.plugin_name, f"{hook_name}() failed ({_one_line(exc)})"))
                 continue

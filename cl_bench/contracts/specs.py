@@ -17,6 +17,7 @@ from cl_bench.contracts.params import TRAIN_DEFAULTS, TRAINING_KEYS, check_train
 from cl_bench.contracts.protocols import IMAGE_PROTOCOLS, PROTOCOLS
 from cl_bench.errors import UserError
 
+
 def resolve_factory(factory: Callable[..., Any] | str) -> Callable[..., Any]:
     """Return the callable behind a factory given as a callable or as "module:attribute"."""
     if callable(factory):

@@ -37,9 +37,9 @@ from typing import Any
 
 from cl_bench import locks
 from cl_bench.errors import UserError, clip
-from cl_bench.publish.pages import published, regenerate, result_location
-from cl_bench.paths import check_writable_folder, path_inside
 from cl_bench.files import current_umask, write_json
+from cl_bench.paths import check_writable_folder, path_inside
+from cl_bench.publish.pages import published, regenerate, result_location
 from cl_bench.results.validation import load_valid
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench import escape
-from cl_bench.results.schema import run_settings
 from cl_bench.results.metrics import INSTRUCT_METRICS, METRICS
+from cl_bench.results.schema import run_settings
 
 FORMATS = {"md": "github", "latex": "latex_booktabs", "latex_raw": "latex_raw", "text": "simple", "html": "html", "unsafehtml": "unsafehtml", "csv": "csv"}
 
@@ -114,7 +114,7 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-def variant_labels(results: list[dict[str, Any]]) -> list[str]:
+def variant_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ.
 
     The rows of `summary_frames`; the leaderboard labels its plots and files the same way.
@@ -154,7 +154,8 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
 
     complete = [d for d in results if d["status"] == "complete"]
     labels = variant_labels(complete)
-    records, columns = [], {}
+    records: list[dict[str, Any]] = []
+    columns: dict[Any, Any] = {}
     for data, label in zip(complete, labels):
         scenario = data["scenario"]
         key = scenario_label(scenario)
@@ -312,7 +313,7 @@ def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_accuracy_over_tasks(results: list[Mapping[str, Any]], path: Path, labels: list[str] | None = None) -> Path:
+def plot_accuracy_over_tasks(results: Sequence[Mapping[str, Any]], path: Path, labels: list[str] | None = None) -> Path:
     """Accuracy after each task, one line per method (mean over seeds): under class-IL over the test
     images of the tasks seen so far (the curve `avg` averages), otherwise the mean over every task."""
     import numpy as np
@@ -366,7 +367,7 @@ def write_plots(results: list[dict[str, Any]], folder: str | Path, suffix: str =
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for data in complete:
         by_scenario.setdefault(scenario_label(data["scenario"]), []).append(data)
-    for index, (label, part) in enumerate(sorted(by_scenario.items())):
+    for index, (_label, part) in enumerate(sorted(by_scenario.items())):
         name = part[0]["scenario"]["name"] if sum(1 for k in by_scenario if k.startswith(part[0]["scenario"]["name"] + " ")) == 1 else f"{part[0]['scenario']['name']}-{index}"
         written.append(plot_accuracy_over_tasks(part, path_inside(folder, f"{name}_accuracy{suffix}", what="scenario name")))
     return written

@@ -61,4 +61,4 @@ def render(name: str, **context: Any) -> str:
 
 def package_text(name: str) -> str:
     """A file of `cl_bench/publish/templates/` as it is (not a template: `{{` in it stays as it is)."""
-    return resources.files("cl_bench.publish").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("cl_bench.publish").joinpath("templates").joinpath(name).read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 

@@ -105,9 +105,9 @@ def bwt(a: np.ndarray) -> float | None:
 
 
 def forgetting(a: np.ndarray) -> float | None:
-    """Mean over j < T of max_{j <= l < T} (A[l, j] - A[T, j])."""
+    """Mean over j < T of max_{j <= i < T} (A[i, j] - A[T, j])."""
     t = a.shape[1]
-    return _mean([float(max(a[l, j - 1] for l in range(j, t)) - a[t, j - 1]) for j in range(1, t)])
+    return _mean([float(max(a[i, j - 1] for i in range(j, t)) - a[t, j - 1]) for j in range(1, t)])
 
 
 def fwt(a: np.ndarray) -> float | None:

@@ -10,18 +10,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from cl_bench.results import metrics as metrics_lib
+from cl_bench.contracts.protocols import PROTOCOLS
 from cl_bench.errors import UserError, clip, shown
 from cl_bench.paths import SWEEP_LOGS
+from cl_bench.results import metrics as metrics_lib
 from cl_bench.results.identity import identity_of_result, run_id_of
 from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, REQUIRED_BY_SCHEMA, SCHEMA, SCHEMA_2, SCHEMA_3, STATUSES, RunResult
-from cl_bench.contracts.protocols import PROTOCOLS
 
 TOLERANCE = 1e-6
 MAX_RESULT_BYTES = 64 << 20
-_KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+_KINDS: dict[Any, str] = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
 
 def result_files(folder: Path) -> list[Path]:
@@ -47,7 +47,7 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in a result file")
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """A finite int or float (not a bool); an integer too large for a float is no number either."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

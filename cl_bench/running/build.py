@@ -14,6 +14,7 @@ from cl_bench.contracts.specs import ScenarioContext, resolve_factory
 from cl_bench.errors import UserError
 from cl_bench.running.plan import RunPlan, build_method, setting_error
 
+
 @dataclass
 class RunParts:
     """What `build` makes of a plan: the model with its method set up, the stream, the strategy,
@@ -37,8 +38,8 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
     import torch
 
     from cl_bench.running.evaluation import AccuracyMatrix
-    from cl_bench.seeding import seed_everything
     from cl_bench.running.strategy import ClStrategy
+    from cl_bench.seeding import seed_everything
 
     method = method or plan.made_method.pop("method", None) or build_method(plan.method)
     torch.set_num_threads(plan.threads)  # the plan's threads, also for a notebook that builds directly

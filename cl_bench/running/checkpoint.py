@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench.errors import UserError, clip
-from cl_bench.results.validation import is_number
 from cl_bench.files import write_atomic
+from cl_bench.results.validation import is_number
 
 FORMAT = "cl_bench.checkpoint/2"  # /1 had no digest
 _PAYLOAD = ("run_id", "identity", "next_task", "progress", "model", "method")
@@ -81,7 +81,7 @@ def load(path: Path, *, identity: str, num_tasks: int, num_controls: int) -> Che
         raise UserError(f"checkpoint {path} fails its sha256 check (corrupt or edited); {fix}")
     if state.get("identity") != identity:
         raise UserError(f"checkpoint {path} was written by a run with another configuration; {fix} or drop --resume")
-    next_task = state.get("next_task")
+    next_task: Any = state.get("next_task")  # an int once progress_problem() below passes it
     try:
         progress = json.loads(state["progress"])
     except (TypeError, ValueError) as exc:

@@ -38,9 +38,11 @@ class AccuracyMatrix(SupervisedPlugin):
         self._scorer = strategy.model.scorer(context)
 
     def after_eval_iteration(self, strategy, **kwargs) -> None:
+        assert self._scorer is not None  # set by before_eval_exp, which Avalanche calls first
         self._scorer.update(strategy.mb_output, strategy.mb_y)
 
     def after_eval_exp(self, strategy, **kwargs) -> None:
+        assert self._cell is not None and self._scorer is not None  # set by before_eval_exp
         matrix, column = self._cell
         matrix[self.row, column] = self._scorer.result()
 

@@ -17,13 +17,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cl_bench.config.registry import Registry
+from cl_bench.config.run_config import RunConfig, data_root_or_env, default_threads
+from cl_bench.contracts.method import Method, as_method
+from cl_bench.contracts.specs import Weights, resolve_factory
 from cl_bench.errors import UserError, clip
 from cl_bench.paths import check_writable_folder
 from cl_bench.results.identity import canonical_json, run_id_of
-from cl_bench.config.registry import Registry
-from cl_bench.contracts.method import Method, as_method
-from cl_bench.config.run_config import RunConfig, data_root_or_env, default_threads
-from cl_bench.contracts.specs import Weights, resolve_factory
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -88,7 +88,10 @@ class RunPlan:
         return {
             "identity": self.identity(),
             "method": {"name": self.method.name, "version": self.method.version, "plugin": self.method.plugin, "hyperparameters": self.hparams},
-            "scenario": {"name": self.scenario.name, "version": self.scenario.version, "plugin": self.scenario.plugin, "protocol": self.protocol, "params": self.scenario.params, "num_tasks": self.num_tasks},
+            "scenario": {
+                "name": self.scenario.name, "version": self.scenario.version, "plugin": self.scenario.plugin,
+                "protocol": self.protocol, "params": self.scenario.params, "num_tasks": self.num_tasks,
+            },
             "backbone": {
                 "name": self.backbone.name,
                 "version": self.backbone.version,
@@ -185,7 +188,10 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         raise UserError(f"method '{method_spec.name}' does not support the {scenario_spec.protocol} protocol of '{scenario_spec.name}'")
     if scenario_spec.protocol not in backbone_spec.protocols:
         fitting = [name for name, spec in registry.backbones().items() if scenario_spec.protocol in spec.protocols]
-        raise UserError(f"backbone '{backbone_spec.name}' cannot be scored under the {scenario_spec.protocol} protocol of '{scenario_spec.name}'; use --backbone {' or '.join(fitting) or '<a backbone for it>'}")
+        raise UserError(
+            f"backbone '{backbone_spec.name}' cannot be scored under the {scenario_spec.protocol} protocol of '{scenario_spec.name}'; "
+            f"use --backbone {' or '.join(fitting) or '<a backbone for it>'}"
+        )
     if backbone_spec.kind not in method_spec.supports.backbone_kinds:
         raise UserError(f"method '{method_spec.name}' does not run on {backbone_spec.kind} backbones like '{backbone_spec.name}'")
 

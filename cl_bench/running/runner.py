@@ -17,19 +17,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cl_bench.running import checkpoint
 from cl_bench import locks
-from cl_bench.errors import UserError, clip
-from cl_bench.running.plan import RunPlan, plan
-from cl_bench.provenance import hardware_info, versions_info
 from cl_bench.config.registry import Registry
-from cl_bench.results.identity import identity_of_result
-from cl_bench.results.schema import EXECUTION_SETTINGS, SCHEMA, RunResult
-from cl_bench.paths import SWEEP_LOGS
-from cl_bench.results.validation import load, load_valid, validate
-from cl_bench.files import remove_stale_temporaries, write_json
 from cl_bench.config.run_config import RunConfig
 from cl_bench.contracts.specs import resolve_factory
+from cl_bench.errors import UserError, clip
+from cl_bench.files import remove_stale_temporaries, write_json
+from cl_bench.paths import SWEEP_LOGS
+from cl_bench.provenance import hardware_info, versions_info
+from cl_bench.results.identity import identity_of_result
+from cl_bench.results.schema import EXECUTION_SETTINGS, SCHEMA, RunResult
+from cl_bench.results.validation import load, load_valid, validate
+from cl_bench.running import checkpoint
+from cl_bench.running.plan import RunPlan, plan
 
 # Third-party warnings that say nothing to a cl_bench user.
 QUIET = ("No loggers specified", "no QP solver", "QP solver", "positional arguments", "torch.distributed")
@@ -227,8 +227,8 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
 
     import torch
 
-    from cl_bench.running.evaluation import evaluate_row
     from cl_bench.running.build import build
+    from cl_bench.running.evaluation import evaluate_row
 
     parts = build(state.plan)
     model, stream, method, strategy, plugin = parts.model, parts.stream, parts.method, parts.strategy, parts.matrix

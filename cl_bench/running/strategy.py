@@ -36,10 +36,10 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from cl_bench.contracts.model import Backbone, TaskContext
-from cl_bench.seeding import derive_seed, seed_everything
 from cl_bench.contracts.method import Method
+from cl_bench.contracts.model import Backbone, TaskContext
 from cl_bench.contracts.stream import Stream
+from cl_bench.seeding import derive_seed, seed_everything
 
 # Callbacks fired once per mini-batch; dispatched only to plugins that implement them.
 _ITERATION_EVENTS = (

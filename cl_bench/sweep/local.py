@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cl_bench.errors import UserError
 from cl_bench.config.registry import Registry
+from cl_bench.config.run_config import RunConfig, default_threads
+from cl_bench.errors import UserError
+from cl_bench.files import write_json
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
-from cl_bench.files import write_json
 from cl_bench.running.plan import plan
-from cl_bench.config.run_config import RunConfig, default_threads
 
 
 @dataclass
@@ -79,7 +79,10 @@ def plan_grid(
     for scenario in scenarios:
         for method in methods:
             for seed in seeds:
-                config = replace(base, method=method, scenario=scenario, seed=seed, method_params=dict(base.method_params), scenario_params=dict(base.scenario_params), backbone_params=dict(base.backbone_params))
+                config = replace(
+                    base, method=method, scenario=scenario, seed=seed,
+                    method_params=dict(base.method_params), scenario_params=dict(base.scenario_params), backbone_params=dict(base.backbone_params),
+                )
                 for key, value in per_method.get(method, []):
                     config.set(f"method.{key}", value, source=f"--set {method}.{key}")
                 planned = Planned(config, Path())

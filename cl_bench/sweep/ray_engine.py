@@ -39,9 +39,9 @@ def _import_ray():
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
     """One run inside a Ray worker; returns its result document or its failure, with its output."""
     from cl_bench.config.registry import Registry
+    from cl_bench.config.run_config import RunConfig
     from cl_bench.running.plan import plan
     from cl_bench.running.runner import run
-    from cl_bench.config.run_config import RunConfig
 
     config = RunConfig.from_dict(settings)
     config.out = str(Path(out) / SWEEP_LOGS / WORKER_FOLDER)

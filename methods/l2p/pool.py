@@ -49,6 +49,9 @@ def check_pool(size: int, length: int, top_n: int, init: str) -> None:
 class PromptPool(nn.Module):
     """M prompts of `length` tokens of width `width`, one key of size `key_dim` each."""
 
+    used: Tensor  # buffers (register_buffer), declared for the type checker
+    history: Tensor
+
     def __init__(self, size: int, length: int, width: int, key_dim: int, top_n: int, init: str = "uniform") -> None:
         super().__init__()
         check_pool(size, length, top_n, init)
@@ -91,7 +94,7 @@ class PromptPool(nn.Module):
         return chosen.reshape(selection.shape[0], -1, self.prompts.shape[-1])
 
 
-def attach(visual: nn.Module, pool: PromptPool) -> None:
+def attach(visual: Any, pool: PromptPool) -> None:  # visual: an open_clip VisionTransformer (untyped attributes)
     """Add `pool` to an open_clip visual tower, with its two hooks."""
     visual.add_module("prompt_pool", pool)
 
@@ -141,25 +144,31 @@ class L2P(Method):
         attach(visual, self.pool)
 
     def before_experience(self, model, experience) -> None:
+        assert self.pool is not None  # made by setup(), which runs first
         self.pool.active = True
         self.pool.diversify = self.hparams["diversify"] and experience.index > 0
 
     def after_experience(self, model, experience) -> None:
+        assert self.pool is not None  # made by setup(), which runs first
         self.pool.history += self.pool.used
         self.pool.used.zero_()
         self.pool.diversify = False  # evaluation picks by cosine alone
 
     def trainable_parameters(self, model):
+        assert self.pool is not None  # made by setup(), which runs first
         return [self.pool.prompts, self.pool.keys]
 
     def extra_loss(self, model, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
+        assert self.pool is not None  # made by setup(), which runs first
         if self.hparams["pull_weight"] == 0 or self.pool.similarity is None:
             return None
         pull = (1.0 - self.pool.similarity).sum(dim=1).mean()
         return self.hparams["pull_weight"] * pull
 
     def state_dict(self) -> dict[str, Any]:
+        assert self.pool is not None  # made by setup(), which runs first
         return {"active": self.pool.active}  # prompts and keys are in the model's state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        assert self.pool is not None  # made by setup(), which runs first
         self.pool.active = bool(state["active"])

@@ -15,6 +15,7 @@ gathered weights, never a loop over samples or experts.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,9 @@ def check_pool(experts: int, rank: int, top_k: int, kind: str) -> None:
 
 class ExpertPool(nn.Module):
     """`experts` low-rank experts of one block and tower, and `tasks` routers (all starting at zero)."""
+
+    selected: Tensor  # buffers (register_buffer), declared for the type checker
+    frozen: Tensor
 
     def __init__(
         self,
@@ -125,6 +129,7 @@ class ExpertPool(nn.Module):
         if noisy_training:
             importance = weights.new_zeros(len(index), self.num_experts).scatter(1, index, weights).sum(0)
             if self.top_k < self.num_experts:
+                assert noise_std is not None  # set above: noisy_training
                 load = prob_in_top_k(clean.float(), logits.float(), noise_std.float(), top_values.float(), self.top_k).sum(0)
             else:
                 load = torch.full_like(importance, float(len(index)))
@@ -157,7 +162,7 @@ class ExpertMLP(nn.Module):
     itself never sees.
     """
 
-    def __init__(self, block: nn.Module, pool: ExpertPool) -> None:
+    def __init__(self, block: Any, pool: ExpertPool) -> None:  # block: an open_clip ResidualAttentionBlock (untyped attributes)
         super().__init__()
         self.mlp = block.mlp
         self.pool = pool

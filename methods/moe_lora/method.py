@@ -78,6 +78,7 @@ class MoELoRA(Method):
         model.set_conditioning(self.routing)
 
     def before_experience(self, model, experience) -> None:
+        assert self.routing is not None  # made by setup(), which runs first
         self.routing.training_task = experience.index
         for pool in self.pools:
             pool.selected.zero_()
@@ -99,6 +100,7 @@ class MoELoRA(Method):
     def after_experience(self, model, experience) -> None:
         for pool in self.pools:
             pool.freeze_most_selected(self.hparams["freeze_per_task"])
+        assert self.routing is not None  # made by setup(), which runs first
         self.routing.activate(-1)
         device = model.logit_scale.device
         was_training = model.training

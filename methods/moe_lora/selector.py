@@ -18,6 +18,9 @@ from torch import Tensor, nn
 
 
 class TaskSelector(nn.Module):
+    thresholds: Tensor  # buffers (register_buffer), declared for the type checker
+    trained: Tensor
+
     def __init__(self, tasks: int, dim: int, code: int) -> None:
         super().__init__()
         self.dim = dim

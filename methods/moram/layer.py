@@ -196,7 +196,7 @@ def softmax_(logits: Tensor, dim: int, chosen: Tensor | None = None) -> Tensor:
     e = logits.sub_(logits.amax(dim=dim, keepdim=True)).clamp_min_(FLOOR_LOGIT).exp_()
     if chosen is not None:
         e.mul_(chosen)
-    F.threshold_(e, WEIGHT_FLOOR, 0.0)
+    F.threshold_(e, WEIGHT_FLOOR, 0.0)  # type: ignore[attr-defined]  # exists at runtime; torch's stubs omit the in-place form
     return e.div_(e.sum(dim=dim, keepdim=True))
 
 
