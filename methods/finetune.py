@@ -55,7 +55,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             paper="https://arxiv.org/abs/2303.06628",
             defaults={"lr": 1e-5, "iters": 1000, "weight_decay": 0.0, "towers": "both", "label_smoothing": ZSCL_LABEL_SMOOTHING, "warmup_iters": ZSCL_WARMUP_ITERS},
             # Language models: every weight (the decoder tower), TRACE's full fine-tuning rate 1e-5.
-            kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5, "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}},
+            kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5}},  # the rest: the backbone's method_defaults
             profiles={"tiny-clip": {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",

@@ -52,15 +52,10 @@ TINY_CLIP_PROFILE: dict[str, Any] = {"lr": 1e-3, "iters": 200, "warmup_iters": 6
 # for the other LLM-track methods, alpha 2r, cosine with 3% warm-up as the official scripts;
 # gradient passes of 4 batches of 32 examples. tiny-lm: our budget, as the other methods'.
 LM_DEFAULTS: dict[str, Any] = {
-    "layers": ["q", "k", "v", "out"],
-    "towers": ["decoder"],
-    "iters": 32,
-    "batch_size": 32,
     "schedule": "cosine",
     "warmup_iters": 1,
     "grad_batches": 4,
     "grad_batch_size": 32,
-    "grad_accum": 1,
 }
 TINY_LM_PROFILE: dict[str, Any] = {"lr": 3e-3, "iters": 150, "batch_size": 16, "warmup_iters": 5}
 

@@ -40,6 +40,8 @@ TINY_CLIP_PROFILE: dict[str, Any] = {"rank": 8, "topk": 8, "iters": 200}
 # Language models, the official TRACE settings (TRACE/runner_moram.sh, training/main.py): q, k, v, o;
 # 8 atoms per task, top-8, τ 0.03, δ 0.2; alpha 2r; Adam (0.9, 0.95), lr 5e-4, constant, no decay;
 # effective batch 32. TRACE trains 1-3 epochs of 500 examples per task: 32 steps is 2 epochs.
+# The placement (q, k, v, o of the decoder), batch, schedule and budget are the language-model
+# backbones' method_defaults; what is MoRAM's own is here.
 LM_DEFAULTS: dict[str, Any] = {
     "rank": 8,
     "topk": 8,
@@ -47,15 +49,9 @@ LM_DEFAULTS: dict[str, Any] = {
     "threshold": 0.2,
     "alpha": 16.0,
     "freeze_scaled": True,
-    "layers": ["q", "k", "v", "out"],
-    "towers": ["decoder"],
     "lr": 5e-4,
-    "iters": 32,
-    "batch_size": 32,
-    "schedule": "constant",
-    "grad_accum": 1,
 }
-# tiny-lm: more steps of a smaller batch, a larger learning rate (ours; see README, LLM track).
+# tiny-lm: more steps of a smaller batch, a larger learning rate (ours; see docs/language-models.md).
 TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 LM_SUPPORT = Supports(backbone_kinds=("clip", "causal-lm"))
 

@@ -28,7 +28,6 @@ DEFAULTS: dict[str, Any] = {
     "lr": 5e-4,
     "iters": 500,
 }
-LM_DEFAULTS: dict[str, Any] = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 
 
@@ -41,7 +40,6 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="O-LoRA: a new LoRA per task, earlier ones frozen; the new A kept orthogonal to the old ones (TRACE's anchor baseline)",
             paper=PAPER,
             defaults=DEFAULTS,
-            kind_defaults={"causal-lm": LM_DEFAULTS},
             profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}, "tiny-lm": TINY_LM_PROFILE},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",

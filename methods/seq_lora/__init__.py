@@ -10,7 +10,6 @@ from cl_bench import MethodSpec, Supports, hookimpl
 
 # Language models: q, k, v, o of every decoder block (TRACE's LoRA baselines), Adam at a constant
 # rate as TRACE trains; tiny-lm: our budget, as moram's.
-LM_DEFAULTS = {"layers": ["q", "k", "v", "out"], "towers": ["decoder"], "lr": 5e-4, "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 TINY_LM_PROFILE = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 
 
@@ -23,7 +22,6 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="baseline: one LoRA on q,k,v,out,fc,proj of both towers, trained sequentially (the lower bound)",
             paper="https://arxiv.org/abs/2106.09685",
             defaults={"rank": 8, "alpha": 16.0, "layers": ["q", "k", "v", "out", "fc", "proj"], "towers": ["image", "text"], "lr": 5e-4, "iters": 500},
-            kind_defaults={"causal-lm": LM_DEFAULTS},
             profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}, "tiny-lm": TINY_LM_PROFILE},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",
