@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toys import as_schema_3, result_document, snapshot
+from toys import as_schema_3, rehash, result_document, snapshot
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
@@ -201,7 +201,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-plot-onto-file", ["report", "{in}/r.json", "--plot", "{in}/r.json"], "--plot", result("r")),
     ("validate-run-id-edited", ["validate", "{in}/r.json"], "but the run's settings hash to", result("r", lambda d: d.update(run_id=d["run_id"][:-2] + "zz"))),
     ("validate-plan-seed-edited", ["validate", "{in}/r.json"], "plan.identity.seed is 5 but seed is 0", result("r", lambda d: (d.update(as_schema_3(d)), d.pop("execution", None), d["plan"]["identity"].update(seed=5)))),
-    ("validate-precision-edited", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["hardware"].update(precision="bf16"))),
+    ("validate-precision-edited", ["validate", "{in}/r.json"], "the run's settings hash to", result("r", lambda d: d["hardware"].update(precision="bf16"))),
     ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
@@ -210,7 +210,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}))),
     ("publish-tampered", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "the file was edited or is corrupt", leaderboard_with(result("r", lambda d: d["metrics"].__setitem__("last", 1.0)))),
     ("publish-duplicate", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already in", leaderboard_with(result("r", method="alpha"))),
-    ("publish-stream-version", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "cannot share a table with version 1", leaderboard_with(result("r", lambda d: d["scenario"].update(version="2"), method="beta"))),
+    ("publish-stream-version", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "cannot share a table with version 1", leaderboard_with(result("r", lambda d: rehash(d["scenario"].update(version="2") or d), method="beta"))),
     ("publish-reported-broken", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "reported.json: not valid JSON", leaderboard_with(result("r", method="beta"), reported="[{")),
     ("publish-reported-shape", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "entry 0: 'source' must be a string", leaderboard_with(result("r", method="beta"), reported=json.dumps([{"method": "m", "scenario": "s", "backbone": "b", "metrics": {}}]))),
     ("publish-reported-nan", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "metric 'last' must be a finite number", leaderboard_with(result("r", method="beta"), reported='[{"method": "m", "scenario": "s", "backbone": "b", "source": "x", "metrics": {"last": NaN}}]')),

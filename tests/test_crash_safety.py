@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from toys import result_document, snapshot
+from toys import rehash, result_document, snapshot
 
 from cl_bench.cli import main
 
@@ -131,6 +131,7 @@ def test_concurrent_publishes_cannot_both_pass_the_stream_version_check(tmp_path
     for version in ("1", "2"):
         document = result_document(ACC, CONTROL, method=f"m{version}", scenario="t")
         document["scenario"]["version"] = version
+        rehash(document)
         path = tmp_path / f"v{version}.json"
         path.write_text(json.dumps(document))
         files.append(path)

@@ -201,7 +201,8 @@ def test_duck_typed_methods_run_with_every_hook_optional(tmp_path):
 
 
 def test_resume_names_the_checkpoints_it_leaves_alone_and_why(tmp_path, monkeypatch, capsys):
-    from cl_bench import checkpoint, plan
+    from cl_bench import plan
+    from cl_bench.running import checkpoint
 
     other = plan(config(tmp_path, method="seq-lora", iters=1))
     other_path = other.result_path
