@@ -164,7 +164,7 @@ def test_hyper_parameters_follow_the_backbone_kind_and_leave_clip_runs_alone(reg
     # a published CLIP run keeps its run id: the LLM track added nothing to its plan
     from pathlib import Path
 
-    published = json.loads(next((Path(__file__).parents[1] / "leaderboard" / "results" / "embedded-mtil" / "moram").glob("*seed0*.json")).read_text())
+    published = json.loads(next((Path(__file__).parents[2] / "leaderboard" / "results" / "embedded-mtil" / "moram").glob("*seed0*.json")).read_text())
     again = plan(RunConfig(**{k: v for k, v in published["config"].items() if k not in ("out",)}, out="unused"), registry)
     assert again.run_id == published["run_id"]
 

@@ -22,9 +22,9 @@ from cl_bench import MethodSpec, hookimpl
 from cl_bench.errors import UserError
 from cl_bench.config.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
-BROKEN = Path(__file__).resolve().parent / "plugin_broken"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
+BROKEN = Path(__file__).resolve().parents[1] / "plugin_broken"
 BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
 
 
