@@ -12,6 +12,8 @@ import pytest
 
 from cl_bench import RunConfig, run
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from random_vit_b16 import write_random_vit_b16  # noqa: E402

@@ -22,6 +22,8 @@ from cl_bench.cli import main
 
 from toys import result_document, snapshot
 
+pytestmark = [pytest.mark.slow, pytest.mark.cli]  # every case kills a real child process
+
 DRIVER = '''
 import os, signal, sys
 

@@ -190,6 +190,7 @@ def test_pairs_that_cannot_run_are_refused_in_one_line(registry, tmp_path, setti
 # ------------------------------------------------------------------------------------ runs
 
 
+@pytest.mark.slow
 def test_a_two_task_run_writes_a_valid_result_with_trace_metrics(tmp_path):
     result = run(lm_config(tmp_path, method="seq-lora", iters=30))
     data = json.loads(result.path.read_text())
@@ -231,6 +232,7 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
     assert result.metrics["trace_bwt"] == 0.0 and result.metrics["zs_retention"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune"])
 def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(lm_config(tmp_path / "whole", method=method, iters=4))

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cl_bench
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]

@@ -4,7 +4,11 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 from cl_bench.contracts import hookspecs
+
+pytestmark = pytest.mark.unit
 
 # hook -> tests that call it through a real plugin
 HOOK_TESTS = {

@@ -10,6 +10,8 @@ from cl_bench.contracts.specs import MethodSpec
 from cl_bench.config.run_config import RunConfig, data_root_or_env
 from cl_bench.config.loading import load_config_file
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("value", "default", "expected"),
