@@ -15,7 +15,7 @@ trained, our default) or B alone (what the official TRACE code copies: a task's 
 by c once it is frozen).
 
 This is the forward of the official code (Artificer-AI-Lab/MoRAM, XTAIL/loralib/moram.py), computed
-differently where it is faster and equal in value (to float rounding; tests/test_moram.py checks
+differently where it is faster and equal in value (to float rounding; tests/methods/test_moram.py checks
 values and gradients against the official formulation restated):
 - frozen atoms stay stacked in two non-trainable tensors, grown once per task by `add_task`, and the
   new block is separate;

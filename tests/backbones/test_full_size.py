@@ -12,10 +12,12 @@ import pytest
 
 from cl_bench import RunConfig, run
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from random_vit_b16 import write_random_vit_b16  # noqa: E402
-from test_stream_example import EXAMPLE, image_folders  # noqa: E402
+from streams.test_stream_example import EXAMPLE, image_folders  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ def name(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+@pytest.mark.slow
 def test_mlflow_holds_the_plan_every_row_the_final_metrics_and_the_result_file(logged):
     from mlflow.tracking import MlflowClient
 
@@ -73,6 +74,7 @@ def test_mlflow_holds_the_plan_every_row_the_final_metrics_and_the_result_file(l
     assert json.loads(stored.read_text()) == result.data
 
 
+@pytest.mark.slow
 def test_wandb_offline_holds_the_plan_every_row_the_final_metrics_and_the_result_file(logged):
     out, result = logged
     (file,) = (out / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
@@ -95,6 +97,7 @@ def test_wandb_offline_holds_the_plan_every_row_the_final_metrics_and_the_result
     assert "exit" in kinds  # the run was finished, not left open
 
 
+@pytest.mark.slow
 def test_tracker_stores_are_not_read_as_results(logged, capsys):
     out, result = logged
     assert main(["report", str(out)]) == 0 and "seq-lora" in capsys.readouterr().out

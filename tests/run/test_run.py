@@ -18,6 +18,7 @@ def config(tmp_path, **kwargs) -> RunConfig:
     return RunConfig(out=str(tmp_path), progress=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_seq_lora_run_writes_a_valid_self_describing_result(tmp_path):
     result = run(config(tmp_path, method="seq-lora", iters=3))
     data = json.loads(result.path.read_text())
@@ -39,6 +40,7 @@ def test_zeroshot_rows_all_equal_row_zero(tmp_path):
     assert result.metrics["zs_retention"] == 1.0 and result.metrics["bwt"] == 0.0
 
 
+@pytest.mark.slow
 def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     result = run(config(tmp_path, method="finetune", iters=5, scenario="embedded-cil"))
     assert result.data["params"]["trainable"][0] == result.data["params"]["backbone"] - 1  # all but the logit scale
@@ -50,6 +52,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
     assert result.metrics["avg_all_cells"] == pytest.approx(sum(map(sum, acc[1:])) / 25)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora", "o-lora"])  # moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
@@ -117,6 +120,7 @@ class EventLog:
         self.events.append(("run_end", {"run_id": run_id, "execution_id": execution_id, "path": path, "result": result}))
 
 
+@pytest.mark.slow
 def test_run_events_reach_loggers_in_order(tmp_path):
     log = EventLog()
     result = run(config(tmp_path, method="zeroshot", iters=3), plugins=[log])
@@ -138,6 +142,7 @@ def test_run_events_reach_loggers_in_order(tmp_path):
     assert rerun.data["run_id"] == result.data["run_id"] and again.events[0][1]["execution_id"] not in executions
 
 
+@pytest.mark.slow
 def test_cli_run_prints_the_matrix_and_metrics(tmp_path, capsys):
     assert main(["run", "--method", "seq-lora", "--iters", "2", "--quiet", "--out", str(tmp_path), "--set", "method.rank=2"]) == 0
     out = capsys.readouterr().out
@@ -191,6 +196,7 @@ class Nothing:  # no hook at all: behaves like zeroshot
         pass
 
 
+@pytest.mark.slow
 def test_duck_typed_methods_run_with_every_hook_optional(tmp_path):
     plugin = DuckTypedPlugin(duck=TrainsTheTextTower, empty=Nothing)
     trained = run(config(tmp_path, method="duck", iters=2, scenario="embedded-dil"), plugins=[plugin])
@@ -222,6 +228,7 @@ def test_a_diverging_run_stops_before_writing_anything(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_threads_are_set_for_the_run_recorded_and_not_part_of_its_identity(tmp_path):
     import torch
 

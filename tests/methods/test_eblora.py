@@ -279,6 +279,7 @@ def test_the_stiefel_step_is_scaled_by_sqrt_ref_over_rank_and_s_alone_takes_weig
     assert len(by_kind[None]["params"]) == len(method.layers) and all(p.shape == (1,) for p in by_kind[None]["params"])
 
 
+@pytest.mark.slow
 def test_eblora_forgets_the_first_task_less_than_seq_lora(registry):
     """letters then fashion on tiny-clip (few steps, a high learning rate for both): the rise of the
     letters test loss after training on fashion."""

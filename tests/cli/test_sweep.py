@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cl_bench import RunConfig
 from cl_bench.cli import main
 from cl_bench.config.registry import Registry
 from cl_bench.running.runner import check
+
+pytestmark = [pytest.mark.slow, pytest.mark.cli]  # every sweep runs its grid as `clbench run` children
 
 
 def test_sweep_runs_the_grid_skips_complete_runs_and_reports(tmp_path, capsys):

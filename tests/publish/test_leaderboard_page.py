@@ -145,6 +145,7 @@ def _column(section, name):
     return [h.text.strip().rstrip("▲▼ ").strip() for h in headers].index(name), headers
 
 
+@pytest.mark.browser
 def test_the_page_loads_without_console_errors_and_every_image_and_link_resolves(browser, board):
     from selenium.webdriver.common.by import By
 
@@ -158,6 +159,7 @@ def test_the_page_loads_without_console_errors_and_every_image_and_link_resolves
     assert all(Path(unquote(urlparse(link).path)).is_file() and Path(unquote(urlparse(link).path)).is_relative_to(board.resolve()) for link in links)
 
 
+@pytest.mark.browser
 def test_clicking_a_column_name_sorts_the_rows(browser):
     from selenium.webdriver.common.by import By
 
@@ -178,6 +180,7 @@ def test_clicking_a_column_name_sorts_the_rows(browser):
     assert order() == ["alpha", "beta", "gamma"]
 
 
+@pytest.mark.browser
 def test_the_filter_hides_rows_and_streams(browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

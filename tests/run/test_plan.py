@@ -112,7 +112,7 @@ def test_a_result_whose_plan_or_id_was_edited_is_refused():
 def test_the_docs_example_plans_builds_and_trains(capsys):
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
     block = page.split("To drive a run yourself", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     exec(compile(block, "docs/plugins.md", "exec"), {})
     run_id, rank, sha = capsys.readouterr().out.splitlines()[0].split()

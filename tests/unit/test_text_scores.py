@@ -6,6 +6,8 @@ from cl_bench import UserError
 from cl_bench.blocks import text_scores as ts
 from cl_bench.scenarios.trace_tasks import TRACE_TASKS
 
+pytestmark = pytest.mark.unit
+
 
 def test_accuracy_is_a_match_of_the_prediction_cut_to_the_reference_length():
     # " A. support" strips and cuts to "A": a hit; "B" misses; an empty answer scores 0 but counts

@@ -22,9 +22,9 @@ from cl_bench import MethodSpec, hookimpl
 from cl_bench.config.registry import Registry
 from cl_bench.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
-BROKEN = Path(__file__).resolve().parent / "plugin_broken"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
+BROKEN = Path(__file__).resolve().parents[1] / "plugin_broken"
 BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
 
 
@@ -67,6 +67,8 @@ def test_builtins_register_through_entry_points(registry):
     assert registry.all("method")["seq-lora"].plugin == "seq_lora"  # the entry-point name
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_installed_third_party_plugin_is_found_and_runs(plugin_site, tmp_path):
     listing = clbench(plugin_site, "ls")
     assert listing.returncode == 0, listing.stderr
@@ -80,6 +82,8 @@ def test_installed_third_party_plugin_is_found_and_runs(plugin_site, tmp_path):
     assert data["status"] == "complete" and data["params"]["trainable"][0] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_site):
     listing = clbench(plugin_site, "ls")
     assert listing.returncode == 0
@@ -93,6 +97,8 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_site
     assert "Traceback" not in listing.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_misbehaving_plugins_do_not_stop_a_run_and_a_bad_name_writes_nowhere(plugin_site, tmp_path):
     escaped = clbench(plugin_site, "run", "--method", "../../../escape", "--quiet", "--out", str(tmp_path / "a" / "b" / "c"), cwd=tmp_path)
     assert escaped.returncode == 2 and "unknown method '../../../escape'" in escaped.stderr and "Traceback" not in escaped.stderr
@@ -102,6 +108,7 @@ def test_misbehaving_plugins_do_not_stop_a_run_and_a_bad_name_writes_nowhere(plu
     assert "plugin 'exits_at_import'" in ran.stderr and len(list((tmp_path / "runs").glob("*.json"))) == 1
 
 
+@pytest.mark.cli
 def test_unknown_method_is_a_one_line_did_you_mean_with_exit_code_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cl_bench", "run", "--method", "seqlora", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
@@ -111,6 +118,7 @@ def test_unknown_method_is_a_one_line_did_you_mean_with_exit_code_2(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.cli
 def test_listing_and_help_do_not_import_torch():
     code = "import sys, contextlib, io\nfrom cl_bench.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n    main(['ls'])\nprint('torch' in sys.modules, 'avalanche' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

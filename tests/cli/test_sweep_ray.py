@@ -21,6 +21,9 @@ def matrices(folder):
     return {p.name: (d["run_id"], d["acc_matrix"], d["control_matrix"], d["metrics"]) for p in sorted(folder.glob("*.json")) for d in [json.loads(p.read_text())]}
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.cli
 def test_ray_gives_the_local_engines_results_and_follows_the_same_skip_rules(tmp_path, capsys):
     assert main(["sweep", *GRID, "--jobs", "2", "--out", str(tmp_path / "local")]) == 0
     capsys.readouterr()
@@ -35,6 +38,8 @@ def test_ray_gives_the_local_engines_results_and_follows_the_same_skip_rules(tmp
     assert "4 runs: 0 ran, 4 already complete" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_a_failing_run_is_named_with_its_log(tmp_path, capsys):
     out = tmp_path / "ray"
     args = ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--engine", "ray", "--out", str(out), "--quiet"]
@@ -53,6 +58,9 @@ def test_a_failing_run_is_named_with_its_log(tmp_path, capsys):
     assert "cannot be read" in log.read_text() and not list(out.glob("*.json"))
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.cli
 def test_a_worker_killed_mid_run_is_retried_and_resumes_to_the_uninterrupted_matrix(tmp_path, capsys):
     import psutil
 

@@ -10,6 +10,8 @@ from cl_bench.contracts.params import TRAIN_DEFAULTS, coerce, resolve_params
 from cl_bench.contracts.specs import MethodSpec
 from cl_bench.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("value", "default", "expected"),

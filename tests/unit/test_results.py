@@ -12,6 +12,8 @@ from cl_bench.errors import UserError
 from cl_bench.files import write_json
 from cl_bench.results.validation import load, load_valid, validate
 
+pytestmark = pytest.mark.unit
+
 ACC = [[20.0, 30.0], [80.0, 35.0], [70.0, 90.0]]
 CONTROL = [[60.0], [58.0], [50.0]]
 

@@ -21,6 +21,8 @@ from toys import rehash, result_document, snapshot
 
 from cl_bench.cli import main
 
+pytestmark = [pytest.mark.slow, pytest.mark.cli]  # every case kills a real child process
+
 DRIVER = '''
 import os, signal, sys
 

@@ -16,6 +16,8 @@ import pytest
 
 import cl_bench
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(cl_bench.__file__).parent
 LAYERS = [("leaves",), ("contracts",), ("blocks",), ("results",), ("config",), ("running",), ("sweep", "publish"), ("cli",)]
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from cl_bench import RunConfig, UserError, run
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = Path(__file__).resolve().parent / "stream_example"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = Path(__file__).resolve().parents[1] / "stream_example"
 COLOURS = {"cat": (230, 40, 40), "dog": (40, 230, 40), "fox": (40, 40, 230), "owl": (230, 230, 40)}
 
 

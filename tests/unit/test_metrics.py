@@ -7,6 +7,8 @@ import pytest
 
 from cl_bench.results import metrics
 
+pytestmark = pytest.mark.unit
+
 # Rows: before training, after task 1, 2, 3. Columns: tasks 1, 2, 3.
 A = [
     [50.0, 40.0, 30.0],

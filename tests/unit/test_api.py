@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cl_bench
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
 
 

@@ -15,7 +15,7 @@ from torch import nn
 import cl_bench
 from cl_bench import LoRALinear, check_lora_rank
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def linear(d_in: int = 10, d_out: int = 7, seed: int = 0) -> nn.Linear:

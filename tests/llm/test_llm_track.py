@@ -165,7 +165,7 @@ def test_hyper_parameters_follow_the_backbone_kind_and_leave_clip_runs_alone(reg
     # a published CLIP run keeps its run id: the LLM track added nothing to its plan
     from pathlib import Path
 
-    published = json.loads(next((Path(__file__).parents[1] / "leaderboard" / "results" / "embedded-mtil" / "moram").glob("*seed0*.json")).read_text())
+    published = json.loads(next((Path(__file__).parents[2] / "leaderboard" / "results" / "embedded-mtil" / "moram").glob("*seed0*.json")).read_text())
     again = plan(RunConfig(**{k: v for k, v in run_settings(published).items() if k not in ("out",)}, out="unused"), registry)
     assert again.run_id == published["run_id"]
 
@@ -191,6 +191,7 @@ def test_pairs_that_cannot_run_are_refused_in_one_line(registry, tmp_path, setti
 # ------------------------------------------------------------------------------------ runs
 
 
+@pytest.mark.slow
 def test_a_two_task_run_writes_a_valid_result_with_trace_metrics(tmp_path):
     result = run(lm_config(tmp_path, method="seq-lora", iters=30))
     data = json.loads(result.path.read_text())
@@ -232,6 +233,7 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
     assert result.metrics["trace_bwt"] == 0.0 and result.metrics["zs_retention"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune"])
 def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(lm_config(tmp_path / "whole", method=method, iters=4))
