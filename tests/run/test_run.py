@@ -213,7 +213,16 @@ def test_resume_names_the_checkpoints_it_leaves_alone_and_why(tmp_path, monkeypa
     other = plan(config(tmp_path, method="seq-lora", iters=1))
     other_path = other.result_path
     checkpoint.save(other.checkpoint_path, run_id=other.run_id, identity=other.identity_json(), next_task=1, progress={}, model={}, method={})
-    other_path.write_text(json.dumps({"plan": other.record()}))
+    # What the other run's partial result says of it (schema 4: its resolved sections).
+    partial = {
+        "schema": "cl_bench.result/4",
+        "method": {"name": other.method.name, "version": other.method.version, "hyperparameters": other.hparams},
+        "scenario": {"name": other.scenario.name, "version": other.scenario.version, "params": other.scenario.params},
+        "backbone": {"name": other.backbone.name, "version": other.backbone.version, "params": other.backbone.params, "weights_param": "pretrained", "weights_sha256": other.weights.sha256},
+        "seed": other.seed,
+        "hardware": {"precision": other.precision},
+    }
+    other_path.write_text(json.dumps(partial))
     monkeypatch.setattr(ClStrategy, "train", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
     with pytest.raises(RuntimeError, match="stop here"):
         run(config(tmp_path, method="seq-lora", iters=2, resume=True))
