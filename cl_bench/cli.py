@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cl_bench import __version__
-from cl_bench.errors import UserError, one_line
+from cl_bench.errors import UserError, clip, one_line, shown
 
 EXAMPLES = """examples:
   clbench ls
@@ -109,8 +109,8 @@ def build_config(args: argparse.Namespace):
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--set expects key=value, got {item!r}")
-        config.set(key.strip(), value, source=f"--set {item}")
+            raise UserError(f"--set expects key=value, got {shown(item)}")
+        config.set(key.strip(), value, source=f"--set {clip(item, 80)}")
     config.resume = args.resume
     config.progress = not args.quiet
     return config
@@ -131,9 +131,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cl_bench.results.validation import load_valid
+    from pathlib import Path
 
-    for path in args.files:
+    from cl_bench.results.validation import load_valid, result_files
+
+    paths: list[str | Path] = []
+    for given in args.files:  # a folder stands for the result files under it, as for report and publish
+        found = result_files(Path(given)) if Path(given).is_dir() else [given]
+        if not found:
+            raise UserError(f"no result files under {given}")
+        paths.extend(found)
+    for path in paths:
         result = load_valid(path)
         tasks = len(result.data["scenario"]["task_order"])
         print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed)")
@@ -289,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(handler=cmd_publish)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="PATH", help="result files, or folders of them")
     validate.set_defaults(handler=cmd_validate)
     return parser
 
@@ -301,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"clbench: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`clbench ls | head -3`): end quietly, as other tools do
+        _silence_stdout()
+        return 141
     except OSError as exc:  # the file system said no (a full disk, a permission): not a bug of ours
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"clbench: error: {one_line(exc.strerror or str(exc))}{where}; free space or fix the permissions and rerun", file=sys.stderr)
@@ -308,6 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clbench: interrupted (the last finished experience is checkpointed: rerun with --resume)", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's final flush raises no second error."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test's capture): nothing to flush there
+        pass
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from typing import Any
 from cl_bench.contracts.params import coerce
 from cl_bench.errors import UserError, shown, unknown_name
 
-MAX_SEED = 2**32 - 1  # numpy's seed range; torch and random accept it too
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 1024  # more than any machine's cores; torch fails past its own limit with a traceback  # numpy's seed range; torch and random accept it too
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
@@ -96,8 +97,8 @@ class RunConfig:
             raise UserError(f"num_workers must be 0 or more, got {self.num_workers}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise UserError(f"unknown device {shown(self.device)}: use auto, cpu, cuda or cuda:N")
-        if self.threads is not None and self.threads < 1:  # iters and batch_size are method.<key>: checked there
-            raise UserError(f"threads must be at least 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:  # iters and batch_size are method.<key>: checked there
+            raise UserError(f"threads must be between 1 and {MAX_THREADS}, got {shown(self.threads)}")
 
 
 def default_threads(runs_at_once: int = 1) -> int:

@@ -92,8 +92,21 @@ TRAIN_RANGES: dict[str, tuple[float, bool]] = {"iters": (1, True), "batch_size":
 SCHEDULES = ("cosine", "constant")
 
 
+# Upper bounds, far above any real run, so that a typo (10**12 iterations, a batch of 10**9) is
+# refused before any work instead of exhausting memory after the model has loaded.
+TRAIN_LIMITS: dict[str, int] = {"iters": 10_000_000, "batch_size": 1_000_000, "grad_accum": 1_000_000, "warmup_iters": 10_000_000}
+# The examples one experience draws (iters x batch_size) are listed up front.
+MAX_DRAWN_EXAMPLES = 2**31
+
+
 def check_training(hparams: Mapping[str, Any]) -> None:
     """Refuse training parameters outside their range (before any work, not after a task has trained)."""
+    for key, highest in TRAIN_LIMITS.items():
+        value = hparams.get(key)
+        if value is not None and value > highest:
+            raise UserError(f"method.{key} must be at most {highest:,}, got {shown(value)}")
+    if hparams.get("iters") and hparams.get("batch_size") and hparams["iters"] * hparams["batch_size"] > MAX_DRAWN_EXAMPLES:
+        raise UserError(f"method.iters x method.batch_size must be at most 2^31 examples per experience, got {hparams['iters']} x {hparams['batch_size']}")
     if hparams.get("schedule", "cosine") not in SCHEDULES:
         raise UserError(f"method.schedule must be one of {', '.join(SCHEDULES)}, got {shown(hparams['schedule'])}")
     for key, (lowest, inclusive) in TRAIN_RANGES.items():

@@ -94,6 +94,22 @@ class RunResult:
     path: Path | None = None
 
     @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+    @property
+    def method(self) -> str:
+        return self.data["method"]["name"]
+
+    @property
+    def scenario(self) -> str:
+        return self.data["scenario"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.data["seed"]
+
+    @property
     def metrics(self) -> dict[str, float | None]:
         return self.data["metrics"]
 

@@ -236,6 +236,8 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     first_task = 0
     if config.resume and state.checkpoint_path.is_file():
         first_task = state.load_checkpoint(model, method, stream)
+        # Said also under --quiet (which silences progress bars only): a resume changes what runs.
+        print(f"clbench: resuming {state.run_id} from {state.checkpoint_path.name} at task {first_task + 1} of {stream.num_tasks}", file=sys.stderr)
         model.to(parts.strategy.device)
         for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
             plugin.acc[row], plugin.control[row] = acc, control

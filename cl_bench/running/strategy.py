@@ -133,6 +133,7 @@ class ClStrategy(SupervisedTemplate):
         self._tensor_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._listeners: dict[str, list] = {}
         self._bar = None
+        self.last_loss: torch.Tensor | None = None  # the loss of the last training step
 
     # ------------------------------------------------------------------ callbacks off the hot path
 
@@ -147,6 +148,8 @@ class ClStrategy(SupervisedTemplate):
     # plugins listening (set on the class below the body, one per event, except this one).
 
     def _after_training_iteration(self, **kw):
+        # Avalanche empties `loss` when an experience ends; keep the last step's (a tensor: no device sync).
+        self.last_loss = self.loss.detach().clone()  # a copy: the tensor itself is reset in place
         self._fire("after_training_iteration", **kw)
         if self._bar is not None:
             self._bar.update(1)

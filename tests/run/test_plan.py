@@ -115,5 +115,7 @@ def test_the_docs_example_plans_builds_and_trains(capsys):
     page = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
     block = page.split("To drive a run yourself", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     exec(compile(block, "docs/plugins.md", "exec"), {})
-    run_id, rank, sha = capsys.readouterr().out.splitlines()[0].split()
+    printed = capsys.readouterr().out.splitlines()
+    run_id, rank, sha = printed[0].split()
+    assert printed[1].startswith("last training loss ") and float(printed[1].split()[-1]) > 0  # the last step's, not Avalanche's emptied one
     assert run_id.startswith("embedded-cil_seq-lora_tiny-clip_seed0_") and int(rank) > 0 and len(sha) == 64

@@ -76,6 +76,15 @@ def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, m
     assert again.path == first.path and again.data == first.data
 
 
+def test_a_quiet_resume_says_where_it_resumes_and_the_result_names_its_run(tmp_path, monkeypatch, capsys):
+    interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path, method="zeroshot")))
+    capsys.readouterr()
+    resumed = run(config(tmp_path, method="zeroshot", resume=True))  # progress=False: --quiet
+    err = capsys.readouterr().err
+    assert f"clbench: resuming {resumed.run_id} from {resumed.run_id}.ckpt at task 2 of 3" in err
+    assert (resumed.method, resumed.scenario, resumed.seed) == ("zeroshot", "embedded-mtil", 0) and resumed.status == "complete"
+
+
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
     from cl_bench import plan

@@ -1,0 +1,40 @@
+"""The command line as a new user meets it: folders for validate, a closed pipe, the results it names."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from toys import result_document
+
+from cl_bench.cli import main
+
+
+def test_validate_takes_folders_as_report_and_publish_do(tmp_path, capsys):
+    for seed in (0, 1):
+        (tmp_path / "runs" / "nested").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / ("nested" if seed else "") / f"r{seed}.json").write_text(json.dumps(result_document([[50.0], [80.0]], [[], []], seed=seed)))
+    assert main(["validate", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(": valid (cl_bench.result/4, complete, 1 tasks" in line for line in lines)
+
+
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["ls"]) == 141  # as a process killed by SIGPIPE: a pipeline with pipefail sees it
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_ls_into_head_prints_no_error():
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m cl_bench ls | head -1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.count("\n") == 1 and "error" not in done.stderr and "Traceback" not in done.stderr
