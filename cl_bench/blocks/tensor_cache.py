@@ -34,7 +34,7 @@ CACHE_VARIABLE = "CL_BENCH_CACHE"
 OFF = "off"
 FORMAT = "cl_bench.tensor-cache/1"
 
-_warned: set[tuple[str, str]] = set()  # (kind, where): each problem is told once per process
+_warned: set[tuple[str, str]] = set()  # (kind, where): each problem is told once per process (a folder's once, read or write)
 
 
 def cache_folder() -> Path | None:
@@ -43,7 +43,7 @@ def cache_folder() -> Path | None:
     if value.lower() == OFF:
         return None
     if value:
-        return Path(value).expanduser()
+        return Path(value).expanduser().absolute()
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("cl_bench")) / "streams"
@@ -105,7 +105,7 @@ def _read(data_path: Path, manifest_path: Path, text: str, what: str) -> dict[st
     except (FileNotFoundError, NotADirectoryError):
         return None  # never built, or (partly) deleted: a plain miss
     except OSError as exc:
-        _warn_once("unreadable", str(data_path.parent), f"cannot read the cache {data_path.parent} ({exc.strerror or exc}); building {what} without it")
+        _warn_once("folder", str(data_path.parent), f"cannot read the cache {data_path.parent} ({exc.strerror or exc}); building {what} without it")
         return None
     problem = None
     try:
@@ -143,7 +143,7 @@ def _write(tensors: dict[str, torch.Tensor], data_path: Path, manifest_path: Pat
         write_json(manifest_path, manifest)
     except (OSError, UserError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        _warn_once("unwritable", str(data_path.parent), f"cannot write the cache {data_path.parent} ({reason}); running without it (set {CACHE_VARIABLE} to a writable folder, or to {OFF})")
+        _warn_once("folder", str(data_path.parent), f"cannot write the cache {data_path.parent} ({reason}); running without it (set {CACHE_VARIABLE} to a writable folder, or to {OFF})")
 
 
 def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
