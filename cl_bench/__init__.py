@@ -47,6 +47,7 @@ _DEFERRED = {
     "check_lora_rank": "blocks.lora",
     "file_sha256": "provenance",
     "get_scorer": "blocks.text_scores",
+    "cached_tensors": "blocks.tensor_cache",
 }
 
 __all__ = [

@@ -9,14 +9,19 @@ Every domain has fixed, disjoint splits: `pretrain` (what tiny-clip was pre-trai
 and `test`. Per-class sizes are small so that the default run finishes in about two minutes on two
 CPU cores: train subsets hold 80-200 images per class, enough for a fine-tuned tiny-clip to
 reach 85-95% while zero-shot stays well below.
+
+Rendering and splitting the domains takes seconds; each domain is built once and kept in the
+stream cache (`cl_bench.cached_tensors`), keyed by everything that decides its images and labels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,13 @@ from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 from . import packaged_data as data
 
 VERSION = "1"
+# Bump when a change to how the domains are built (sizes, seeds, rendering: here, in packaged_data
+# or in what they call) changes their images or labels, so that cached domains are rebuilt. The
+# cache key also holds the sha256 of this file and of packaged_data.py: an edit there rebuilds
+# even without the bump.
+DATA_VERSION = "1"
+# The libraries that read, render or convert the domains' images (their versions enter the cache key).
+DATA_LIBRARIES = ("numpy", "pillow", "matplotlib", "scikit-learn", "torch")
 TEMPLATES = ("a photo of a {}.",)
 # Per-class split sizes; the generators' seeds fix which samples land where.
 FASHION_SIZES = {"pretrain": 20, "train": 300}
@@ -54,32 +66,120 @@ class PackagedDomain:
         return next(iter(self.splits.values())).class_names
 
 
+# ------------------------------------------------------------------------------------ the domains
+# Each domain states its splits' provenance and source files up front (cheap: no image is read or
+# rendered), then builds its images through the cache. A built domain must record exactly the
+# stated provenance, so a cached one records what a built one would.
+
+
 @cache
 def fashion() -> PackagedDomain:
-    train_pool = data.load_fashion_mnist("train")
-    test_pool = data.load_fashion_mnist("test")
-    picks = data.per_class_splits(train_pool.labels, FASHION_SIZES, seed=1)
-    test_pick = data.per_class_splits(test_pool.labels, {"test": FASHION_TEST_PER_CLASS}, seed=2)["test"]
-    return PackagedDomain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
+    def build() -> PackagedDomain:
+        train_pool = data.load_fashion_mnist("train")
+        test_pool = data.load_fashion_mnist("test")
+        picks = data.per_class_splits(train_pool.labels, FASHION_SIZES, seed=1)
+        test_pick = data.per_class_splits(test_pool.labels, {"test": FASHION_TEST_PER_CLASS}, seed=2)["test"]
+        return PackagedDomain("fashion", {**{k: train_pool.subset(v) for k, v in picks.items()}, "test": test_pool.subset(test_pick)})
+
+    train, test = data.fashion_provenance("train"), data.fashion_provenance("test")
+    sources = {**train["files"], **test["files"]}
+    return _cached_domain("fashion", data.FASHION_CLASSES, {"pretrain": train, "train": train, "test": test}, sources, build)
 
 
 @cache
 def digits() -> PackagedDomain:
-    pool = data.load_sklearn_digits()
-    splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
-    splits["pretrain"] = data.render_digits(PRINTED_DIGITS_PRETRAIN, seed=300).concat(splits["pretrain"])
-    return PackagedDomain("digits", splits)
+    def build() -> PackagedDomain:
+        pool = data.load_sklearn_digits()
+        splits = {k: pool.subset(v) for k, v in data.per_class_splits(pool.labels, DIGIT_SIZES, seed=3).items()}
+        splits["pretrain"] = data.render_digits(PRINTED_DIGITS_PRETRAIN, seed=300).concat(splits["pretrain"])
+        return PackagedDomain("digits", splits)
+
+    handwritten = data.sklearn_digits_provenance()
+    provenance = {"pretrain": {"parts": [data.glyph_provenance(), handwritten]}, "train": handwritten, "test": handwritten}
+    return _cached_domain("digits", data.DIGIT_CLASSES, provenance, data.font_sha256(), build)
 
 
 @cache
 def letters() -> PackagedDomain:
     fonts = {"pretrain": LETTER_PRETRAIN_FONTS}
-    return PackagedDomain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
+
+    def build() -> PackagedDomain:
+        return PackagedDomain("letters", {k: data.render_letters(n, seed=100 + i, fonts=fonts.get(k)) for i, (k, n) in enumerate(LETTER_SIZES.items())})
+
+    provenance = {k: data.glyph_provenance(fonts.get(k)) for k in LETTER_SIZES}
+    return _cached_domain("letters", data.LETTER_CLASSES, provenance, data.font_sha256(), build)
 
 
 @cache
 def symbols() -> PackagedDomain:
-    return PackagedDomain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
+    def build() -> PackagedDomain:
+        return PackagedDomain("symbols", {k: data.render_symbols(n, seed=200 + i) for i, (k, n) in enumerate(SYMBOL_SIZES.items())})
+
+    return _cached_domain("symbols", tuple(data.SYMBOLS.values()), {k: data.glyph_provenance() for k in SYMBOL_SIZES}, data.font_sha256(), build)
+
+
+def _cached_domain(name: str, class_names: tuple[str, ...], provenance: dict[str, dict], sources: dict[str, str], build: Callable[[], PackagedDomain]) -> PackagedDomain:
+    """The domain `build()` makes, its images and labels read from the stream cache when there.
+
+    `provenance` is what each split (in split order) records as its source, `sources` the sha256 of
+    the files the images are made from; both enter the cache key, with the code and library
+    versions that make the images.
+    """
+    from cl_bench import cached_tensors
+
+    key = {
+        "data": "cl_bench embedded domain",
+        "domain": name,
+        "stream_version": VERSION,
+        "data_version": DATA_VERSION,
+        "code": _code_sha256(),
+        "splits": list(provenance),
+        "provenance": provenance,
+        "sources": sources,
+        "libraries": _library_versions(),
+    }
+
+    def tensors() -> dict[str, Any]:
+        import torch
+
+        domain = build()
+        made = [(split, images.provenance) for split, images in domain.splits.items()]
+        if made != list(provenance.items()) or domain.class_names != class_names:
+            raise RuntimeError(f"embedded domain {name}: the built splits record {made} and classes {domain.class_names}, not what its cache key states; update the stated provenance")
+        return {f"{split}.{part}": torch.tensor(getattr(images, part)) for split, images in domain.splits.items() for part in ("images", "labels")}
+
+    stored = cached_tensors(key, tensors, f"embedded domain {name}")
+    splits = {split: data.Images(stored[f"{split}.images"].numpy(), stored[f"{split}.labels"].numpy(), class_names, source) for split, source in provenance.items()}
+    return PackagedDomain(name, splits)
+
+
+@cache
+def _code_sha256() -> dict[str, str | None]:
+    """The sha256 of the files whose code builds the domains."""
+
+    def sha(path: str) -> str | None:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    return {Path(path).name: sha(path) for path in (__file__, data.__file__)}
+
+
+@cache
+def _library_versions() -> dict[str, Any]:
+    """The versions of the libraries that make the images, FreeType's (Pillow draws the glyphs with it) and the machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from PIL import features
+
+    def of(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {**{dist: of(dist) for dist in DATA_LIBRARIES}, "freetype2": features.version("freetype2"), "machine": platform.machine()}
 
 
 def _tensors(images: data.Images, offset: int):
@@ -159,7 +259,10 @@ def build_mtil(params: dict[str, Any], context: ScenarioContext | None = None):
 @cache
 def printed_digits() -> PackagedDomain:
     # Fonts and jitter drawn afresh (seeds 400+): tiny-clip pre-trained on other renderings.
-    return PackagedDomain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
+    def build() -> PackagedDomain:
+        return PackagedDomain("printed", {k: data.render_digits(n, seed=400 + i) for i, (k, n) in enumerate(PRINTED_DIGIT_SIZES.items())})
+
+    return _cached_domain("printed", data.DIGIT_CLASSES, {k: data.glyph_provenance() for k in PRINTED_DIGIT_SIZES}, data.font_sha256(), build)
 
 
 @cache

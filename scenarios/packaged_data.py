@@ -16,11 +16,13 @@ import gzip
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cl_bench import UserError
+from cl_bench import UserError, file_sha256
 
 IMAGE_SIZE = 28
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -136,25 +138,35 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return array.reshape(*(int(n) for n in header[1:])) if magic == 2051 else array.astype(np.int64)
 
 
-def load_fashion_mnist(split: str) -> Images:
+def fashion_mnist_files(split: str) -> tuple[Path, Path]:
+    """The images and labels files of a split ("train" or "test"); a UserError when any file is missing."""
     problem = fashion_mnist_missing()
     if problem:
         raise UserError(problem)
-    root = fashion_mnist_dir()
-    image_file, label_file = (root / name for name in FASHION_FILES[split])
+    image_name, label_name = FASHION_FILES[split]
+    return fashion_mnist_dir() / image_name, fashion_mnist_dir() / label_name
+
+
+def fashion_provenance(split: str) -> dict[str, Any]:
+    """What a split of Fashion-MNIST records as its source: the files' sha256 (read, not loaded)."""
+    return {"source": "Fashion-MNIST (Debian dataset-fashion-mnist)", "files": {path.name: file_sha256(path) for path in fashion_mnist_files(split)}}
+
+
+def load_fashion_mnist(split: str) -> Images:
+    image_file, label_file = fashion_mnist_files(split)
     try:
         images = _read_idx(image_file, 2051)
         labels = _read_idx(label_file, 2049)
     except (OSError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read Fashion-MNIST from {root}: {exc}; reinstall dataset-fashion-mnist") from exc
-    provenance = {
-        "source": "Fashion-MNIST (Debian dataset-fashion-mnist)",
-        "files": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (image_file, label_file)},
-    }
-    return Images(np.ascontiguousarray(images), labels, FASHION_CLASSES, provenance)
+        raise UserError(f"cannot read Fashion-MNIST from {fashion_mnist_dir()}: {exc}; reinstall dataset-fashion-mnist") from exc
+    return Images(np.ascontiguousarray(images), labels, FASHION_CLASSES, fashion_provenance(split))
 
 
 # ------------------------------------------------------------------------------------ scikit-learn digits
+
+
+def sklearn_digits_provenance() -> dict[str, Any]:
+    return {"source": "scikit-learn load_digits"}
 
 
 def load_sklearn_digits() -> Images:
@@ -167,7 +179,7 @@ def load_sklearn_digits() -> Images:
     for i, small in enumerate(bunch.images):
         tile = Image.fromarray(np.round(small * (255.0 / 16.0)).astype(np.uint8)).resize((20, 20), Image.BILINEAR)  # type: ignore[attr-defined]  # set at runtime (Pillow >= 9 also names it Image.Resampling.BILINEAR); the floor pillow>=9.0 predates Resampling
         out[i, 4:24, 4:24] = np.asarray(tile)
-    return Images(out, bunch.target.astype(np.int64), DIGIT_CLASSES, {"source": "scikit-learn load_digits"})
+    return Images(out, bunch.target.astype(np.int64), DIGIT_CLASSES, sklearn_digits_provenance())
 
 
 # ------------------------------------------------------------------------------------ rendered glyphs
@@ -182,6 +194,17 @@ def _font_paths() -> list[Path]:
     if missing:
         raise UserError(f"matplotlib's fonts are missing ({missing[0]}); reinstall matplotlib")
     return paths
+
+
+@cache
+def font_sha256() -> dict[str, str]:
+    """The sha256 of every font the glyphs are rendered from, by file name."""
+    return {path.name: file_sha256(path) for path in _font_paths()}
+
+
+def glyph_provenance(fonts: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """What rendered glyphs record as their source: the fonts drawn from (indices into GLYPH_FONTS, None for all)."""
+    return {"source": "glyphs rendered from matplotlib's bundled fonts", "fonts": [GLYPH_FONTS[i] for i in (fonts if fonts is not None else range(len(GLYPH_FONTS)))]}
 
 
 def render_glyphs(chars: str, class_names: tuple[str, ...], per_class: int, seed: int, fonts: tuple[int, ...] | None = None) -> Images:
@@ -208,8 +231,7 @@ def render_glyphs(chars: str, class_names: tuple[str, ...], per_class: int, seed
         tile = tile.resize((size, size), Image.BILINEAR)  # type: ignore[attr-defined]  # as above
         left = (size - IMAGE_SIZE) // 2
         images[n] = np.asarray(tile.crop((left, left, left + IMAGE_SIZE, left + IMAGE_SIZE)))
-    provenance = {"source": "glyphs rendered from matplotlib's bundled fonts", "fonts": [p.name for p in chosen]}
-    return Images(images, labels, class_names, provenance)
+    return Images(images, labels, class_names, glyph_provenance(fonts))
 
 
 def render_letters(per_class: int, seed: int, fonts: tuple[int, ...] | None = None) -> Images:
