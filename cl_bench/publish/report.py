@@ -153,6 +153,10 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
     import pandas as pd
 
     complete = [d for d in results if d["status"] == "complete"]
+    if not complete:
+        from cl_bench.errors import UserError
+
+        raise UserError(f"no complete result among {len(results)} file(s): a partial run has no metrics yet; finish it with `clbench run ... --resume`")
     labels = variant_labels(complete)
     records: list[dict[str, Any]] = []
     columns: dict[Any, Any] = {}

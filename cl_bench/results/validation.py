@@ -103,6 +103,7 @@ def validate(data: Any, source: str = "result") -> None:
     if not isinstance(tasks, list) or not tasks or not isinstance(controls, list):
         raise bad("scenario.task_order must be a non-empty list and scenario.control_sets a list")
     t = len(tasks)
+    _check_read_fields(data, bad)
     sizes = data["scenario"].get("test_sizes")
     if not isinstance(sizes, list) or len(sizes) != t or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n < 2**53 for n in sizes):
         raise bad(f"scenario.test_sizes must hold {t} positive integers (the test examples of each task), found {shown(sizes)}")
@@ -168,6 +169,29 @@ RESOLVED_FIELDS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("hardware", "precision", (str,)),
     ("execution", "out", (str,)),
 )
+
+
+def _check_read_fields(data: dict[str, Any], bad) -> None:
+    """The fields report and publish read beyond the matrices, each with its type and shape, so a
+    reader never meets a value it cannot use (a traceback instead of a one-line refusal)."""
+    scenario = data["scenario"]
+    if not all(isinstance(name, str) for name in scenario["task_order"]):
+        raise bad("scenario.task_order must hold task names (strings)")
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in scenario.get("control_sets", [])):
+        raise bad("scenario.control_sets must hold objects with a 'name' string")
+    if not isinstance(scenario.get("params", {}), dict):
+        raise bad("'scenario.params' must be an object")
+    if data["schema"] != SCHEMA_2 and not isinstance(data["method"].get("hyperparameters"), dict):
+        raise bad("'method.hyperparameters' must be an object")
+    trainable = data["params"].get("trainable", [])
+    if not isinstance(trainable, list) or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53 for n in trainable):
+        raise bad("params.trainable must be a list of parameter counts (non-negative integers)")
+    experiences = data["timings"].get("experiences", [])
+    if not isinstance(experiences, list) or not all(isinstance(e, dict) and is_number(e.get("train", 0.0)) and is_number(e.get("eval", 0.0)) for e in experiences):
+        raise bad("timings.experiences must be a list of objects with numeric 'train' and 'eval' seconds")
+    total = data["timings"].get("total", 0.0)
+    if not is_number(total):
+        raise bad("timings.total must be a number of seconds")
 
 
 def _check_resolved(data: dict[str, Any], bad) -> None:

@@ -94,6 +94,19 @@ def load(path: Path, *, identity: str, num_tasks: int, num_controls: int) -> Che
     return Checkpoint(next_task, progress, state["model"], state["method"])
 
 
+def recorded_identity(path: Path) -> dict[str, Any] | None:
+    """The run identity a checkpoint records (None when it cannot be read): what `--resume` names
+    when it leaves another run's checkpoint alone and no partial result sits beside it."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        identity = json.loads(state["identity"]) if isinstance(state, dict) and isinstance(state.get("identity"), str) else None
+    except Exception:  # truncated, foreign, refused by weights_only: unknown, never a traceback
+        return None
+    return identity if isinstance(identity, dict) else None
+
+
 def progress_problem(progress: Any, next_task: Any, num_tasks: int, num_controls: int) -> str | None:
     """What is wrong with a checkpoint's progress record, or None when it can be resumed."""
     if isinstance(next_task, bool) or not isinstance(next_task, int) or not 1 <= next_task < num_tasks:

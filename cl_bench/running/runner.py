@@ -130,11 +130,16 @@ class _Run:
             if other == self.checkpoint_path:
                 continue
             try:
-                theirs = flatten(identity_of_result(load(other.with_suffix(".json"))) or {})
+                identity = identity_of_result(load(other.with_suffix(".json")))
+            except (UserError, KeyError, TypeError, AttributeError):
+                identity = None
+            identity = identity or checkpoint.recorded_identity(other)  # no partial result: the checkpoint's own record
+            if identity is None:
+                why = "its configuration is unknown: neither it nor a partial result beside it can be read"
+            else:
+                theirs = flatten(identity)
                 differ = [f"{key} {clip(repr(theirs.get(key)), 40)} there, {clip(repr(value), 40)} here" for key, value in mine.items() if theirs.get(key) != value]
                 why = "another configuration: " + "; ".join(differ[:4]) if differ else "another cl_bench version"
-            except (UserError, KeyError, TypeError, AttributeError):
-                why = "its configuration is unknown: no readable partial result beside it"
             notes.append(f"{other.name} ({why})")
         return notes
 
@@ -213,6 +218,8 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     """The run itself, under its lock: nothing else writes this configuration's files meanwhile."""
     config = state.config
     for path in (state.result_path, state.checkpoint_path):
+        if path.is_dir():  # found now, not when the first task has trained and its checkpoint cannot be written
+            raise UserError(f"{path} is a folder where this run writes its {'checkpoint' if path.suffix == '.ckpt' else 'result'}; move it away or choose another --out")
         remove_stale_temporaries(path)  # what a kill during an atomic write of this run left
     if config.resume and not state.checkpoint_path.is_file():
         if state.result_path.is_file():  # nothing left to do if this configuration already finished

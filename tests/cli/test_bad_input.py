@@ -211,6 +211,9 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
+    ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", lambda d: d.update(status="partial", acc_matrix=d["acc_matrix"][:2], control_matrix=d["control_matrix"][:2], metrics={}))),
+    ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
+    ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
     ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}))),

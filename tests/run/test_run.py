@@ -85,6 +85,26 @@ def test_a_quiet_resume_says_where_it_resumes_and_the_result_names_its_run(tmp_p
     assert (resumed.method, resumed.scenario, resumed.seed) == ("zeroshot", "embedded-mtil", 0) and resumed.status == "complete"
 
 
+def test_a_folder_at_the_checkpoint_path_is_refused_before_any_training(tmp_path, monkeypatch):
+    from cl_bench import plan
+
+    cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
+    plan(cfg).checkpoint_path.mkdir(parents=True)
+    monkeypatch.setattr(ClStrategy, "train", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError("trained before refusing")))
+    with pytest.raises(UserError, match="is a folder where this run writes its checkpoint"):
+        run(cfg)
+
+
+def test_resume_names_another_seeds_checkpoint_from_its_own_record(tmp_path, monkeypatch, capsys):
+    interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path, method="zeroshot", seed=1)))
+    for partial in tmp_path.glob("*seed1*.json"):
+        partial.unlink()  # no partial result beside the checkpoint: only the checkpoint says whose it is
+    capsys.readouterr()
+    run(config(tmp_path, method="zeroshot", seed=0, resume=True))
+    err = capsys.readouterr().err
+    assert "--resume left alone embedded-mtil_zeroshot_tiny-clip_seed1_" in err and "(another configuration: seed 1 there, 0 here)" in err
+
+
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     cfg = config(tmp_path, method="seq-lora", iters=2, resume=True)
     from cl_bench import plan

@@ -42,6 +42,13 @@ def test_a_consistent_document_is_valid():
         (lambda d: d["backbone"].__setitem__("weights_sha256", 5), "'backbone.weights_sha256' must be a string or null"),
         (lambda d: d["execution"].pop("out"), "'execution.out' must be a string"),
         (lambda d: d.pop("execution"), "'execution' is missing"),
+        (lambda d: d["timings"].__setitem__("experiences", [{"train": "slow"}]), "timings.experiences must be a list of objects"),
+        (lambda d: d["timings"].__setitem__("experiences", {"task": 1}), "timings.experiences must be a list of objects"),
+        (lambda d: d["params"].__setitem__("trainable", [-1]), "params.trainable must be a list of parameter counts"),
+        (lambda d: d["params"].__setitem__("trainable", "all"), "params.trainable must be a list of parameter counts"),
+        (lambda d: d["scenario"].__setitem__("control_sets", ["c"]), "scenario.control_sets must hold objects"),
+        (lambda d: d["scenario"].__setitem__("task_order", [1, 2]), "scenario.task_order must hold task names"),
+        (lambda d: d["timings"].__setitem__("total", "1 s"), "timings.total must be a number"),
         (lambda d: d.__setitem__("status", "partial"), "a partial result carries no metrics"),
     ],
 )
