@@ -73,6 +73,7 @@ def admit(incoming: Sequence[tuple[Path, dict[str, Any]]], folder: Path) -> list
     published_results = published(folder)
     streams = {d["scenario"]["name"]: (d["scenario"].get("version"), d["scenario"]["protocol"], p) for p, d in published_results}
     seen = {run_key(d): p for p, d in published_results}
+    taken = {p.relative_to(folder): p for p, _ in published_results}
     accepted = []
     for file, data in incoming:
         scenario = data["scenario"]
@@ -88,6 +89,14 @@ def admit(incoming: Sequence[tuple[Path, dict[str, Any]]], folder: Path) -> list
         if key in seen:
             raise UserError(f"{file}: the same run ({data['method']['name']} on {scenario['name']}, seed {data['seed']}, same settings) is already in {seen[key]}")
         seen[key] = file
+        # A published result is replaced only knowingly: a file claiming a published run id (a
+        # schema-2 one, whose id is not re-derived from its content) never overwrites it.
+        location = result_location(data)
+        if location in taken:
+            raise UserError(
+                f"{file}: {location} is already published (run id {clip(data['run_id'])}); to replace it, delete {taken[location]} and publish again"
+            )
+        taken[location] = file
         accepted.append((file, data))
     return accepted
 

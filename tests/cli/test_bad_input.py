@@ -27,6 +27,10 @@ ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]
 
 
+def _published_run_id() -> str:
+    return result_document(copy.deepcopy(ACC), copy.deepcopy(CONTROL), method="alpha")["run_id"]  # what leaderboard_with publishes
+
+
 def result_file(folder: Path, name: str, edit: Callable[[dict], None] | None = None, **kwargs) -> Path:
     document = result_document(copy.deepcopy(ACC), copy.deepcopy(CONTROL), **kwargs)
     if edit:
@@ -213,6 +217,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
     ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", lambda d: d.update(status="partial", acc_matrix=d["acc_matrix"][:2], control_matrix=d["control_matrix"][:2], metrics={}))),
     ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
+    ("publish-claims-published-run-id", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already published (run id", leaderboard_with(result("r", lambda d: (older(d), d.update(run_id=_published_run_id())), method="alpha", hyperparameters={"rank": 99}))),
     ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
