@@ -302,8 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is: it unwinds as Ctrl-C does (locks released, temporary
+    files removed, the last checkpoint kept)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _handle(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
@@ -316,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"clbench: error: {one_line(exc.strerror or str(exc))}{where}; free space or fix the permissions and rerun", file=sys.stderr)
         return 2
+    except Terminated:
+        print("clbench: terminated (SIGTERM; the last finished experience is checkpointed: rerun with --resume)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("clbench: interrupted (the last finished experience is checkpointed: rerun with --resume)", file=sys.stderr)
         return 130

@@ -20,9 +20,16 @@ class UserError(Exception):
     """Bad input, reported to the user as one line (exit code 2)."""
 
 
+# Characters that change how a terminal or a page shows the text around them: the C0 and C1
+# controls (line breaks, escape sequences: ESC and the one-byte CSI, U+009B) and the
+# bidirectional controls that reorder text (right-to-left overrides, isolates, marks).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def one_line(text: str) -> str:
-    """`text` with line breaks and other control characters turned into spaces."""
-    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    """`text` on one line and inert: line breaks, other control characters and bidirectional
+    controls turned into spaces."""
+    return "".join(" " if ord(c) < 32 or 127 <= ord(c) <= 159 or c in _BIDI_CONTROLS else c for c in text)
 
 
 def clip(text: str, limit: int = SHOWN_CHARS) -> str:

@@ -298,17 +298,23 @@ def _pyplot():
     return plt
 
 
+MAX_FIGURE_INCHES = 30.0
+MAX_WRITTEN_COLUMNS = 24
+
+
 def plot_matrix(result: Mapping[str, Any], path: Path) -> Path:
     """A heat map of one run's accuracy matrix, control sets included, with every value written in."""
     import numpy as np
 
     plt = _pyplot()
     frame = matrix_frame(result, "plot")
-    figure, axes = plt.subplots(figsize=(1.2 + 1.1 * frame.shape[1], 0.9 + 0.5 * frame.shape[0]))
+    # The figure grows with the matrix up to a cap (a 100-task file stays a few megapixels), and the
+    # values are written into the cells only while they stay legible.
+    figure, axes = plt.subplots(figsize=(min(1.2 + 1.1 * frame.shape[1], MAX_FIGURE_INCHES), min(0.9 + 0.5 * frame.shape[0], MAX_FIGURE_INCHES)))
     image = axes.imshow(frame.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
     axes.set_xticks(range(frame.shape[1]), frame.columns, rotation=30, ha="right")
     axes.set_yticks(range(frame.shape[0]), frame.index)
-    for (i, j), value in np.ndenumerate(frame.to_numpy()):
+    for (i, j), value in np.ndenumerate(frame.to_numpy() if frame.shape[1] <= MAX_WRITTEN_COLUMNS else np.empty((0, 0))):
         axes.text(j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
     seed = result["seed"] if isinstance(result["seed"], str) else f"seed {result['seed']}"
     axes.set_title(escape.plot_text(f"{result['method']['name']} on {result['scenario']['name']}, {seed}"), fontsize=10)

@@ -20,6 +20,10 @@ from cl_bench.results.identity import identity_of_result, run_id_of
 from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, REQUIRED_BY_SCHEMA, SCHEMA, SCHEMA_2, SCHEMA_3, STATUSES, RunResult
 
 TOLERANCE = 1e-6
+# What one file may ask of the readers: every benchmark cl_bench knows has at most 100 tasks
+# (Split CIFAR-100 at one class a task); a larger matrix would only cost report and publish memory.
+MAX_TASKS = 100
+MAX_CONTROLS = 20
 MAX_RESULT_BYTES = 64 << 20
 _KINDS: dict[Any, str] = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
@@ -103,6 +107,8 @@ def validate(data: Any, source: str = "result") -> None:
     if not isinstance(tasks, list) or not tasks or not isinstance(controls, list):
         raise bad("scenario.task_order must be a non-empty list and scenario.control_sets a list")
     t = len(tasks)
+    if t > MAX_TASKS or len(controls) > MAX_CONTROLS:
+        raise bad(f"a result holds at most {MAX_TASKS} tasks and {MAX_CONTROLS} control sets, found {t} and {len(controls)}")
     _check_read_fields(data, bad)
     sizes = data["scenario"].get("test_sizes")
     if not isinstance(sizes, list) or len(sizes) != t or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n < 2**53 for n in sizes):

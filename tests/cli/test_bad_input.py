@@ -27,6 +27,20 @@ ACC = [[50.0, 40.0], [90.0, 45.0], [80.0, 85.0]]
 CONTROL = [[90.0], [88.0], [81.0]]
 
 
+def _with_tasks(document: dict, tasks: int) -> dict:
+    """`document` grown to `tasks` tasks, consistent everywhere (matrices, sizes, metrics)."""
+    from cl_bench.results import metrics
+
+    acc = [[50.0] * tasks for _ in range(tasks + 1)]
+    control = [[] for _ in range(tasks + 1)]
+    names = [f"task {i}" for i in range(tasks)]
+    document["scenario"].update(task_order=names, test_sizes=[10] * tasks, control_sets=[])
+    document.update(acc_matrix=acc, control_matrix=control, metrics=metrics.compute(acc, None, protocol=document["scenario"]["protocol"], test_sizes=[10] * tasks))
+    document["timings"]["experiences"] = [{"task": n, "train": 0.0, "eval": 0.0} for n in names]
+    document["params"]["trainable"] = [0] * tasks
+    return document
+
+
 def _published_run_id() -> str:
     return result_document(copy.deepcopy(ACC), copy.deepcopy(CONTROL), method="alpha")["run_id"]  # what leaderboard_with publishes
 
@@ -218,6 +232,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", lambda d: d.update(status="partial", acc_matrix=d["acc_matrix"][:2], control_matrix=d["control_matrix"][:2], metrics={}))),
     ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
     ("publish-claims-published-run-id", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already published (run id", leaderboard_with(result("r", lambda d: (older(d), d.update(run_id=_published_run_id())), method="alpha", hyperparameters={"rank": 99}))),
+    ("report-too-many-tasks", ["report", "{in}/r.json", "--plot", "{in}/plots"], "a result holds at most 100 tasks", result("r", lambda d: rehash(_with_tasks(d, 300)))),
     ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],

@@ -38,3 +38,22 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
 def test_ls_into_head_prints_no_error():
     done = subprocess.run(["bash", "-c", f"{sys.executable} -m cl_bench ls | head -1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.count("\n") == 1 and "error" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "400", "--out", str(out), "--quiet"]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.ckpt")) and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.2)  # the first task has finished: the run is training the second
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143 and "clbench: terminated (SIGTERM" in err and "Traceback" not in err
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert left == [] and list(out.glob("*.ckpt"))  # no lock or temporary file; the checkpoint stays
