@@ -201,6 +201,49 @@ class TextScorer(CellScorer):
         return float(self.score(predictions, references, sources))
 
 
+# config.json fields that size the model, with the largest value any real model has (a typo or a
+# forged value would otherwise allocate until the process dies).
+CONFIG_LIMITS = {
+    "vocab_size": 1 << 22,
+    "hidden_size": 1 << 16,
+    "intermediate_size": 1 << 18,
+    "num_hidden_layers": 1 << 10,
+    "num_attention_heads": 1 << 10,
+    "num_key_value_heads": 1 << 10,
+    "max_position_embeddings": 1 << 24,
+}
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_model_config(folder: str) -> None:
+    """Refuse, in one line, a config.json that would run the folder's code, load a quantized model
+    or size a model beyond any real one; everything else is left to transformers."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "config.json"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path} is over 1 MiB; a model's config.json is a few KB")
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"{path} cannot be read as JSON ({_cut(str(exc) or type(exc).__name__)})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    if "auto_map" in config:
+        raise UserError(f"{path} names its own model code (auto_map); cl_bench never runs code from a model folder: use a folder of a model transformers itself implements")
+    if "quantization_config" in config:
+        raise UserError(f"{path} describes a quantized model (quantization_config); cl_bench loads float32, bfloat16 or float16 weights only")
+    for key, highest in CONFIG_LIMITS.items():
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest):
+            raise UserError(f"{path}: {key} must be an integer from 1 to {highest:,}, got {_cut(repr(value), 80)}")
+
+
 def load_folder(folder: str, *, name: str, weights_sha256: str | None, params: Mapping[str, Any]) -> CausalLM:
     """A Hugging Face model folder (config, weights, tokenizer) as a `CausalLM`, from local files only."""
     import os
@@ -214,11 +257,19 @@ def load_folder(folder: str, *, name: str, weights_sha256: str | None, params: M
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(params.get("dtype", "float32"))
     if dtype is None:
         raise UserError(f"backbone.dtype must be float32, bfloat16 or float16, not {params.get('dtype')!r}")
+    check_model_config(folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot load a language model from {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        # A folder is untrusted: never its code (trust_remote_code=False, and auto_map refused above).
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        loaded: Any = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, trust_remote_code=False, output_loading_info=True)
+        lm, info = loaded  # with output_loading_info, (model, what did not load)
+    except Exception as exc:  # a malformed folder fails deep in transformers, tokenizers or safetensors
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load a language model from {folder}: {_cut(first)}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing or info.get("mismatched_keys"):
+        what = f"{len(missing)} tensor(s) missing (first {missing[0]})" if missing else "tensors of the wrong shape"
+        raise UserError(f"{folder}: the weights do not fill the model ({what}); a model left partly random would train and score without a word")
     lm.generation_config.do_sample = False  # greedy decoding; a folder's sampling settings would only warn
     for key in ("temperature", "top_p", "top_k"):
         setattr(lm.generation_config, key, None)

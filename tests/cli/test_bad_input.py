@@ -41,6 +41,33 @@ def _with_tasks(document: dict, tasks: int) -> dict:
     return document
 
 
+def model_folder(edit_config: Callable[[dict], object] | None = None, drop_tensor: bool = False, config_text: str | None = None) -> Callable[[Path], None]:
+    """`{in}/lm`: a copy of tiny-lm's folder (a real Hugging Face model folder), edited."""
+
+    def prepare(folder: Path) -> None:
+        import shutil
+
+        import cl_bench.backbones.tiny_lm as tiny_lm
+
+        target = folder / "lm"
+        shutil.copytree(Path(tiny_lm.__file__).parent, target, ignore=shutil.ignore_patterns("*.py", "__pycache__", "record.json"))
+        config_path = target / "config.json"
+        if edit_config:
+            config = json.loads(config_path.read_text())
+            edit_config(config)
+            config_path.write_text(json.dumps(config))
+        if config_text is not None:
+            config_path.write_text(config_text)
+        if drop_tensor:
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(target / "model.safetensors")
+            tensors.pop(sorted(k for k in tensors if "layers.0.mlp" in k)[0])
+            save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
+
+    return prepare
+
+
 def _published_run_id() -> str:
     return result_document(copy.deepcopy(ACC), copy.deepcopy(CONTROL), method="alpha")["run_id"]  # what leaderboard_with publishes
 
@@ -233,6 +260,13 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
     ("publish-claims-published-run-id", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already published (run id", leaderboard_with(result("r", lambda d: (older(d), d.update(run_id=_published_run_id())), method="alpha", hyperparameters={"rank": 99}))),
     ("report-too-many-tasks", ["report", "{in}/r.json", "--plot", "{in}/plots"], "a result holds at most 100 tasks", result("r", lambda d: rehash(_with_tasks(d, 300)))),
+    ("lm-folder-auto-map", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "names its own model code (auto_map); cl_bench never runs code", model_folder(lambda c: c.update(auto_map={"AutoModelForCausalLM": "modeling_evil.Evil"}))),
+    ("lm-folder-quantized", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "describes a quantized model (quantization_config)", model_folder(lambda c: c.update(quantization_config={"quant_method": "bitsandbytes"}))),
+    ("lm-folder-vocab-huge", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "vocab_size must be an integer from 1 to 4,194,304, got 1000000000", model_folder(lambda c: c.update(vocab_size=10**9))),
+    ("lm-folder-layers-negative", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "num_hidden_layers must be an integer from 1 to 1,024, got -1", model_folder(lambda c: c.update(num_hidden_layers=-1))),
+    ("lm-folder-hidden-text", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "hidden_size must be an integer from 1 to 65,536, got 'abc'", model_folder(lambda c: c.update(hidden_size="abc"))),
+    ("lm-folder-config-list", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "must hold a JSON object, not list", model_folder(config_text="[1, 2]")),
+    ("lm-folder-missing-tensor", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "the weights do not fill the model (1 tensor(s) missing", model_folder(drop_tensor=True)),
     ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
