@@ -19,8 +19,11 @@ def tiny_lm_weights(params: Mapping[str, Any]) -> str:
     """The shipped tiny-lm's weights file, or those of `pretrained` (a folder of the same kind)."""
     from .tiny_lm import SHIPPED_DIR
 
-    folder = params.get("pretrained") or str(SHIPPED_DIR)
-    return weights_file_of(folder, "tiny-lm")
+    given = params.get("pretrained")
+    weights = weights_file_of(given or str(SHIPPED_DIR), "tiny-lm")
+    # The shipped folder is identified by its weights (record.json checks every file at load); a
+    # folder of the user's by all its files: its config and tokenizer decide the numbers too.
+    return given if given else weights
 
 
 def load_tiny_lm(params: dict[str, Any], weights: Weights) -> CausalLM:
@@ -28,21 +31,24 @@ def load_tiny_lm(params: dict[str, Any], weights: Weights) -> CausalLM:
     from .causal_lm import load_folder
     from .tiny_lm import SHIPPED_DIR, check_files
 
-    folder = Path(weights.path).parent
+    folder = Path(weights.path) if Path(weights.path).is_dir() else Path(weights.path).parent
     if folder.resolve() == SHIPPED_DIR.resolve():
         check_files(folder)
     return load_folder(str(folder), name="tiny-lm", weights_sha256=weights.sha256, params=params)
 
 
 def hf_weights(params: Mapping[str, Any]) -> str:
-    return weights_file_of(params.get("pretrained") or "", "backbone hf-causal-lm")
+    """The model folder itself: the run id hashes every file in it (config, tokenizer, weights)."""
+    folder = params.get("pretrained") or ""
+    weights_file_of(folder, "backbone hf-causal-lm")  # refuses a folder without weights
+    return folder
 
 
 def load_hf(params: dict[str, Any], weights: Weights) -> CausalLM:
     """Any Llama-style causal LM saved with save_pretrained: config, safetensors weights, tokenizer."""
     from .causal_lm import load_folder
 
-    folder = Path(weights.path).parent
+    folder = Path(weights.path) if Path(weights.path).is_dir() else Path(weights.path).parent
     if not (folder / "config.json").is_file():
         raise UserError(f"backbone hf-causal-lm: {folder} has no config.json; point --pretrained at a Hugging Face model folder")
     return load_folder(str(folder), name="hf-causal-lm", weights_sha256=weights.sha256, params=params)

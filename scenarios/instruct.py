@@ -93,7 +93,25 @@ def check_trace(data_root: str | None) -> str | None:
         return no_root_message("trace", "the TRACE tasks, <root>/<Task>/{train,eval,test}.json (e.g. LLM-CL-Benchmark_500 unpacked)")
     if not Path(data_root).is_dir():
         return f"trace: the data root {data_root} is not a folder; unpack TRACE (LLM-CL-Benchmark_500) there"
-    return None  # the tasks' files are checked as the stream reads them (scenario.order picks which)
+    from .trace_tasks import TRACE_TASKS
+
+    # Which tasks a run reads depends on scenario.order (its files are checked and hashed by the
+    # plan, `trace_files`); the root holds TRACE when at least one task folder is complete.
+    if not any(all((Path(data_root) / t.folder / f"{split}.json").is_file() for split in ("train", "test")) for t in TRACE_TASKS):
+        return f"trace: {data_root} holds none of TRACE's task folders (<Task>/train.json and test.json, e.g. C-STANCE/); unpack TRACE (LLM-CL-Benchmark_500) there"
+    return None
+
+
+def trace_files(params: Mapping[str, Any], data_root: str | None) -> list[str]:
+    """The files a run of these parameters reads (their sha256 is part of its run id)."""
+    root = Path(data_root or "")
+    files = []
+    for name in params["order"]:
+        folder = root / _trace_task(name).folder
+        files += [str(folder / "train.json"), str(folder / "test.json")]
+        if (folder / "labels.json").is_file():
+            files.append(str(folder / "labels.json"))
+    return files
 
 
 def _read_json(path: Path) -> tuple[Any, str]:
@@ -176,6 +194,7 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
             defaults={"order": trace_order(), "train_size": 0, "test_size": 0, **TRACE_DECODING},
             version=VERSION,
             check_data=check_trace,
+            data_files=trace_files,
             check_params=check_trace_params,
             count_tasks=count_trace,
         ),

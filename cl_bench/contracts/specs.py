@@ -102,7 +102,9 @@ class ScenarioSpec:
     the tiny-clip pre-training script. `check_params(params)` refuses values of the right type that
     the stream cannot take (raise `UserError`, one line), before any data loads; the factory may
     assume they passed. `count_tasks(params)` is the number of tasks the parameters make, for a
-    stream whose count they change (else `num_tasks`).
+    stream whose count they change (else `num_tasks`). `data_files(params, data_root)` lists the
+    files under the data root that these parameters read: the plan refuses a missing one before any
+    work and hashes them into the run id, so two roots with other data never share a run id.
     """
 
     name: str
@@ -116,6 +118,7 @@ class ScenarioSpec:
     pretraining_data: Callable[[], Mapping[str, Any]] | None = None
     check_params: Callable[[Mapping[str, Any]], None] | None = None
     count_tasks: Callable[[Mapping[str, Any]], int] | None = None
+    data_files: Callable[[Mapping[str, Any], str | None], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -31,7 +31,7 @@ def identity_of_result(data: dict[str, Any]) -> dict[str, Any] | None:
     weights_param = backbone.get("weights_param")
     return {
         "method": {"name": method["name"], "version": method["version"], "params": method["hyperparameters"]},
-        "scenario": {"name": scenario["name"], "version": scenario["version"], "params": scenario["params"]},
+        "scenario": {"name": scenario["name"], "version": scenario["version"], "params": scenario["params"], **({"data_sha256": scenario["data_sha256"]} if scenario.get("data_sha256") else {})},
         "backbone": {
             "name": backbone["name"],
             "version": backbone["version"],

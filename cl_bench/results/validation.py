@@ -169,6 +169,7 @@ RESOLVED_FIELDS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("scenario", "version", (str,)),
     ("scenario", "params", (dict,)),
     ("backbone", "version", (str,)),
+    ("scenario", "data_sha256", (str, type(None))),
     ("backbone", "params", (dict,)),
     ("backbone", "weights_sha256", (str, type(None))),
     ("backbone", "weights_param", (str, type(None))),
@@ -202,6 +203,8 @@ def _check_read_fields(data: dict[str, Any], bad) -> None:
 
 def _check_resolved(data: dict[str, Any], bad) -> None:
     for section, field, kinds in RESOLVED_FIELDS:
+        if field not in data[section] and section == "scenario":  # optional: only streams that declare data files have it
+            continue
         if field not in data[section] or not isinstance(data[section][field], kinds):
             wanted = " or ".join("null" if kind is type(None) else _KINDS[kind] for kind in kinds)
             raise bad(f"'{section}.{field}' must be {wanted}")

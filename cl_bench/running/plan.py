@@ -12,6 +12,7 @@ Importing this module loads no heavy library: `clbench sweep` plans its grid wit
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,7 @@ class RunPlan:
     data_root: str | None
     out: Path
     run_id: str
+    data_sha256: str | None = None  # the stream's declared data files, hashed (None: it declares none)
     # The method object planning made to check its hyper-parameters, handed to the first `build`
     # (a plugin's factory runs once per run); a second build of the same plan makes a fresh one.
     made_method: dict[str, Method] = field(default_factory=dict, repr=False, compare=False)
@@ -77,7 +79,7 @@ class RunPlan:
         return self.method.params
 
     def identity(self) -> dict[str, Any]:
-        return identity_of(self.method, self.scenario, self.backbone, self.weights, self.seed, self.precision)
+        return identity_of(self.method, self.scenario, self.backbone, self.weights, self.seed, self.precision, self.data_sha256)
 
     def identity_json(self) -> str:
         return canonical_json(self.identity())
@@ -110,12 +112,14 @@ class RunPlan:
         }
 
 
-def identity_of(method: Resolved, scenario: Resolved, backbone: Resolved, weights: Weights | None, seed: int, precision: str) -> dict[str, Any]:
-    """The values that decide a run's numbers; the path of the weights gives way to their hash."""
+def identity_of(method: Resolved, scenario: Resolved, backbone: Resolved, weights: Weights | None, seed: int, precision: str, data_sha256: str | None = None) -> dict[str, Any]:
+    """The values that decide a run's numbers; the path of the weights gives way to their hash, and
+    the data files a stream declares enter by their hash (only for such streams: the others' run
+    ids stay as they were)."""
     backbone_params = {k: v for k, v in backbone.params.items() if k != backbone.spec.weights_param}
     return {
         "method": method.identity(),
-        "scenario": scenario.identity(),
+        "scenario": {**scenario.identity(), **({"data_sha256": data_sha256} if data_sha256 else {})},
         "backbone": {"name": backbone.name, "version": backbone.version, "params": backbone_params, "weights_sha256": weights.sha256 if weights else None},
         "seed": seed,
         "precision": precision,
@@ -163,13 +167,43 @@ def _hash_file(path: str, size: int, mtime_ns: int) -> str:
 
 
 def hash_weights(path: str) -> Weights:
-    """The weights file and its sha256 (hashed once per file version in a process: a sweep plans many runs)."""
+    """The weights file (or folder) and its sha256 (each file hashed once per version in a process:
+    a sweep plans many runs). A folder's sha256 covers every file in it (`files_sha256`): config,
+    tokenizer and weights all decide the numbers."""
     file = Path(path)
     try:
+        if file.is_dir():
+            # Hidden files (.DS_Store, a .cache) decide nothing and are left out.
+            files = sorted(p for p in file.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(file).parts))
+            return Weights(str(file), files_sha256(file, files))
         stat = file.stat()
         return Weights(str(file), _hash_file(str(file), stat.st_size, stat.st_mtime_ns))
     except OSError as exc:
         raise UserError(f"cannot read the weights file {path}: {exc.strerror or exc}") from None
+
+
+def files_sha256(root: Path, files: list[Path]) -> str:
+    """One sha256 for a set of files under `root`: over each file's relative path and sha256, in
+    order, so a renamed, added, removed or changed file changes it."""
+    lines = []
+    for file in files:
+        stat = file.stat()
+        lines.append(f"{file.relative_to(root).as_posix()}\0{_hash_file(str(file), stat.st_size, stat.st_mtime_ns)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def hash_data(spec, params: dict[str, Any], data_root: str | None) -> str | None:
+    """The sha256 of the data files a stream declares it reads (`ScenarioSpec.data_files`), or None."""
+    if spec.data_files is None:
+        return None
+    files = [Path(f) for f in spec.data_files(params, data_root)]
+    missing = next((f for f in files if not f.is_file()), None)
+    if missing is not None:
+        raise UserError(f"{spec.name}: {missing} is missing; the stream reads it (check --data-root)")
+    try:
+        return files_sha256(Path(data_root or "."), files)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{spec.name}: cannot hash its data files under {data_root}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _resolved(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Resolved:
@@ -212,12 +246,13 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     if problem:
         raise UserError(problem)
     weights = hash_weights(backbone_spec.weights_file(backbone.params)) if backbone_spec.weights_file else None
+    data_sha256 = hash_data(scenario_spec, scenario_params, data_root)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     made = build_method(method)  # its factory refuses bad hyper-parameters here, before any work
     check_loggers(registry, config.log)
     check_writable_folder(config.out, "--out")
-    identity = identity_of(method, scenario, backbone, weights, config.seed, precision)
+    identity = identity_of(method, scenario, backbone, weights, config.seed, precision, data_sha256)
     return RunPlan(
         config=config,
         method=method,
@@ -233,6 +268,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         data_root=data_root,
         out=Path(config.out),
         run_id=run_id_of(identity),
+        data_sha256=data_sha256,
         made_method={"method": made},
     )
 

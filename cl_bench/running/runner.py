@@ -72,6 +72,8 @@ class _Run:
         complete = status == "complete"
         # The resolved parameters and version (what the run id hashes), whatever the stream echoes.
         scenario = {**stream.describe(), "version": plan.scenario.version, "params": plan.scenario.params, "plugin": plan.scenario.plugin}
+        if plan.data_sha256:
+            scenario["data_sha256"] = plan.data_sha256
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
