@@ -153,7 +153,8 @@ class Registry:
             yield
         finally:
             for plugin in plugins:
-                self._pm.unregister(plugin)
+                if self._pm.is_registered(plugin):  # a failed tracker may have been detached already
+                    self._pm.unregister(plugin)
 
     def methods(self) -> dict[str, MethodSpec]:
         return {name: reg.spec for name, reg in self._collect("method").items()}
@@ -164,12 +165,17 @@ class Registry:
     def backbones(self) -> dict[str, BackboneSpec]:
         return {name: reg.spec for name, reg in self._collect("backbone").items()}
 
-    def emit(self, event: str, **arguments: Any) -> list[PluginError]:
-        """Call every implementation of the run-event hook `event`; failures are returned, not raised."""
+    def emit(self, event: str, *, detach_failed: bool = False, **arguments: Any) -> list[PluginError]:
+        """Call every implementation of the run-event hook `event`; failures are returned, not raised.
+
+        With `detach_failed`, a plugin that fails is unregistered at once: an experiment tracker that
+        cannot reach its server costs one bounded failure and a warning, not one per event."""
         failures = []
         for impl in getattr(self._pm.hook, event).get_hookimpls():
             try:  # like pluggy, pass only the arguments the implementation declares
                 impl.function(*(arguments[name] for name in impl.argnames))
             except PLUGIN_FAILURES as exc:
-                failures.append(PluginError(impl.plugin_name, f"{event} failed ({_one_line(exc)})"))
+                failures.append(PluginError(impl.plugin_name, f"{event} failed ({_one_line(exc)})" + ("; it is off for the rest of this run" if detach_failed else "")))
+                if detach_failed and self._pm.is_registered(impl.plugin):
+                    self._pm.unregister(impl.plugin)
         return failures

@@ -294,5 +294,5 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
 
 
 def emit(registry: Registry, event: str, **arguments: Any) -> None:
-    for failure in registry.emit(event, **arguments):
+    for failure in registry.emit(event, detach_failed=True, **arguments):
         print(f"clbench: warning: {failure}", file=sys.stderr)

@@ -118,3 +118,32 @@ def test_unknown_or_uninstalled_loggers_stop_before_any_work(tmp_path, capsys):
     with pytest.raises(UserError, match=r"logger 'needy' needs the no_such_module_here package; install it with: pip install needy-tracker"):
         run(RunConfig(method="zeroshot", scenario="embedded-dil", out=str(tmp_path / "runs"), progress=False, log=["needy"]), plugins=[Needy()])
     assert not (tmp_path / "runs").exists()
+
+
+class Unreachable:
+    """A tracker whose server does not answer: its first event fails, later ones count calls."""
+
+    def __init__(self, folder: str) -> None:
+        self.later = 0
+
+    @hookimpl
+    def cl_bench_run_start(self, run_id: str) -> None:
+        raise ConnectionError("127.0.0.1:9 refused the connection")
+
+    @hookimpl
+    def cl_bench_experience_end(self, row: int) -> None:
+        self.later += 1
+
+
+def test_a_tracker_that_fails_costs_one_warning_never_the_run(tmp_path, capsys):
+    made: list[Unreachable] = []
+
+    class Trackers:
+        @hookimpl
+        def cl_bench_loggers(self):
+            return [LoggerSpec(name="far", factory=lambda folder: made.append(Unreachable(folder)) or made[-1], summary="")]
+
+    result = run(RunConfig(method="zeroshot", scenario="embedded-dil", out=str(tmp_path / "runs"), progress=False, log=["far"]), plugins=[Trackers()])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert result.status == "complete" and made[0].later == 0  # detached after its failure: no more calls
+    assert len(warnings) == 1 and "cl_bench_run_start failed (ConnectionError: 127.0.0.1:9 refused the connection); it is off for the rest of this run" in warnings[0]
