@@ -127,6 +127,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(config, registry=_registry())
     print(format_run(result.data, args.format))
     print(f"\nresult: {result.path}")
+    if args.config:
+        from cl_bench.config.loading import repeated_run_id
+
+        repeated = repeated_run_id(args.config)
+        if repeated and repeated != result.run_id:
+            print(
+                f"clbench: note: {args.config} was run {repeated}; its settings now resolve to {result.run_id} "
+                "(cl_bench or a plugin changed since, or a flag overrode a setting): this was a new run, not a repeat",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -76,3 +76,12 @@ def _expanded_size(data: Any, cap: int) -> int:
             pending.extend(value)
     return count
 
+
+def repeated_run_id(path: str) -> str | None:
+    """The run id of the result file `path` (None for a plain configuration): what a repeat of it
+    should resolve to."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).suffix.lower() == ".json" else None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data["run_id"] if isinstance(data, dict) and "schema" in data and isinstance(data.get("run_id"), str) else None

@@ -35,6 +35,7 @@ class Registered:
 
     spec: Any
     plugin: str
+    distribution: str | None = None  # "name version" of the installed package that provides the plugin
 
 
 # What a plugin's code may raise without taking cl_bench down: any exception, and also sys.exit()
@@ -63,6 +64,7 @@ class Registry:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self.errors: list[PluginError] = []
+        self._distributions: dict[str, str] = {}  # plugin name -> "distribution version"
         if entry_points:
             self._load_entry_points()
         for plugin in plugins:
@@ -98,6 +100,8 @@ class Registry:
             try:
                 module = ep.load()
                 self._pm.register(module, name=ep.name)
+                if ep.dist is not None:
+                    self._distributions[ep.name] = f"{ep.dist.metadata['Name']} {ep.dist.version}"
             except PLUGIN_FAILURES as exc:  # a broken plugin must not take the others down
                 self.errors.append(PluginError(ep.name, f"cannot be loaded ({_one_line(exc)})"))
 
@@ -127,7 +131,7 @@ class Registry:
                         PluginError(impl.plugin_name, f"{kind} '{spec.name}' is already provided by plugin '{found[spec.name].plugin}'; ignored")
                     )
                 else:
-                    found[spec.name] = Registered(spec, impl.plugin_name)
+                    found[spec.name] = Registered(spec, impl.plugin_name, self._distributions.get(impl.plugin_name))
         self._specs[kind] = dict(sorted(found.items()))
         return self._specs[kind]
 

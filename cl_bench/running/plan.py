@@ -38,6 +38,7 @@ class Resolved:
     plugin: str
     params: dict[str, Any]
     spec: Any = field(repr=False, compare=False)
+    distribution: str | None = None  # the installed package providing the plugin, "name version"
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "params": self.params}
@@ -208,7 +209,7 @@ def hash_data(spec, params: dict[str, Any], data_root: str | None) -> str | None
 
 def _resolved(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Resolved:
     registered = registry.get(kind, name)
-    return Resolved(name, registered.spec.version, registered.plugin, params, registered.spec)
+    return Resolved(name, registered.spec.version, registered.plugin, params, registered.spec, registered.distribution)
 
 
 def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:

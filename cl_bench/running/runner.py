@@ -71,7 +71,7 @@ class _Run:
         plan = self.plan
         complete = status == "complete"
         # The resolved parameters and version (what the run id hashes), whatever the stream echoes.
-        scenario = {**stream.describe(), "version": plan.scenario.version, "params": plan.scenario.params, "plugin": plan.scenario.plugin}
+        scenario = {**stream.describe(), "version": plan.scenario.version, "params": plan.scenario.params, "plugin": plan.scenario.plugin, "distribution": plan.scenario.distribution}
         if plan.data_sha256:
             scenario["data_sha256"] = plan.data_sha256
         return {
@@ -80,12 +80,13 @@ class _Run:
             "execution_id": self.execution_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": status,
-            "method": {"name": plan.method.name, "version": plan.method.version, "plugin": plan.method.plugin, "paper": plan.method.spec.paper, "hyperparameters": plan.hparams},
+            "method": {"name": plan.method.name, "version": plan.method.version, "plugin": plan.method.plugin, "distribution": plan.method.distribution, "paper": plan.method.spec.paper, "hyperparameters": plan.hparams},
             "scenario": scenario,
             "backbone": {
                 "name": plan.backbone.name,
                 "version": plan.backbone.version,
                 "plugin": plan.backbone.plugin,
+                "distribution": plan.backbone.distribution,
                 "params": plan.backbone.params,
                 "weights_param": plan.backbone.spec.weights_param,
                 "weights": plan.weights.path if plan.weights else None,

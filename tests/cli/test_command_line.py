@@ -57,3 +57,17 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     assert child.returncode == 143 and "clbench: terminated (SIGTERM" in err and "Traceback" not in err
     left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     assert left == [] and list(out.glob("*.ckpt"))  # no lock or temporary file; the checkpoint stays
+
+
+def test_a_result_repeats_its_run_names_its_plugins_and_says_when_a_repeat_is_another_run(tmp_path, capsys):
+    assert main(["run", "--method", "zeroshot", "--scenario", "embedded-dil", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    first = next((tmp_path / "a").glob("*.json"))
+    data = json.loads(first.read_text())
+    # Each part names the installed distribution that provided it, not only its entry point.
+    assert data["method"]["distribution"].startswith("cl-bench ") and data["scenario"]["distribution"] == data["backbone"]["distribution"]
+    capsys.readouterr()
+    assert main(["run", "--config", str(first), "--quiet", "--out", str(tmp_path / "b")]) == 0
+    repeat = capsys.readouterr()
+    assert (tmp_path / "b" / first.name).is_file() and "note:" not in repeat.err  # the same run id
+    assert main(["run", "--config", str(first), "--seed", "3", "--quiet", "--out", str(tmp_path / "c")]) == 0
+    assert f"clbench: note: {first} was run {data['run_id']}; its settings now resolve to" in capsys.readouterr().err
