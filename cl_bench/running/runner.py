@@ -71,7 +71,13 @@ class _Run:
         plan = self.plan
         complete = status == "complete"
         # The resolved parameters and version (what the run id hashes), whatever the stream echoes.
-        scenario = {**stream.describe(), "version": plan.scenario.version, "params": plan.scenario.params, "plugin": plan.scenario.plugin, "distribution": plan.scenario.distribution}
+        scenario = {
+            **stream.describe(),
+            "version": plan.scenario.version,
+            "params": plan.scenario.params,
+            "plugin": plan.scenario.plugin,
+            "distribution": plan.scenario.distribution,
+        }
         if plan.data_sha256:
             scenario["data_sha256"] = plan.data_sha256
         return {
