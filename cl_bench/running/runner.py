@@ -86,7 +86,14 @@ class _Run:
             "execution_id": self.execution_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": status,
-            "method": {"name": plan.method.name, "version": plan.method.version, "plugin": plan.method.plugin, "distribution": plan.method.distribution, "paper": plan.method.spec.paper, "hyperparameters": plan.hparams},
+            "method": {
+                "name": plan.method.name,
+                "version": plan.method.version,
+                "plugin": plan.method.plugin,
+                "distribution": plan.method.distribution,
+                "paper": plan.method.spec.paper,
+                "hyperparameters": plan.hparams,
+            },
             "scenario": scenario,
             "backbone": {
                 "name": plan.backbone.name,
