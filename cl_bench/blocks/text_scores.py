@@ -28,6 +28,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cl_bench.errors import unknown_name
 
@@ -76,6 +77,39 @@ def number(predictions: Sequence[str], references: Sequence[str], sources: Seque
     return _mean(hits, len(predictions))
 
 
+def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
+    """`score()` with room for the `rouge` package's recursion (its LCS walk-back recurses once per
+    word of both texts): a 1,000-word sentence would otherwise end in a RecursionError. It runs in
+    a thread with a large stack, so a deep recursion cannot overflow the C stack."""
+    import sys
+    import threading
+
+    needed = 2 * words + 1000
+    if needed <= sys.getrecursionlimit():
+        return score()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = score()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    previous_limit, previous_stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(needed)
+    threading.stack_size(min(1 << 30, max(64 << 20, needed * 2048)))
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(previous_stack)
+        sys.setrecursionlimit(previous_limit)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
     from rouge import Rouge
 
@@ -86,7 +120,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequ
             continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
         hypothesis = prediction if "\n" in prediction else prediction + "\n"
         try:
-            scores.append(rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"])
+            scores.append(_without_recursion_limit(lambda: rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"], len(hypothesis.split()) + len(reference.split())))
         except ValueError:  # text of separators only: no words to match
             continue
     return _mean(scores, len(predictions))

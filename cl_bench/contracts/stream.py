@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from cl_bench.contracts.protocols import PROTOCOLS
+from cl_bench.errors import UserError
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -300,6 +301,22 @@ def tensor_dataset(inputs: Tensor, targets: Tensor):
     return AvalancheDataset([TensorDataset(inputs, targets)])
 
 
+# Far above any real prompt (TRACE's longest, MeetingBank's, are tens of thousands of characters);
+# a tokenizer handed tens of megabytes aborts the whole process.
+MAX_TEXT_CHARS = 1_000_000
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized (None when it can): too long, or not encodable as UTF-8."""
+    if len(text) > MAX_TEXT_CHARS:
+        return f"is {len(text):,} characters long, over the {MAX_TEXT_CHARS:,} any text stream needs"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a character UTF-8 cannot encode (U+{ord(text[exc.start]):04X} at {exc.start}, a lone surrogate)"
+    return None
+
+
 def assemble_text_stream(
     name: str,
     version: str,
@@ -335,9 +352,13 @@ def assemble_text_stream(
                 raise ValueError(f"{where} needs {'test examples and no training examples' if kind == 'control set' else 'training and test examples'}")
             if not isinstance(record.max_new_tokens, int) or record.max_new_tokens < 1:
                 raise ValueError(f"{where}: max_new_tokens must be a positive integer, got {record.max_new_tokens!r}")
-            for example in (*record.train, *record.test):
+            for index, example in enumerate((*record.train, *record.test)):
                 if not isinstance(example, Mapping) or not all(isinstance(example.get(k), str) for k in ("prompt", "answer")):
                     raise ValueError(f"{where}: every example must be a mapping with string 'prompt' and 'answer'")
+                for key in ("prompt", "answer"):
+                    problem = text_problem(example[key])
+                    if problem:  # data from files is untrusted: refused here, not by a tokenizer's crash
+                        raise UserError(f"{where}, example {index}: its {key} {problem}")
             if record.train:
                 datasets["train"].append(tensor_dataset(*encode_examples(record.train, "train")))
             prompts, _ = encode_examples(record.test, "test")

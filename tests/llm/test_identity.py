@@ -69,3 +69,23 @@ def test_two_model_folders_differing_only_in_config_get_other_run_ids(tmp_path):
     assert before != model_plan(tmp_path, tmp_path / "b").run_id
     (tmp_path / "a" / ".DS_Store").write_text("finder")  # hidden files decide nothing
     assert model_plan(tmp_path, tmp_path / "a").run_id == before
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a lone \ud800 surrogate", "its prompt holds a character UTF-8 cannot encode (U+D800 at 7, a lone surrogate)"),
+        ("x" * 1_000_001, "its prompt is 1,000,001 characters long, over the 1,000,000"),
+    ],
+)
+def test_text_a_tokenizer_cannot_take_is_one_line_before_any_work(tmp_path, capsys, text, message):
+    fake_trace(tmp_path / "data")
+    test = tmp_path / "data" / "Py150" / "test.json"
+    items = json.loads(test.read_text())
+    items[3]["prompt"] = text
+    test.write_text(json.dumps(items))  # JSON escapes the surrogate as \ud800: valid JSON, invalid text
+    code = main(["run", "--method", "zeroshot", "--backbone", "tiny-lm", "--scenario", "trace", "--data-root", str(tmp_path / "data"), "--set", "scenario.order=C-STANCE,Py150", "--quiet", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and "task 'Py150', example" in err[0]
+    assert not list(tmp_path.rglob(".*.lock"))  # nothing left behind
+

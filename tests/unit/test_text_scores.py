@@ -61,3 +61,22 @@ def test_the_trace_table_keeps_the_official_order_scorers_and_epochs():
     assert [t.epochs for t in TRACE_TASKS] == [2, 1, 3, 2, 1, 2, 2, 3]
     assert [t.scorer for t in TRACE_TASKS] == ["accuracy", "accuracy", "rouge-l", "fuzzy", "first-char", "number", "number", "sari"]
     assert all(t.scorer in ts.SCORERS for t in TRACE_TASKS)
+
+
+def test_rouge_l_scores_a_thousand_word_sentence_as_the_package_does_with_room():
+    import sys
+
+    reference = " ".join(f"w{i % 97}" for i in range(1000))  # one MeetingBank-like sentence
+    prediction = " ".join(f"w{i % 89}" for i in range(900))
+    limit = sys.getrecursionlimit()
+    score = ts.rouge_l([prediction], [reference])
+    assert 0 < score < 100 and sys.getrecursionlimit() == limit  # scored, and the limit put back
+    # The same value as the package gives when it has the room itself.
+    from rouge import Rouge
+
+    sys.setrecursionlimit(10_000)
+    try:
+        expected = 100 * Rouge(metrics=["rouge-l"]).get_scores(prediction + "\n", reference, avg=True)["rouge-l"]["f"]
+    finally:
+        sys.setrecursionlimit(limit)
+    assert score == pytest.approx(expected, abs=1e-9)
