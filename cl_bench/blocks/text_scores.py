@@ -120,7 +120,10 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequ
             continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
         hypothesis = prediction if "\n" in prediction else prediction + "\n"
         try:
-            scores.append(_without_recursion_limit(lambda: rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"], len(hypothesis.split()) + len(reference.split())))
+            def score(hypothesis: str = hypothesis, reference: str = reference) -> float:
+                return rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"]
+
+            scores.append(_without_recursion_limit(score, len(hypothesis.split()) + len(reference.split())))
         except ValueError:  # text of separators only: no words to match
             continue
     return _mean(scores, len(predictions))
