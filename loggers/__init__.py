@@ -2,7 +2,8 @@
 
 Each is a plugin object built for one run (see `cl_bench.LoggerSpec`) that implements the run-event
 hooks: the configuration and resolved plan at start, each row of the accuracy and control matrices
-with the task's timings, the final metrics and the result file as an artifact at the end.
+with the task's timings and its per-iteration training losses, the final metrics and the result
+file as an artifact at the end.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ class MlflowLogger:
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(folder).resolve() / "mlruns").as_uri()
         self.client: Any = None  # an MlflowClient once the run starts
         self.run_id = None
+        self.iterations = 0  # training iterations logged so far
 
     @hookimpl
     def cl_bench_run_start(self, run_id: str, execution_id: str, plan: dict[str, Any]) -> None:
@@ -59,10 +60,20 @@ class MlflowLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
 
     @hookimpl
-    def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
+    def cl_bench_before_training(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
         self._log(row_metrics(row, acc_row, control_row, timings), row)
 
-    cl_bench_before_training = cl_bench_experience_end  # row 0 is logged like every other row
+    @hookimpl
+    def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any], losses: list[float]) -> None:
+        from mlflow.entities import Metric
+
+        self._log(row_metrics(row, acc_row, control_row, timings), row)
+        stamp = int(time.time() * 1000)
+        # train/loss at the run's global iteration (iterations of the tasks before counted)
+        first = self.iterations
+        self.iterations += len(losses)
+        for start in range(0, len(losses), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(self.run_id, metrics=[Metric("train/loss", v, stamp, first + start + i) for i, v in enumerate(losses[start : start + 1000])])
 
     @hookimpl
     def cl_bench_run_end(self, path: str, result: dict[str, Any]) -> None:

@@ -31,10 +31,18 @@ class WandbLogger:
         )
 
     @hookimpl
-    def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
+    def cl_bench_before_training(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
         self.run.log(row_metrics(row, acc_row, control_row, timings), step=row)
 
-    cl_bench_before_training = cl_bench_experience_end  # row 0 is logged like every other row
+    @hookimpl
+    def cl_bench_experience_end(self, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any], losses: list[float]) -> None:
+        import wandb
+
+        metrics: dict[str, Any] = row_metrics(row, acc_row, control_row, timings)
+        if losses:  # W&B's step is the matrix row: the task's loss curve is one table at that row
+            metrics["train/loss"] = wandb.Table(columns=["iteration", "loss"], data=[[i, v] for i, v in enumerate(losses)])
+            metrics["train/last_loss"] = losses[-1]
+        self.run.log(metrics, step=row)
 
     @hookimpl
     def cl_bench_run_end(self, run_id: str, path: str, result: dict[str, Any]) -> None:

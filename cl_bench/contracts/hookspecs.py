@@ -95,11 +95,15 @@ def cl_bench_before_training(run_id: str, execution_id: str, row: int, acc_row: 
 
 
 @hookspec
-def cl_bench_experience_end(run_id: str, execution_id: str, task: int, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any]) -> None:
+def cl_bench_experience_end(
+    run_id: str, execution_id: str, task: int, row: int, acc_row: list[float], control_row: list[float], timings: dict[str, Any], losses: list[float]
+) -> None:
     """One task is trained and evaluated: `task` (0-based) and its matrix row `row` (task + 1).
 
     `acc_row` has one accuracy (%) per task's test set, `control_row` one per control set;
-    `timings` has the task's name and its `train` and `eval` seconds and `iters`.
+    `timings` has the task's name and its `train` and `eval` seconds and `iters`; `losses` the
+    training loss of each of the task's iterations, in order (empty when nothing trains; after a
+    resume, only the iterations this execution ran).
     """
 
 

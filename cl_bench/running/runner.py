@@ -252,8 +252,10 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
 
     from cl_bench.running.build import build
     from cl_bench.running.evaluation import evaluate_row
+    from cl_bench.running.strategy import LossRecorder
 
-    parts = build(state.plan)
+    losses = LossRecorder()
+    parts = build(state.plan, plugins=[losses])
     model, stream, method, strategy, plugin = parts.model, parts.stream, parts.method, parts.strategy, parts.matrix
     state.params["backbone"] = parts.backbone_size
     first_task = 0
@@ -297,7 +299,7 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         if task + 1 < stream.num_tasks:
             state.save_checkpoint(task + 1, model, method)
             write_result(state.result_path, state.document("partial", stream, model))
-        emit(registry, "cl_bench_experience_end", **ids, task=task, row=task + 1, acc_row=acc, control_row=control, timings=state.timings["experiences"][-1])
+        emit(registry, "cl_bench_experience_end", **ids, task=task, row=task + 1, acc_row=acc, control_row=control, timings=state.timings["experiences"][-1], losses=losses.take())
 
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)

@@ -333,6 +333,24 @@ class ClStrategy(SupervisedTemplate):
         self.scheduler.step()
 
 
+
+class LossRecorder(SupervisedPlugin):
+    """Keeps each training iteration's loss for the run's `experience_end` event (tensors until the
+    task ends: one device sync a task, not one an iteration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[torch.Tensor] = []
+
+    def after_training_iteration(self, strategy, *args, **kwargs) -> None:
+        self.losses.append(strategy.last_loss)
+
+    def take(self) -> list[float]:
+        """The losses recorded since the last call, as floats."""
+        taken = torch.stack([loss.reshape(()) for loss in self.losses]).float().tolist() if self.losses else []
+        self.losses = []
+        return taken
+
 def _firing(event: str):
     def fire(self: ClStrategy, **kwargs: Any) -> None:
         self._fire(event, **kwargs)

@@ -69,6 +69,9 @@ def test_mlflow_holds_the_plan_every_row_the_final_metrics_and_the_result_file(l
         history = sorted(client.get_metric_history(logged_run.info.run_id, f"acc/task{column}"), key=lambda m: m.step)
         assert [m.step for m in history] == [0, 1, 2, 3] and [m.value for m in history] == [row[column] for row in result.acc_matrix]
     assert logged_run.data.metrics["final/last"] == pytest.approx(result.metrics["last"])
+    losses = sorted(client.get_metric_history(logged_run.info.run_id, "train/loss"), key=lambda m: m.step)
+    iterations = sum(e["iters"] for e in result.data["timings"]["experiences"])
+    assert [m.step for m in losses] == list(range(iterations)) and all(m.value > 0 for m in losses)
     (artifact,) = client.list_artifacts(logged_run.info.run_id)
     stored = Path(client.download_artifacts(logged_run.info.run_id, artifact.path, str(out.parent / "downloaded")))
     assert json.loads(stored.read_text()) == result.data
@@ -90,9 +93,12 @@ def test_wandb_offline_holds_the_plan_every_row_the_final_metrics_and_the_result
             values = {name(item): json.loads(item.value_json) for item in r.history.item}
             rows[int(values["row"])] = [values[f"acc/task{j}"] for j in range(3)]
     assert [rows[i] for i in range(4)] == result.acc_matrix
+    last_losses = [json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item if name(item) == "train/last_loss"]
+    assert len(last_losses) == 3 and all(v > 0 for v in last_losses)  # one a trained task
     summary = {name(item): json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
     assert summary["final/last"] == pytest.approx(result.metrics["last"])
-    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    # The result file, beside the tables of each task's loss curve (W&B keeps a logged table as an artifact).
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.name.startswith("result-")]
     assert artifact.name == f"result-{result.data['run_id']}" and [entry.path for entry in artifact.manifest.contents] == [result.path.name]
     assert "exit" in kinds  # the run was finished, not left open
 

@@ -141,8 +141,8 @@ class EventLog:
         self.events.append(("before_training", {"run_id": run_id, "execution_id": execution_id, "row": row, "acc_row": acc_row, "timings": timings}))
 
     @hookimpl
-    def cl_bench_experience_end(self, run_id, execution_id, task, row, acc_row, control_row, timings):
-        self.events.append(("experience_end", {"run_id": run_id, "execution_id": execution_id, "task": task, "row": row, "acc_row": acc_row, "timings": timings}))
+    def cl_bench_experience_end(self, run_id, execution_id, task, row, acc_row, control_row, timings, losses):
+        self.events.append(("experience_end", {"run_id": run_id, "execution_id": execution_id, "task": task, "row": row, "acc_row": acc_row, "timings": timings, "losses": losses}))
 
     @hookimpl
     def cl_bench_run_end(self, run_id, execution_id, path, result):
@@ -160,6 +160,7 @@ def test_run_events_reach_loggers_in_order(tmp_path):
     rows = [p["acc_row"] for e, p in log.events if e in ("before_training", "experience_end")]
     assert rows == result.acc_matrix and [p["row"] for _, p in log.events[1:-1]] == [0, 1, 2, 3]
     assert [p["timings"] for e, p in log.events if e == "experience_end"] == result.data["timings"]["experiences"]
+    assert all(p["losses"] == [] for e, p in log.events if e == "experience_end")  # zero-shot trains nothing
     plan = log.events[0][1]["plan"]  # resolved: typed, after the profile, with the device
     assert plan["method"]["hyperparameters"] == result.data["method"]["hyperparameters"] and plan["method"]["hyperparameters"]["iters"] == 3
     assert plan["device"] == "cpu" and plan["precision"] == "fp32" and plan["first_task"] == 0 and plan["backbone"]["name"] == "tiny-clip"
@@ -169,6 +170,21 @@ def test_run_events_reach_loggers_in_order(tmp_path):
     again = EventLog()
     rerun = run(config(tmp_path, method="zeroshot", iters=3), plugins=[again])  # a forced re-run of one configuration
     assert rerun.data["run_id"] == result.data["run_id"] and again.events[0][1]["execution_id"] not in executions
+
+
+def test_experience_end_carries_each_training_iterations_loss(tmp_path, monkeypatch):
+    seen: list[float] = []
+    original = ClStrategy._after_training_iteration
+
+    def spy(self, **kwargs):
+        seen.append(float(self.loss))  # the loss of the step, read where Avalanche still holds it
+        original(self, **kwargs)
+
+    monkeypatch.setattr(ClStrategy, "_after_training_iteration", spy)
+    log = EventLog()
+    run(config(tmp_path, method="seq-lora", scenario="embedded-dil", iters=3, method_params={"rank": 2}), plugins=[log])
+    losses = [p["losses"] for e, p in log.events if e == "experience_end"]
+    assert [len(task) for task in losses] == [3] * len(losses) and [v for task in losses for v in task] == pytest.approx(seen, rel=1e-6)
 
 
 @pytest.mark.slow
