@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import socket
 import sys
 import time
 import uuid
@@ -21,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cl_bench.errors import UserError
+from cl_bench.errors import UserError, clip
 from cl_bench.paths import SWEEP_LOGS
 
 RETRIES = 3  # Ray's retries of a task whose worker process died
@@ -29,11 +31,28 @@ WORKER_FOLDER = "ray"  # under <out>/logs: the workers' checkpoints and own copi
 
 
 def _import_ray():
+    # An offline tool: Ray's usage statistics would probe the network (cloud metadata, DNS).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install 'ray>=2.40')") from None
+    except BaseException as exc:  # a broken installation fails in its own ways (SystemExit included)
+        raise UserError(f"Ray is installed but cannot be imported ({type(exc).__name__}: {clip(str(exc))}); reinstall it: pip install --force-reinstall 'ray>=2.40'") from None
     return ray
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse a `host:port` address nothing listens on, in seconds: `ray.init` would retry forever."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address must be HOST:PORT (the Ray head's GCS address, e.g. 127.0.0.1:6379), 'auto' or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; start it with 'ray start --head' or check --address") from None
 
 
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
@@ -76,6 +95,7 @@ def run_on_ray(
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise UserError("--cpus-per-run must be above 0 and --gpus-per-run at least 0")
     began = time.perf_counter()
+    check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,18 @@ def test_a_result_repeats_its_run_names_its_plugins_and_says_when_a_repeat_is_an
     assert (tmp_path / "b" / first.name).is_file() and "note:" not in repeat.err  # the same run id
     assert main(["run", "--config", str(first), "--seed", "3", "--quiet", "--out", str(tmp_path / "c")]) == 0
     assert f"clbench: note: {first} was run {data['run_id']}; its settings now resolve to" in capsys.readouterr().err
+
+
+def test_a_broken_ray_is_one_line_and_ray_never_reports_usage(tmp_path, monkeypatch):
+    from cl_bench import UserError
+    from cl_bench.sweep import ray_engine
+
+    fake = tmp_path / "site" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('half-installed: _raylet missing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    with pytest.raises(UserError, match=r"Ray is installed but cannot be imported \(RuntimeError: half-installed: _raylet missing\)"):
+        ray_engine._import_ray()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # set before Ray is imported, for every Ray process it starts
