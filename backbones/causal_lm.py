@@ -242,6 +242,14 @@ def check_model_config(folder: str) -> None:
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest):
             raise UserError(f"{path}: {key} must be an integer from 1 to {highest:,}, got {_cut(repr(value), 80)}")
+    index = Path(folder) / "model.safetensors.index.json"
+    if index.is_file():  # every shard must be safetensors: a pickle shard would be unpickled
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()) if index.stat().st_size <= 64 * MAX_CONFIG_BYTES else None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+            shards = None
+        if shards is None or not shards or not all(isinstance(s, str) and s.endswith(".safetensors") and "/" not in s and "\\" not in s for s in shards):
+            raise UserError(f"{index} must map every weight to a .safetensors shard in the folder; cl_bench never loads pickled weights")
 
 
 def load_folder(folder: str, *, name: str, weights_sha256: str | None, params: Mapping[str, Any]) -> CausalLM:
