@@ -17,7 +17,7 @@ import io
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
 
 def run_on_ray(
     todo: Sequence, *, force: bool = False, address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
-) -> Iterator[tuple[Any, Path]]:
+) -> Generator[tuple[Any, Path], None, None]:
     """(planned, log file) as each run's task ends; the driver writes results and logs."""
     ray = _import_ray()
     if cpus_per_run <= 0 or gpus_per_run < 0:
