@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import time
 import uuid
@@ -26,6 +27,7 @@ from cl_bench.paths import SWEEP_LOGS
 
 RETRIES = 3  # Ray's retries of a task whose worker process died
 WORKER_FOLDER = "ray"  # under <out>/logs: the workers' checkpoints and own copies of results
+_runs_here = 0  # runs this Ray worker process has started: Ray reuses a worker for CPU-only tasks
 
 
 def _import_ray():
@@ -38,6 +40,8 @@ def _import_ray():
 
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
     """One run inside a Ray worker; returns its result document or its failure, with its output."""
+    global _runs_here
+    _runs_here += 1
     from cl_bench.config.registry import Registry
     from cl_bench.config.run_config import RunConfig
     from cl_bench.running.plan import plan
@@ -55,6 +59,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(sweep_id, encoding="utf-8")
     output = io.StringIO()
+    output.write(f"ray: worker process {os.getpid()}, run {_runs_here} in this process\n")
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
             result = run(config, registry=registry, log_folder=Path(out) / SWEEP_LOGS)
