@@ -249,6 +249,7 @@ class WarmWorker:
 def _preload(modules: Sequence[str], plugins: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Import `modules`, then the factories of the grid's plugins; what failed is left to the runs."""
     import importlib
+    import threading
 
     began, failed = time.perf_counter(), []
     for name in modules:
@@ -270,7 +271,7 @@ def _preload(modules: Sequence[str], plugins: Sequence[Sequence[str]]) -> dict[s
     return {
         "seconds": round(time.perf_counter() - began, 3),
         "failed": failed,
-        "threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1,
+        "threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count(),
         "cuda_initialized": bool(cuda is not None and cuda.is_initialized()),
     }
 
@@ -351,7 +352,13 @@ def serve() -> None:
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # no memory or process slot left: this run fails, the worker stays
+                    with open(message["log"], "w", encoding="utf-8") as handle:
+                        handle.write(f"clbench sweep: the warm worker could not start this run: {exc}\n")
+                    _send(replies, {"ended": message["run"], "returncode": 1})
+                    continue
                 if pid == 0:
                     _become_run(message, own, worker)  # never returns
                 runs[pid] = message["run"]
