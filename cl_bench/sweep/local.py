@@ -1,19 +1,23 @@
 """`clbench sweep`: a grid of runs (methods x scenarios x seeds) as local processes.
 
-Each run is a `clbench run` child process with its configuration in a file, so a crash or a
-bad setting in one run cannot take the others down. Runs whose complete result already exists are
-skipped (so an interrupted sweep resumes), unless `force`. With several jobs, each child gets an
-equal share of the CPU threads: two PyTorch processes that each use every core run far slower
-than one.
+Each run is a process of its own running `clbench run --config FILE --quiet --resume`, so a crash
+or a bad setting in one run cannot take the others down. On systems with fork the runs are forked
+from the sweep's warm worker (warm.py), which has imported PyTorch and the grid's plugins once;
+elsewhere each is a new `python -m cl_bench run` process. Runs whose complete result already
+exists are skipped (so an interrupted sweep resumes), unless `force`. With several jobs, each run
+gets an equal share of the CPU threads: two PyTorch processes that each use every core run far
+slower than one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from cl_bench.files import write_json
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
 from cl_bench.running.plan import plan
+from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_with
 
 
 @dataclass
@@ -111,41 +116,101 @@ def is_complete(path: Path) -> bool:
     return result_status(path) == "complete"
 
 
-# Set in a child's environment: the child asks the kernel to kill it when the sweep dies.
-PARENT_VARIABLE = "CL_BENCH_SWEEP_PARENT"
+# "0" in the sweep's environment: every run as its own `python -m cl_bench run` process, as on
+# systems without fork (for instance to rule the warm worker out when hunting a problem).
+WARM_VARIABLE = "CL_BENCH_SWEEP_WARM"
+WORKER_LOG = "warm-worker.txt"  # in <out>/logs: the warm worker's own output (not a run's log)
+GRACE = 5.0  # seconds that runs get to stop on a Ctrl-C from the terminal before the sweep sends one
 
 
-def _run_child(planned: Planned, threads: int, log_dir: Path) -> tuple[Planned, int, Path]:
+def die_with_sweep() -> None:
+    """In a sweep's child process: be killed when the sweep process dies (Linux), even by SIGKILL.
+
+    Elsewhere an orphaned child runs on, and the run lock stops a restarted sweep from racing it.
+    (Runs forked by the warm worker are tied to it there, and it to the sweep: see warm.py.)
+    """
+    parent = os.environ.pop(PARENT_VARIABLE, None)
+    if parent is not None:
+        die_with(int(parent))
+
+
+def _run_settings(planned: Planned, threads: int, log_dir: Path) -> tuple[list[str], dict[str, str], Path]:
+    """The `clbench run` arguments, environment and log file of one run of the sweep."""
     log = log_dir / f"{planned.result_path.stem}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     threads = planned.config.threads or threads
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT_VARIABLE: str(os.getpid())}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # The child's configuration sits beside its log: a killed sweep leaves no temporary folder, and
     # a restarted one overwrites it. The child's own lock keeps two processes off one run.
     config_file = log.with_suffix(".config.json")
     settings = {k: v for k, v in planned.config.to_dict().items() if k not in ("resume", "progress")} | {"threads": threads}
     write_json(config_file, settings)
-    command = [sys.executable, "-m", "cl_bench", "run", "--config", str(config_file), "--quiet", "--resume"]
-    with open(log, "w", encoding="utf-8") as handle:
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    return planned, code, log
+    return ["run", "--config", str(config_file), "--quiet", "--resume"], env, log
 
 
-def die_with_sweep() -> None:
-    """In a sweep's child: be killed when the sweep process dies (Linux), even by SIGKILL.
+class _Processes:
+    """Each run as its own `python -m cl_bench run` process: where no warm worker can fork."""
 
-    Elsewhere an orphaned child runs on, and the run lock stops a restarted sweep from racing it.
-    """
-    parent = os.environ.pop(PARENT_VARIABLE, None)
-    if parent is None or not sys.platform.startswith("linux"):
+    def __init__(self) -> None:
+        self.running: dict[int, subprocess.Popen] = {}
+
+    def run(self, key: int, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        env = {**env, PARENT_VARIABLE: str(os.getpid())}
+        with open(log, "w", encoding="utf-8") as handle:
+            self.running[key] = subprocess.Popen([sys.executable, "-m", "cl_bench", *argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self, timeout: float | None = None) -> tuple[int, int] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for key, process in self.running.items():
+                if process.poll() is not None:
+                    del self.running[key]
+                    return key, process.returncode
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def signal(self, number: int) -> None:
+        for process in self.running.values():
+            if sys.platform == "win32":
+                process.terminate()
+            else:
+                process.send_signal(number)
+
+    def close(self) -> None:
+        for process in self.running.values():
+            process.kill()
+            process.wait()
+        self.running.clear()
+
+
+def _launcher(todo: Sequence[Planned], threads: int, log_dir: Path) -> WarmWorker | _Processes:
+    """A warm worker that forks the runs, or (without fork, or if it cannot start) plain processes."""
+    if os.environ.get(WARM_VARIABLE, "1") == "0" or not hasattr(os, "fork"):
+        return _Processes()
+    plugins = sorted({(kind, name) for p in todo for kind, name in (("method", p.config.method), ("scenario", p.config.scenario), ("backbone", p.config.backbone))})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    try:
+        return WarmWorker.start(plugins, env, log_dir / WORKER_LOG)
+    except WorkerGone as exc:
+        print(f"sweep: {exc}; each run starts as its own process instead", file=sys.stderr)
+        return _Processes()
+
+
+def _note_exit(log: Path, code: int) -> None:
+    """Say at the end of a run's log how its process ended, unless it succeeded."""
+    if code == 0:
         return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if str(os.getppid()) != parent:  # the sweep died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        how = f"was killed by {name}"
+    else:
+        how = f"exited with code {code}"
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"\nclbench sweep: the run's process {how}\n")
 
 
 def execute(
@@ -178,22 +243,72 @@ def execute(
         outcomes = _run_locally(todo, jobs)
     ran, failed = [], []
     bar = tqdm(total=len(grid), initial=len(skipped), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
-    for planned, log in outcomes:
-        if is_complete(planned.result_path):
-            ran.append(planned)
-        else:
-            failed.append((planned, log))
-        bar.set_postfix_str(planned.name, refresh=False)
-        bar.update(1)
+    with contextlib.closing(outcomes):  # on Ctrl-C here, the engine stops its runs before we go on
+        for planned, log in outcomes:
+            if is_complete(planned.result_path):
+                ran.append(planned)
+            else:
+                failed.append((planned, log))
+            bar.set_postfix_str(planned.name, refresh=False)
+            bar.update(1)
     bar.close()
     return ran, skipped, failed
 
 
-def _run_locally(todo: Sequence[Planned], jobs: int):
-    """(planned, log file) as each child process ends, `jobs` at a time."""
+def _run_locally(todo: Sequence[Planned], jobs: int) -> Generator[tuple[Planned, Path], None, None]:
+    """(planned, log file) as each run ends, `jobs` at a time; on Ctrl-C no further run starts."""
+    if not todo:
+        return
     threads = default_threads(jobs)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_child, planned, threads, planned.result_path.parent / SWEEP_LOGS) for planned in todo]
-        for future in as_completed(futures):
-            planned, _, log = future.result()
+    log_dir = todo[0].result_path.parent / SWEEP_LOGS
+    waiting = list(enumerate(todo))
+    running: dict[int, tuple[Planned, Path]] = {}
+    launcher = _launcher(todo, threads, log_dir)
+    try:
+        while waiting or running:
+            try:
+                while waiting and len(running) < jobs:
+                    key, planned = waiting[0]
+                    argv, env, log = _run_settings(planned, threads, planned.result_path.parent / SWEEP_LOGS)
+                    launcher.run(key, argv, env, log)
+                    running[key] = waiting.pop(0)[1], log
+                ended = launcher.wait()
+            except WorkerGone as exc:  # its runs died with it; the rest start as their own processes
+                print(f"sweep: {exc}; its runs were killed, and the remaining ones start as their own processes", file=sys.stderr)
+                launcher.close()
+                launcher = _Processes()
+                lost = list(running.values())
+                running.clear()
+                for planned, log in lost:
+                    with open(log, "a", encoding="utf-8") as handle:
+                        handle.write(f"\nclbench sweep: {exc}; the run was killed with it\n")
+                    yield planned, log
+                continue
+            assert ended is not None
+            planned, log = running.pop(ended[0])
+            _note_exit(log, ended[1])
             yield planned, log
+    finally:
+        try:
+            if running:
+                _stop(launcher, running)
+        finally:
+            launcher.close()
+
+
+def _stop(launcher: WarmWorker | _Processes, running: dict[int, tuple[Planned, Path]]) -> None:
+    """Stop the runs still going when the sweep stops early (Ctrl-C, an error): a Ctrl-C at the
+    terminal reached them too, so they get GRACE seconds to end (the last finished task is
+    checkpointed), then SIGINT from here; a second Ctrl-C kills them."""
+    deadline, forwarded = time.monotonic() + GRACE, False
+    try:
+        while running:
+            ended = launcher.wait(None if forwarded else max(0.0, deadline - time.monotonic()))
+            if ended is None:
+                launcher.signal(signal.SIGINT)
+                forwarded = True
+                continue
+            planned, log = running.pop(ended[0])
+            _note_exit(log, ended[1])
+    except (KeyboardInterrupt, WorkerGone):
+        pass  # closing the launcher kills what is left

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from cl_bench.paths import SWEEP_LOGS
 
 RETRIES = 3  # Ray's retries of a task whose worker process died
 WORKER_FOLDER = "ray"  # under <out>/logs: the workers' checkpoints and own copies of results
+_runs_here = 0  # runs this Ray worker process has started: Ray reuses a worker for CPU-only tasks
 
 
 def _import_ray():
@@ -57,6 +58,8 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
 
 def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str) -> dict[str, Any]:
     """One run inside a Ray worker; returns its result document or its failure, with its output."""
+    global _runs_here
+    _runs_here += 1
     from cl_bench.config.registry import Registry
     from cl_bench.config.run_config import RunConfig
     from cl_bench.running.plan import plan
@@ -74,6 +77,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(sweep_id, encoding="utf-8")
     output = io.StringIO()
+    output.write(f"ray: worker process {os.getpid()}, run {_runs_here} in this process\n")
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
             result = run(config, registry=registry, log_folder=Path(out) / SWEEP_LOGS)
@@ -89,7 +93,7 @@ def run_in_worker(settings: dict[str, Any], out: str, force: bool, sweep_id: str
 
 def run_on_ray(
     todo: Sequence, *, force: bool = False, address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
-) -> Iterator[tuple[Any, Path]]:
+) -> Generator[tuple[Any, Path], None, None]:
     """(planned, log file) as each run's task ends; the driver writes results and logs."""
     ray = _import_ray()
     if cpus_per_run <= 0 or gpus_per_run < 0:

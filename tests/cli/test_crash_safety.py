@@ -201,11 +201,12 @@ def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path,
 
 
 def processes_running(marker: str) -> list[int]:
-    """Live (not zombie) processes whose command line holds `marker`."""
+    """Live (not zombie) processes whose command line holds `marker`, or whose output goes to a file
+    under it (a run forked by the sweep's warm worker has the worker's command line)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            if entry.name.isdigit() and (marker in (entry / "cmdline").read_bytes().decode(errors="replace") or marker in os.readlink(entry / "fd" / "1")):
                 if "State:\tZ" not in (entry / "status").read_text():
                     found.append(int(entry.name))
         except OSError:
