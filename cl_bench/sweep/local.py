@@ -28,7 +28,7 @@ from cl_bench.files import write_json
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
 from cl_bench.running.plan import plan
-from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_with
+from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_with, python_module
 
 
 @dataclass
@@ -157,7 +157,7 @@ class _Processes:
     def run(self, key: int, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         env = {**env, PARENT_VARIABLE: str(os.getpid())}
         with open(log, "w", encoding="utf-8") as handle:
-            self.running[key] = subprocess.Popen([sys.executable, "-m", "cl_bench", *argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+            self.running[key] = subprocess.Popen([*python_module("cl_bench"), *argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
 
     def wait(self, timeout: float | None = None) -> tuple[int, int] | None:
         deadline = None if timeout is None else time.monotonic() + timeout

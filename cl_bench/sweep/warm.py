@@ -46,6 +46,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+
+def python_module(module: str) -> list[str]:
+    """The command that runs `module` as `python -m module` would, but with the working folder off
+    `sys.path`: from a folder holding a clone (a `cl_bench/` directory), `-m` would import that
+    folder instead of the installed package."""
+    code = "import os, runpy, sys\nif sys.path and sys.path[0] in ('', os.getcwd()): del sys.path[0]\nrunpy.run_module(%r, run_name='__main__', alter_sys=True)" % module
+    return [sys.executable, "-c", code]
+
+
 # Imported before the grid's plugins: what runs import, named as module paths (the sweep's layer
 # sits below the command line, so it does not import it itself). The command line and the runner
 # bring PyTorch, Avalanche's strategy modules, open_clip and torchvision; the rest are what the
@@ -170,7 +179,7 @@ class WarmWorker:
             handle.write(f"== warm worker of sweep {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             handle.flush()
             process = subprocess.Popen(
-                [sys.executable, "-m", "cl_bench.sweep.warm"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle, env=env
+                python_module("cl_bench.sweep.warm"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle, env=env
             )
         assert process.stdin is not None and process.stdout is not None
         worker = cls(process, _Lines(process.stdout.fileno()), {})

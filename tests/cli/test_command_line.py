@@ -87,3 +87,17 @@ def test_a_broken_ray_is_one_line_and_ray_never_reports_usage(tmp_path, monkeypa
     with pytest.raises(UserError, match=r"Ray is installed but cannot be imported \(RuntimeError: half-installed: _raylet missing\)"):
         ray_engine._import_ray()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # set before Ray is imported, for every Ray process it starts
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+@pytest.mark.parametrize("warm", ["1", "0"])
+def test_a_sweep_from_a_folder_holding_a_clone_imports_the_installed_package(tmp_path, monkeypatch, warm):
+    clone = tmp_path / "cl_bench"  # what `git clone ... cl_bench` leaves in the working folder
+    clone.mkdir()
+    (clone / "README.md").write_text("a clone, not the package")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CL_BENCH_SWEEP_WARM", warm)
+    args = ["sweep", "--methods", "zeroshot", "--scenarios", "embedded-dil", "--seeds", "0", "--quiet", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert len(list((tmp_path / "out").glob("*.json"))) == 1
