@@ -51,7 +51,7 @@ def python_module(module: str) -> list[str]:
     """The command that runs `module` as `python -m module` would, but with the working folder off
     `sys.path`: from a folder holding a clone (a `cl_bench/` directory), `-m` would import that
     folder instead of the installed package."""
-    code = "import os, runpy, sys\nif sys.path and sys.path[0] in ('', os.getcwd()): del sys.path[0]\nrunpy.run_module(%r, run_name='__main__', alter_sys=True)" % module
+    code = f"import os, runpy, sys\nif sys.path and sys.path[0] in ('', os.getcwd()): del sys.path[0]\nrunpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     return [sys.executable, "-c", code]
 
 
