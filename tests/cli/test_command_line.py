@@ -101,3 +101,14 @@ def test_a_sweep_from_a_folder_holding_a_clone_imports_the_installed_package(tmp
     args = ["sweep", "--methods", "zeroshot", "--scenarios", "embedded-dil", "--seeds", "0", "--quiet", "--out", str(tmp_path / "out")]
     assert main(args) == 0
     assert len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
+def test_a_ray_worker_logs_where_the_sweep_says_and_returns_a_result_for_the_sweeps_folder(tmp_path):
+    pytest.importorskip("mlflow")
+    from cl_bench.sweep.ray_engine import run_in_worker
+
+    settings = {"method": "zeroshot", "scenario": "embedded-dil", "seed": 0, "threads": 1, "log": ["mlflow"]}
+    outcome = run_in_worker(settings, str(tmp_path / "out"), False, "sweep-1")  # called as Ray calls it, in-process
+    assert outcome["ok"], outcome["output"]
+    assert (tmp_path / "out" / "logs" / "mlruns").is_dir() and not (tmp_path / "out" / "logs" / "ray" / "logs").exists()
+    assert outcome["result"]["execution"]["out"] == str(tmp_path / "out")  # the driver writes it there
