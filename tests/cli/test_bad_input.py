@@ -41,7 +41,7 @@ def _with_tasks(document: dict, tasks: int) -> dict:
     return document
 
 
-def model_folder(edit_config: Callable[[dict], object] | None = None, drop_tensor: bool = False, config_text: str | None = None) -> Callable[[Path], None]:
+def model_folder(edit_config: Callable[[dict], object] | None = None, drop_tensor: bool = False, config_text: str | None = None, files: dict[str, Callable[[bytes], bytes]] | None = None) -> Callable[[Path], None]:
     """`{in}/lm`: a copy of tiny-lm's folder (a real Hugging Face model folder), edited."""
 
     def prepare(folder: Path) -> None:
@@ -58,6 +58,8 @@ def model_folder(edit_config: Callable[[dict], object] | None = None, drop_tenso
             config_path.write_text(json.dumps(config))
         if config_text is not None:
             config_path.write_text(config_text)
+        for name, change in (files or {}).items():  # a file of the folder rewritten from its bytes
+            (target / name).write_bytes(change((target / name).read_bytes()))
         if drop_tensor:
             from safetensors.torch import load_file, save_file
 
@@ -267,6 +269,10 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("lm-folder-hidden-text", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "hidden_size must be an integer from 1 to 65,536, got 'abc'", model_folder(lambda c: c.update(hidden_size="abc"))),
     ("lm-folder-config-list", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "must hold a JSON object, not list", model_folder(config_text="[1, 2]")),
     ("lm-folder-pickle-shard", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "must map every weight to a .safetensors shard in the folder; cl_bench never loads pickled weights", lambda folder: (model_folder()(folder), (folder / "lm" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": "pytorch_model-00001.bin"}})))),
+    ("lm-folder-tokenizer-list", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "cannot load a language model from", model_folder(files={"tokenizer.json": lambda _: b"[1, 2, 3]"})),
+    ("lm-folder-weights-truncated", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "incomplete metadata, file not fully covered", model_folder(files={"model.safetensors": lambda data: data[: len(data) // 2]})),
+    ("lm-folder-weights-header-huge", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "header too large", model_folder(files={"model.safetensors": lambda data: (2**40).to_bytes(8, "little") + data[8:]})),
+    ("lm-folder-weights-header-garbage", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "invalid UTF-8 in header", model_folder(files={"model.safetensors": lambda data: data[:8] + b"{not json" + data[18:]})),
     ("lm-folder-missing-tensor", [*RUN, "--backbone", "hf-causal-lm", "--pretrained", "{in}/lm", "--scenario", "embedded-instruct", "--method", "zeroshot"], "the weights do not fill the model (1 tensor(s) missing", model_folder(drop_tensor=True)),
     ("sweep-ray-closed-port", ["sweep", "--methods", "zeroshot", "--scenarios", "embedded-dil", "--seeds", "0", "--engine", "ray", "--quiet", "--out", "{tmp}/out", "--address", "127.0.0.1:9"], "cannot reach the Ray cluster at 127.0.0.1:9", None),
     ("sweep-ray-address-shape", ["sweep", "--methods", "zeroshot", "--scenarios", "embedded-dil", "--seeds", "0", "--engine", "ray", "--quiet", "--out", "{tmp}/out", "--address", "headnode"], "--address must be HOST:PORT", None),
