@@ -13,7 +13,7 @@ What callers rely on (`leaderboard.publish` waits, `runner.run` refuses with `wa
 3. never stale: the kernel drops the flock when the holder's file closes, on SIGKILL or a crash
    too, so a killed holder blocks nobody: no timeout, PID check or manual clean-up;
 4. no litter: the file is removed on release (also on an exception or Ctrl-C); only a killed
-   holder leaves it, empty and unlocked, and the next holder removes it. The README promises
+   holder leaves it, empty and unlocked, and the next holder removes it. docs/safety.md promises
    `.<folder>.lock` and `.<run id>.lock` are removed, and test_crash_safety.py checks that
    nothing is left beside the folders;
 5. scope: POSIX. Without `fcntl` (Windows) nothing is locked. Where `flock` fails (some FUSE

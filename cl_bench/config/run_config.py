@@ -46,7 +46,7 @@ class RunConfig:
     progress: bool = True
 
     # Fields that name where and how a run executes, not what it computes (the run id comes from
-    # the resolved plan, `cl_bench.run_plan`, where these have no part either).
+    # the resolved plan, `cl_bench.running.plan`, where these have no part either).
     EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log")
 
     def to_dict(self) -> dict[str, Any]:
