@@ -174,7 +174,11 @@ class WarmWorker:
 
         `env` is the worker's environment (its runs get their own); `log` takes its output."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**env, PARENT_VARIABLE: str(os.getpid()), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+        # The worker's own thread pools must stay at one thread, or it cannot fork: OpenBLAS starts
+        # its pool when numpy is imported (one thread a core unless told). Runs set their PyTorch
+        # threads themselves (build applies the plan's).
+        pools = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        env = {**env, **pools, PARENT_VARIABLE: str(os.getpid()), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"== warm worker of sweep {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             handle.flush()

@@ -126,16 +126,16 @@ def results(folder: Path) -> dict[str, dict]:
 
 def test_a_sweep_run_equals_clbench_run_of_its_configuration_with_its_threads(tmp_path, capsys, monkeypatch):
     warm, cold = tmp_path / "warm", tmp_path / "cold"
-    # The worker imports PyTorch under OMP_NUM_THREADS=2; each run must still train on its own
-    # --threads 1 (two threads on two shared cores would only measure the machine's load).
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert main(["sweep", *GRID, "--jobs", "1", "--threads", "1", "--out", str(warm)]) == 0
+    # The worker imports PyTorch on one thread (its pools stay at one so that it can fork); each run
+    # must still train on its own --threads 2. One run at a time: two runs of two threads would
+    # only measure how four threads share two cores.
+    assert main(["sweep", *GRID, "--jobs", "1", "--threads", "2", "--out", str(warm)]) == 0
     err = capsys.readouterr().err
     assert "2 runs: 2 ran" in err and "own process" not in err
     worker_log = (warm / "logs" / local.WORKER_LOG).read_text()
     assert worker_log.count("forked process") == 2 and "failed: none" in worker_log
     swept = results(warm)
-    assert swept["seq-lora"]["hardware"]["torch_threads"] == 1  # PyTorch was imported before the run, with other settings
+    assert swept["seq-lora"]["hardware"]["torch_threads"] == 2  # PyTorch was imported before the run, with other settings
 
     config = next((warm / "logs").glob("*seq-lora*.config.json"))
     alone = subprocess.run(
@@ -150,7 +150,7 @@ def test_a_sweep_run_equals_clbench_run_of_its_configuration_with_its_threads(tm
         assert separate[key] == swept["seq-lora"][key], key
 
     monkeypatch.setenv(local.WARM_VARIABLE, "0")  # as without fork: every run its own `python -m cl_bench run`
-    assert main(["sweep", *GRID, "--jobs", "1", "--threads", "1", "--out", str(cold)]) == 0
+    assert main(["sweep", *GRID, "--jobs", "1", "--threads", "2", "--out", str(cold)]) == 0
     assert "2 runs: 2 ran" in capsys.readouterr().err and not (cold / "logs" / local.WORKER_LOG).exists()
     for method, document in results(cold).items():
         assert (document["acc_matrix"], document["control_matrix"]) == (swept[method]["acc_matrix"], swept[method]["control_matrix"])
