@@ -23,7 +23,7 @@ from cl_bench import AdaptableLayer, Backbone, TaskContext, UserError
 
 from .attention import SplitAttention, split_attention_
 
-# The layers methods adapt (DESIGN section 5), named by kind.
+# The layers methods adapt (docs/backbones.md, Adaptable layers), named by kind.
 LAYER_KINDS = ("q", "k", "v", "out", "fc", "proj")
 _ATTENTION_ATTRS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
 _MLP_ATTRS = {"fc": "c_fc", "proj": "c_proj"}

@@ -4,7 +4,7 @@ Every data set adds its classes to the stream: global class ids run through the 
 order, and within a task in the data set's own label order. Each class keeps the prompt templates
 of its data set (`Stream.class_templates`).
 
-Class names must be unique across the stream (DESIGN section 9), but data sets share names
+Class names must be unique across the stream (docs/streams.md), but data sets share names
 ("pizza" is a Caltech101 and a Food-101 class). The reference code never renames a class: it
 concatenates each data set's prompts, and two such classes stay apart only when their data sets'
 templates differ. The rule here keeps those prompts and makes the names unique:

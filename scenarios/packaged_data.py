@@ -1,4 +1,4 @@
-"""Image data that installs from packages (DESIGN section 9): nothing is downloaded.
+"""Image data that installs from packages (docs/streams.md): nothing is downloaded.
 
 Sources:
 - Fashion-MNIST from Debian's `dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist;

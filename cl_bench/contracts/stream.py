@@ -146,7 +146,7 @@ class Stream:
         return [[t.format(name) for t in self.class_templates.get(cid, self.templates)] for cid, name in enumerate(self.class_names)]
 
     def label_space(self, row: int, task: int) -> list[int]:
-        """Classes scored for A[row, task + 1] (DESIGN section 7): row 0 is before training."""
+        """Classes scored for A[row, task + 1] (docs/metrics.md): row 0 is before training."""
         if self.protocol == "class-il":
             seen = max(row, task + 1)
             return sorted({c for classes in self.task_classes[:seen] for c in classes})

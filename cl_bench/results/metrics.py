@@ -1,4 +1,4 @@
-"""Continual-learning metrics as pure functions of the accuracy matrix (DESIGN section 7).
+"""Continual-learning metrics as pure functions of the accuracy matrix (docs/metrics.md).
 
 `A` has rows i = 0..T (0 = before training, i = after training task i) and columns j = 1..T (the
 test set of task j); in code both are 0-based arrays, so column c holds task c + 1. `C` has the

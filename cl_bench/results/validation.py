@@ -1,8 +1,8 @@
-"""The run-result file (schema `cl_bench.result/3`, DESIGN section 8): write, load, validate.
+"""The run-result file (schemas in `results.schema`; docs/results.md): load and validate.
 
-Results are written atomically (a temporary file in the same folder, then a rename), so a reader
-never sees half a file. Validation checks the schema, the shapes and ranges of the matrices, that
-the file agrees with itself, and that the stored metrics recompute from the accuracy matrix.
+Results are written atomically by `cl_bench.files`. Validation checks the schema, the shapes and
+ranges of the matrices, every field the readers use, that the file agrees with itself (its run id
+re-hashes from its identity), and that the stored metrics recompute from the accuracy matrix.
 """
 
 from __future__ import annotations

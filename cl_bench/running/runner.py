@@ -1,4 +1,4 @@
-"""`run(config)`: one continual-learning run from configuration to result file (DESIGN section 3).
+"""`run(config)`: one continual-learning run from configuration to result file (docs/development.md, How a run flows).
 
 After every experience the runner writes a checkpoint and a partial result, both atomically;
 `resume=True` continues from the checkpoint and, because every experience is seeded on its own,

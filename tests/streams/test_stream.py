@@ -1,4 +1,4 @@
-"""Label spaces per protocol (DESIGN section 7) and stream validation."""
+"""Label spaces per protocol (docs/streams.md) and stream validation."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Metrics against matrices computed by hand (DESIGN section 7)."""
+"""Metrics against matrices computed by hand (docs/metrics.md)."""
 
 import math
 
