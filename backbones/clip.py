@@ -45,6 +45,19 @@ class Conditioning(Protocol):
     def activate(self, state: int) -> None: ...
 
 
+@runtime_checkable
+class Head(Protocol):
+    """A classifier that replaces (or mixes with) CLIP's text head, for methods that classify in
+    feature space: iCaRL's nearest mean of exemplars, RAIL's ridge regression fused with zero-shot.
+
+    `ClipModel` calls `scores(model, image_features, text_scores)` for every batch: the batch's
+    normalised image features and the text head's logits over the current label space
+    (`model.label_space`, one column per class in that order); it returns logits of the same shape.
+    """
+
+    def scores(self, model: ClipModel, image_features: Tensor, text_scores: Tensor) -> Tensor: ...
+
+
 class ClipModel(Backbone):
     """A CLIP-like backbone with separate q/k/v/out projections and a cached text head."""
 
@@ -85,6 +98,7 @@ class ClipModel(Backbone):
         self._text_cache: dict[tuple[tuple[int, ...], int | None], Tensor] = {}
         self._text_trainable = True  # safe default: recompute text features while training
         self.conditioning: Conditioning | None = None
+        self.head: Head | None = None
 
     # ------------------------------------------------------------------ towers
 
@@ -221,10 +235,29 @@ class ClipModel(Backbone):
         self.conditioning = conditioning
         self.invalidate_text_cache()
 
+    def set_head(self, head: Head | None) -> None:
+        """Let a method classify in feature space (see `Head`); None restores the text head."""
+        self.head = head
+
     def _scores(self, images: Tensor, state: int | None) -> Tensor:
         image_features = self.encode_image(images)
         text_features = self._label_space_text(state)
-        return self.logit_scale * image_features @ text_features.t().to(image_features.dtype)
+        scores = self.logit_scale * image_features @ text_features.t().to(image_features.dtype)
+        return scores if self.head is None else self.head.scores(self, image_features, scores)
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """Normalised image features (what the text head compares with the class texts)."""
+        return self.encode_image(inputs)
+
+    def scores(self, inputs: Tensor, classes: Sequence[int]) -> Tensor:
+        """Logits over `classes` in the order given (see `Backbone.scores`); the label space the
+        strategy set is restored afterwards."""
+        space, key = self.label_space, self._label_key
+        self.set_label_space(classes)
+        try:
+            return self.forward(inputs)[:, self.label_space]
+        finally:
+            self.label_space, self._label_key = space, key
 
     def forward(self, images: Tensor) -> Tensor:
         if self.conditioning is None:

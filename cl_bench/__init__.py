@@ -48,6 +48,10 @@ _DEFERRED = {
     "file_sha256": "provenance",
     "get_scorer": "blocks.text_scores",
     "cached_tensors": "blocks.tensor_cache",
+    "Teacher": "blocks.teacher",
+    "EpisodicMemory": "blocks.memory",
+    "herding_order": "blocks.memory",
+    "ReferenceData": "contracts.stream",
 }
 
 __all__ = [

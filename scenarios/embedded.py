@@ -247,6 +247,7 @@ def _assemble(name: str, protocol: str, tasks: list[PackagedDomain], params: dic
         preload=True,
         metadata={**_metadata([*tasks, symbols()]), **(metadata_extra or {})},
         params=params,
+        reference=reference_data,
     )
 
 
@@ -331,7 +332,34 @@ def build_cil(params: dict[str, Any], context: ScenarioContext | None = None):
         preload=True,
         metadata=_metadata([domain, symbols()]),
         params=params,
+        reference=reference_data,
     )
+
+
+# The reference data of every embedded stream: tiny-clip's own pre-training splits of the three task
+# domains, as ZSCL distils on data from CLIP's pre-training distribution (ImageNet images,
+# Conceptual Captions texts) whatever the stream. The control domain (symbols) is left out: the
+# control set measures what is kept of classes no method may learn from.
+REFERENCE_DOMAINS = ("fashion", "digits", "letters")
+
+
+def reference_data():
+    """The reference data (`cl_bench.ReferenceData`): pre-training images, labels indexing one
+    prompt per class ("a photo of a {class}.")."""
+    import torch
+
+    from cl_bench import ReferenceData
+
+    domains = {"fashion": fashion, "digits": digits, "letters": letters}
+    images, labels, texts = [], [], []
+    for name in REFERENCE_DOMAINS:
+        split = domains[name]().splits["pretrain"]
+        x, y = _tensors(split, len(texts))
+        images.append(x)
+        labels.append(y)
+        texts.extend(TEMPLATES[0].format(c) for c in split.class_names)
+    dataset = torch.utils.data.TensorDataset(torch.cat(images), torch.cat(labels))
+    return ReferenceData("embedded-pretraining", dataset, texts, source="tiny-clip's pre-training splits of " + ", ".join(REFERENCE_DOMAINS))
 
 
 def pretraining_data() -> dict[str, data.Images]:

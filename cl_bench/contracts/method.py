@@ -36,6 +36,10 @@ class Method(Protocol):
         """A term added to the cross-entropy loss (None for none)."""
         return None
 
+    def fit(self, model: Backbone, experience: Experience) -> None:
+        """Learn the task in closed form (a ridge regression, class means, ...): called in place of
+        the optimizer steps when `trainable_parameters` is empty; the default learns nothing."""
+
     def make_optimizer(self, params: list[nn.Parameter], hparams: Mapping[str, Any]) -> torch.optim.Optimizer | None:
         """A custom optimiser over `params`, or None for AdamW(lr, weight_decay)."""
         return None
@@ -51,7 +55,7 @@ class Method(Protocol):
         """Restore what `state_dict` returned; the model is restored after this call."""
 
 
-METHOD_HOOKS = ("setup", "before_experience", "trainable_parameters", "extra_loss", "make_optimizer", "after_experience", "state_dict", "load_state_dict")
+METHOD_HOOKS = ("setup", "before_experience", "trainable_parameters", "extra_loss", "fit", "make_optimizer", "after_experience", "state_dict", "load_state_dict")
 
 
 def as_method(candidate: Any, name: str) -> Method:

@@ -14,6 +14,13 @@ say) plugs in without touching them:
 - `forward(inputs)` and `loss(outputs, targets)`: one training step's loss for a batch;
 - `scorer(context)`: a `CellScorer` that turns one test set's batches into one accuracy-matrix
   cell, a score in [0, 100].
+
+Two more a classifier backbone offers to methods (from inside any hook; the built-in CLIP has both):
+
+- `scores(inputs, classes)`: logits over any label space (the classes seen so far, all classes),
+  one column per class id in the order given, whatever the current task context;
+- `features(inputs)`: the embedding its scores are computed from (CLIP: normalised image
+  features), for methods that classify, select or distil in feature space.
 """
 
 from __future__ import annotations
@@ -140,3 +147,12 @@ class Backbone(nn.Module):
     def scorer(self, context: TaskContext) -> CellScorer:
         """A fresh scorer for the accuracy-matrix cell of `context`."""
         return CellScorer()
+
+    def scores(self, inputs: Tensor, classes: Sequence[int]) -> Tensor:
+        """Logits of `inputs` over the label space `classes` (global ids): shape (len(inputs),
+        len(classes)), column j for `classes[j]`. The current task context is left as it was."""
+        raise NotImplementedError(f"{type(self).__name__} has no label-space scores")
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """The embedding of `inputs` the model's scores are computed from, one row per input."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no features")

@@ -11,7 +11,7 @@ control set: data never trained on).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,28 @@ def build_benchmark(train: Sequence[Any], test: Sequence[Any], control: Sequence
     return benchmark_from_datasets(**streams)
 
 
+@dataclass(frozen=True)
+class ReferenceData:
+    """Data a method may learn from besides the tasks' own: what ZSCL distils on (CLIP's
+    pre-training distribution, in the paper ImageNet images and Conceptual Captions texts).
+
+    `dataset` yields (input, label) pairs whose label indexes `texts` (the sentences a text tower
+    encodes for them); `source` says where it comes from. A stream never supplies its test or
+    control data as reference data.
+    """
+
+    name: str
+    dataset: Any
+    texts: Sequence[str]
+    source: str = ""
+
+    def batches(self, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """(inputs, labels) batches, in order or shuffled by a generator seeded with `seed`."""
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        for batch in DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator):
+            yield batch[0], batch[1]
+
+
 @dataclass
 class Experience:
     """What a method sees of one task: its index, name, classes and training data."""
@@ -67,6 +89,12 @@ class Experience:
     classes: list[int]
     dataset: Any  # the Avalanche training dataset of the task
     stream: Stream
+
+    @property
+    def seen_classes(self) -> list[int]:
+        """The classes of this task and every earlier one, sorted: the label space a class-IL
+        learner has seen by the end of this task (what LwF and iCaRL distil and classify over)."""
+        return self.stream.seen_classes(self.index)
 
     def batches(self, batch_size: int = 256, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, targets) batches of the training data, for methods' own passes over it."""
@@ -109,6 +137,7 @@ class Stream:
     generation: Sequence[Generation] = ()  # text streams: one per task
     control_generation: Sequence[Generation] = ()  # text streams: one per control set
     decoding: Mapping[str, Any] = field(default_factory=dict)  # text streams: greedy-decoding settings
+    reference_loader: Callable[[], ReferenceData] | None = None  # reference data, loaded on first use
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -155,6 +184,24 @@ class Stream:
         if self.protocol == "instruct":  # answers are generated text: no classes
             return []
         return sorted({c for classes in self.task_classes for c in classes})  # domain-il, x-tail
+
+    def seen_classes(self, task: int) -> list[int]:
+        """The classes of tasks 0..`task`, sorted."""
+        return sorted({c for classes in self.task_classes[: task + 1] for c in classes})
+
+    def reference(self) -> ReferenceData:
+        """The stream's reference data (loaded once); a `UserError` when it supplies none."""
+        if self.reference_loader is None:
+            raise UserError(f"stream {self.name} supplies no reference data; choose a stream that does (docs/plugins.md, Reference data)")
+        cached = self.__dict__.get("_reference")
+        if cached is None:
+            cached = self.__dict__["_reference"] = self.reference_loader()
+        return cached
+
+    @property
+    def all_classes(self) -> list[int]:
+        """Every class of every task (not the control sets'), sorted."""
+        return self.seen_classes(self.num_tasks - 1)
 
     def experience(self, task: int) -> Experience:
         dataset = self.benchmark.streams["train"][task].dataset
@@ -215,8 +262,11 @@ def assemble_stream(
     preload: bool = False,
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    reference: Callable[[], ReferenceData] | None = None,
 ) -> Stream:
     """The `Stream` over `tasks` (in task order) and `controls`, with its Avalanche benchmark.
+
+    `reference` loads the stream's reference data (`ReferenceData`) when a method first asks.
 
     Refuses (ValueError) a record without its data, class ids outside `class_names` or repeated
     in a record, a class name no record holds, control classes that a task trains on, and a
@@ -240,6 +290,7 @@ def assemble_stream(
         preload=preload,
         metadata=dict(metadata or {}),
         params=dict(params or {}),
+        reference_loader=reference,
     )
 
 

@@ -184,7 +184,11 @@ class ClStrategy(SupervisedTemplate):
             )
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
-        if self.optimizer is None:  # nothing to train (zero-shot)
+        if self.optimizer is None:  # nothing to optimise: a closed-form fit, or nothing (zero-shot)
+            self.model.eval()
+            with torch.no_grad():
+                self.method.fit(self.model, self.stream.experience(self.task))
+            self.model.train()
             return
         super()._train_exp(experience, eval_streams, **kwargs)
 
