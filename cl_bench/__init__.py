@@ -52,6 +52,7 @@ _DEFERRED = {
     "EpisodicMemory": "blocks.memory",
     "herding_order": "blocks.memory",
     "ReferenceData": "contracts.stream",
+    "distillation_loss": "blocks.distillation",
 }
 
 __all__ = [

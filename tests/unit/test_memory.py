@@ -118,3 +118,19 @@ def test_bad_settings_are_refused():
         EpisodicMemory(4).add(torch.randn(3, 2), torch.arange(3), 0)
     with pytest.raises(ValueError, match="Generator"):
         EpisodicMemory(4, "reservoir").add(torch.randn(3, 2), torch.arange(3), 0)
+
+
+def test_distillation_loss_matches_a_hand_computed_case():
+    import math
+
+    from cl_bench import distillation_loss
+
+    student, teacher = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[0.0, 0.0]])
+    # T = 1: teacher (1/2, 1/2), student (1/4, 3/4): −(½ log ¼ + ½ log ¾) = ½ log(16/3).
+    assert float(distillation_loss(student, teacher, 1.0)) == pytest.approx(0.5 * math.log(16 / 3))
+    # T = 2 scales the logits by ½ and the loss by 4: student (1, √3)/(1 + √3).
+    p = 1 / (1 + math.sqrt(3.0))
+    assert float(distillation_loss(student, teacher, 2.0)) == pytest.approx(-4 * 0.5 * (math.log(p) + math.log(1 - p)))
+    same = torch.randn(4, 5)
+    entropy = -(torch.softmax(same / 2, -1) * torch.log_softmax(same / 2, -1)).sum(-1).mean() * 4
+    assert float(distillation_loss(same, same)) == pytest.approx(float(entropy), rel=1e-6)
