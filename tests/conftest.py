@@ -31,3 +31,16 @@ def registry():
     from cl_bench.config.registry import Registry
 
     return Registry()
+
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command) the tests of each group run
+# on one worker, one after another: two local Ray instances, or two headless browsers, at once
+# would only compete for the same two cores and ports.
+_SERIAL_GROUPS = ("ray", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for group in _SERIAL_GROUPS:
+            if item.get_closest_marker(group):
+                item.add_marker(pytest.mark.xdist_group(group))
