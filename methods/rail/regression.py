@@ -66,9 +66,9 @@ class PrimalRidge:
         x = features.to(DTYPE)
         if self.projection is None:
             return x
-        if self.projection.device != x.device:
-            self.projection = self.projection.to(x.device)
-        return torch.relu(x @ self.projection.to(DTYPE).t())
+        if self.projection.device != x.device or self.projection.dtype != DTYPE:
+            self.projection = self.projection.to(x.device, DTYPE)  # float32 values, exactly
+        return torch.relu(x @ self.projection.t())
 
     def _on(self, device: torch.device) -> None:
         if self.R is not None and self.R.device != device:
