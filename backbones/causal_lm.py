@@ -130,8 +130,9 @@ class CausalLM(Backbone):
         `max_answer_tokens`, EOS then BOS added while under that; labels: its last len(answer +
         EOS) positions, -100 elsewhere); "test" (or "control"): (the prompt cut from the left to
         `max_prompt_tokens`, BOS added if under it; zeros). `max_prompt_tokens` (None: the
-        backbone's) and `keep_prompt_start` (MoRAM's MeetingBank: prompts keep their start, and a
-        training sequence keeps the whole answer after them) come from the stream's task.
+        backbone's) and `keep_prompt_start` (MoRAM's MeetingBank: prompts keep their start; a
+        training sequence is BOS + the prompt's start + the answer's last max_answer_tokens + 2
+        tokens and EOS) come from the stream's task.
         """
         prompt_limit = self.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
         rows, labels = [], []

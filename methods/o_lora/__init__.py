@@ -17,7 +17,7 @@ from cl_bench import MethodSpec, Supports, hookimpl
 PAPER = "https://arxiv.org/abs/2310.14152"
 # TRACE's O-LoRA (training/main.py, model/Regular/O_LoRA.py): r 8, alpha 32, λ1 0.5, λ2 0; q, k, v, o;
 # Adam (0.9, 0.95) at a constant rate. The CLIP defaults apply the same layer to seq-lora's layers.
-# Language models also get MoRAM's code's dropout 0.1 on the adapter's input (TRACE/training/main.py:358)
+# Language models also get MoRAM's code's dropout 0.1 on the adapter's input (TRACE/training/main.py:355-360)
 # and lr 1e-4 (TreeLoRA's scripts/lora_based_methods/O_LoRA.sh; MoRAM ships no O-LoRA script).
 # (MoRAM's TRACE O-LoRA never merges a finished task's LoRA, so its orthogonality term is always 0
 # there: docs/language-models.md. This one is the method of the paper.)
