@@ -342,7 +342,8 @@ class MemoryLinear(torch.autograd.Function):
         frozen, needs = ctx.frozen, ctx.needs_input_grad
         if grad.dtype != weighted.dtype:
             grad = grad.to(weighted.dtype)
-        grads: list[Tensor | None] = [None] * 11
+        grads: list[Tensor | None] = [None] * len(needs)  # 10 inputs, or 11 with memory_input
+        needs_memory = len(needs) > 10 and needs[10]
         if needs[1]:
             grads[1] = grad.t() @ x
         if needs[2] and ctx.has_bias:
@@ -355,13 +356,13 @@ class MemoryLinear(torch.autograd.Function):
             grads[6] = (weighted[:, frozen:].t() @ grad).t()
         if ctx.separate and needs[0]:
             grads[0] = grad @ weight
-        if not ((needs[0] and not ctx.separate) or needs[3] or needs[4] or needs[10]):
+        if not ((needs[0] and not ctx.separate) or needs[3] or needs[4] or needs_memory):
             return tuple(grads)
         grad_projection = (AtomsFirst if ctx.atoms_first else RowsFirst).backward(grad, B, saved, ctx.temperature)
         grad_projection = grad_projection.t() if ctx.atoms_first else grad_projection  # rows x atoms
         if needs[0] and not ctx.separate:
             grads[0] = torch.addmm(grad_projection @ A, grad, weight)
-        if needs[10]:
+        if needs_memory:
             grads[10] = grad_projection @ A
         if needs[3]:
             grads[3] = grad_projection[:, :frozen].t() @ memory
