@@ -19,11 +19,15 @@ def _vit_b16_weights(params):
     return weights_file(params)
 
 
-# Truncation as TRACE's (1024 prompt, 512 answer tokens); dtype: the weights' type once loaded.
-LM_DEFAULTS = {"pretrained": "", "max_prompt_tokens": 1024, "max_answer_tokens": 512, "dtype": "float32"}
+# Truncation as TRACE's (prompts 1024 tokens; a training sequence 1024 + 512); dtype: the weights'
+# type once loaded; loss_weighting: each example's mean loss counts the same (TRACE's batch of one
+# per device) or every answer token does ("token").
+LM_DEFAULTS = {"pretrained": "", "max_prompt_tokens": 1024, "max_answer_tokens": 512, "dtype": "float32", "loss_weighting": "example"}
 # What every method trains with on a language model unless its kind_defaults say otherwise:
 # TRACE's batch of 32 and constant learning rate, 32 iterations (two passes over a 500-example
 # task, TRACE's most common epoch count), adapters on the decoder's attention projections.
+# 2: TRACE's joint truncation and per-example loss weighting (issue 34)
+LM_VERSION = "2"
 LM_METHOD_DEFAULTS = {"towers": ["decoder"], "layers": ["q", "k", "v", "out"], "iters": 32, "batch_size": 32, "schedule": "constant", "grad_accum": 1}
 
 
@@ -54,7 +58,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
             method_defaults=LM_METHOD_DEFAULTS,
-            version="1",
+            version=LM_VERSION,
             weights_file=tiny_lm_weights,
         ),
         BackboneSpec(
@@ -65,7 +69,7 @@ def cl_bench_backbones() -> list[BackboneSpec]:
             protocols=TEXT_PROTOCOLS,
             defaults=LM_DEFAULTS,
             method_defaults=LM_METHOD_DEFAULTS,
-            version="1",
+            version=LM_VERSION,
             weights_file=hf_weights,
         ),
     ]

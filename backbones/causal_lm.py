@@ -4,15 +4,24 @@ Batches hold token ids made by `encode_examples`, with -1 where a row is padded 
 every prompt ends where generation starts): this keeps the attention mask in the ids whatever
 the tokenizer's pad token is.
 
-- Training: input BOS + prompt + answer + EOS, labels -100 on BOS, the prompt and the padding, so
-  the loss is the cross-entropy of the answer tokens only (TRACE's setting).
-- Evaluation: greedy decoding of each prompt (the stream's `decoding` settings: TRACE uses a
-  repetition penalty of 1.2 and no repeated 3-grams), up to the task's `max_new_tokens`; the
-  cell's scorer decodes the outputs to text and applies the task's scorer (accuracy, ROUGE-L, ...).
+- Training: one tokenisation of prompt + answer, truncated from the left to max_prompt_tokens +
+  max_answer_tokens (1,536), EOS and then BOS added while under that limit, the labels the last
+  len(answer + EOS) positions (TRACE's collator, in MoRAM's code and the original alike); a task
+  whose prompts keep their start (MoRAM's MeetingBank) is laid out as MoRAM's code lays it out.
+  The loss is the cross-entropy of the labelled tokens: each example's mean, averaged over the
+  examples (`loss_weighting="example"`, as TRACE's batch of one per device weighs them), or the
+  mean over every labelled token of the batch ("token").
+- Evaluation: each prompt (truncated the same way, BOS only under the limit) is continued by
+  `generate` with the stream's `decoding` settings (MoRAM's: greedy, repetition penalty 1.2, no
+  repeated 3-gram; the original TRACE's: sampling at temperature 0.1, seeded per cell), up to
+  the task's `max_new_tokens`; the cell's scorer decodes the outputs to text and applies the
+  task's scorer (accuracy, ROUGE-L, ...).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +39,9 @@ DEFAULT_KINDS = ("q", "k", "v", "out")
 TOWERS = ("decoder",)
 PAD = -1  # the id that marks padding in a batch; never a real token
 IGNORE = -100  # labels the loss skips (PyTorch's and Hugging Face's convention)
+LOSS_WEIGHTINGS = ("example", "token")
+# The keys of a stream's `decoding` that generate() reads, and what each defaults to (greedy, no penalty).
+DECODING_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
 class CausalLM(Backbone):
@@ -37,46 +49,100 @@ class CausalLM(Backbone):
 
     kind = "causal-lm"
 
-    def __init__(self, lm: nn.Module, tokenizer, *, name: str, weights_sha256: str | None = None, max_prompt_tokens: int = 1024, max_answer_tokens: int = 512) -> None:
+    def __init__(
+        self,
+        lm: nn.Module,
+        tokenizer,
+        *,
+        name: str,
+        weights_sha256: str | None = None,
+        max_prompt_tokens: int = 1024,
+        max_answer_tokens: int = 512,
+        loss_weighting: str = "example",
+    ) -> None:
         super().__init__()
         if tokenizer.eos_token_id is None:
             raise UserError(f"backbone {name}: its tokenizer has no end-of-sequence token; use a tokenizer with one")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise UserError(f"backbone.loss_weighting must be example or token, not {loss_weighting!r}")
+        for key, value in (("max_prompt_tokens", max_prompt_tokens), ("max_answer_tokens", max_answer_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"backbone.{key} must be a positive integer, not {value!r}")
         self.lm: Any = lm  # a Hugging Face causal LM: generate() and the rest are untyped for mypy
         self.tokenizer = tokenizer
         self.backbone_name = name
         self.weights_sha256 = weights_sha256
         self.max_prompt_tokens = max_prompt_tokens
         self.max_answer_tokens = max_answer_tokens
-        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.loss_weighting = loss_weighting
         self.eos = tokenizer.eos_token_id
+        # TRACE's tokenizer set-up (MoRAM TRACE/utils/utils.py:70-71): a tokenizer without BOS uses EOS as BOS
+        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos
         self.filler = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos  # what a padded position embeds
         self.decoding: dict[str, Any] = {}
         self.generation: dict[tuple[str, int], Any] = {}
         self.max_new_tokens = 16
         self._context: TaskContext | None = None
+        self._batches = 0  # batches generated in the current cell (each sampled batch gets its own seed)
 
     # ------------------------------------------------------------------ data
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_examples(self, examples: Sequence[Mapping[str, str]], split: str) -> tuple[Tensor, Tensor]:
-        """{prompt, answer} examples as left-padded token ids (PAD = -1 marks padding).
+    def _tokenize(self, text: str, limit: int, *, bos: bool, eos: bool, keep_start: bool = False) -> list[int]:
+        """TRACE's collator `tokenize` (MoRAM TRACE/utils/data/data_collator.py:52-94, BeyonderXX/TRACE
+        :31-59): the text's tokens cut to `limit` (keeping its end, or its start with `keep_start`),
+        then EOS appended if still under the limit, then BOS prepended if still under it."""
+        ids = self._ids(text)
+        ids = ids[:limit] if keep_start else ids[max(0, len(ids) - limit) :]
+        if eos and len(ids) < limit:
+            ids = ids + [self.eos]
+        if bos and len(ids) < limit:
+            ids = [self.bos_id] + ids
+        return ids
 
-        "train": (BOS + prompt + answer + EOS, labels: the answer and EOS, -100 elsewhere);
-        "test" (or "control"): (BOS + prompt, zeros). A prompt longer than `max_prompt_tokens`
-        keeps its last tokens (the question is at its end); an answer keeps its first
-        `max_answer_tokens` tokens.
+    def _training_row(self, prompt: str, answer: str, prompt_limit: int, keep_prompt_start: bool) -> tuple[list[int], int]:
+        """One training sequence and how many of its last positions are labels."""
+        limit = prompt_limit + self.max_answer_tokens
+        if not keep_prompt_start:
+            # every task but MoRAM's MeetingBank (data_collator.py:164-175): prompt + answer tokenised
+            # once and cut from the left; the labels are as many last positions as the answer alone
+            # has tokens with its EOS (off by one at the join where the two tokenise differently, as there)
+            row = self._tokenize(prompt + answer, limit, bos=True, eos=True)
+            return row, min(len(row), len(self._tokenize(answer, limit, bos=False, eos=True)))
+        # MoRAM's MeetingBank (data_collator.py:96-137): the answer keeps its last max_answer_tokens
+        # + 2 tokens (+ EOS); the prompt, after BOS, keeps its start in the room that leaves
+        label = self._tokenize(answer, min(limit, max(self.max_answer_tokens + 2, 32)), bos=False, eos=True)
+        room = max(1, limit - 1 - len(label))
+        body = self._ids(prompt)[:room]
+        over = 1 + len(body) + len(label) - limit
+        if over > 0:
+            body = body[: max(0, len(body) - over)]
+        return [self.bos_id] + body + label, len(label)
+
+    def encode_examples(
+        self, examples: Sequence[Mapping[str, str]], split: str, *, max_prompt_tokens: int | None = None, keep_prompt_start: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """{prompt, answer} examples as left-padded token ids (PAD = -1 marks padding), truncated as TRACE's collator does.
+
+        "train": (prompt + answer tokenised once, cut from the left to `max_prompt_tokens` +
+        `max_answer_tokens`, EOS then BOS added while under that; labels: its last len(answer +
+        EOS) positions, -100 elsewhere); "test" (or "control"): (the prompt cut from the left to
+        `max_prompt_tokens`, BOS added if under it; zeros). `max_prompt_tokens` (None: the
+        backbone's) and `keep_prompt_start` (MoRAM's MeetingBank: prompts keep their start; a
+        training sequence is BOS + the prompt's start + the answer's last max_answer_tokens + 2
+        tokens and EOS) come from the stream's task.
         """
+        prompt_limit = self.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
         rows, labels = [], []
         for example in examples:
-            prompt = self.bos + self._ids(example["prompt"])[-self.max_prompt_tokens :]
             if split == "train":
-                answer = self._ids(example["answer"])[: self.max_answer_tokens] + [self.eos]
-                rows.append(prompt + answer)
-                labels.append([IGNORE] * len(prompt) + answer)
+                row, labelled = self._training_row(example["prompt"], example["answer"], prompt_limit, keep_prompt_start)
+                rows.append(row)
+                labels.append([IGNORE] * (len(row) - labelled) + row[len(row) - labelled :])
             else:
-                rows.append(prompt)
+                rows.append(self._tokenize(example["prompt"], prompt_limit, bos=True, eos=False, keep_start=keep_prompt_start))
         width = max(len(r) for r in rows)
         ids = torch.tensor([[PAD] * (width - len(r)) + r for r in rows], dtype=torch.long)
         if split != "train":
@@ -131,10 +197,17 @@ class CausalLM(Backbone):
             for index, record in enumerate(records):
                 get_scorer(record.scorer)  # an unknown name fails here, before any training
                 self.generation[(split, index)] = record
-        self.decoding = dict(stream.decoding)
+        self.prepare_decoding(stream.decoding)
+
+    def prepare_decoding(self, decoding: Mapping[str, Any]) -> None:
+        unknown = sorted(set(decoding) - set(DECODING_DEFAULTS))
+        if unknown:
+            raise UserError(f"backbone {self.backbone_name}: unknown decoding setting {unknown[0]!r}; known: {', '.join(DECODING_DEFAULTS)}")
+        self.decoding = {**DECODING_DEFAULTS, **decoding}
 
     def set_task_context(self, context: TaskContext) -> None:
         self._context = context
+        self._batches = 0
         record = self.generation.get((context.split, context.task))
         if record is not None:
             self.max_new_tokens = record.max_new_tokens
@@ -147,31 +220,61 @@ class CausalLM(Backbone):
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int) -> Tensor:
-        """Greedy decoding of each prompt; positions after EOS (and after an early stop) are PAD."""
+        """Each prompt continued by the decoding settings (greedy by default); positions after EOS
+        (and after an early stop) are PAD. Sampling draws from a generator seeded by the cell's
+        seed and the batch's place in the cell, so a run repeats itself, resumed or not."""
         inputs = self._inputs(ids)
-        out = self.lm.generate(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            repetition_penalty=float(self.decoding.get("repetition_penalty", 1.0)),
-            no_repeat_ngram_size=int(self.decoding.get("no_repeat_ngram_size", 0)),
-            eos_token_id=self.eos,
-            pad_token_id=self.filler,
-        )
+        settings = {**DECODING_DEFAULTS, **self.decoding}
+        sampling = bool(settings["do_sample"])
+        options: dict[str, Any] = {"do_sample": sampling, "num_beams": 1}
+        if sampling:
+            options.update(temperature=float(settings["temperature"]), top_k=int(settings["top_k"]), top_p=float(settings["top_p"]))
+        context: Any = contextlib.nullcontext()
+        if sampling:  # the global generators are put back afterwards: training's draws do not move
+            context = torch.random.fork_rng(devices=[ids.device] if ids.is_cuda else [])
+        with context:
+            if sampling:
+                torch.manual_seed(self._sample_seed())
+            self._batches += 1
+            out = self.lm.generate(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                repetition_penalty=float(settings["repetition_penalty"]),
+                no_repeat_ngram_size=int(settings["no_repeat_ngram_size"]),
+                eos_token_id=self.eos,
+                pad_token_id=self.filler,
+                **options,
+            )
         new = out[:, ids.shape[1] :]
         ended = (new == self.eos).long().cumsum(-1) > 0  # the EOS and all after it
         new = new.masked_fill(ended, PAD)
         return F.pad(new, (0, max_new_tokens - new.shape[1]), value=PAD)
 
+    def _sample_seed(self) -> int:
+        """The seed of the next sampled batch: from the cell's seed (the run's seed, the row, the
+        cell; the global seed outside a run) and the batch's place in the cell."""
+        cell = self._context.seed if self._context is not None and self._context.seed is not None else torch.initial_seed()
+        digest = hashlib.sha256(f"{cell}:sample:{self._batches}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy of each next token where the label is not -100: the answer tokens only."""
+        """Cross-entropy of each next token where the label is not -100 (the answer tokens): each
+        example's mean, averaged over the examples ("example"), or the mean over all of them ("token")."""
         logits = outputs[:, :-1].float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=IGNORE)
+        labels = targets[:, 1:]
+        if self.loss_weighting == "token":
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none").view(labels.shape)
+        counts = (labels != IGNORE).sum(dim=1)
+        labelled = counts > 0
+        if not bool(labelled.any()):
+            return per_token.sum() * 0.0  # no answer token in the batch: a zero with a gradient path
+        return (per_token.sum(dim=1)[labelled] / counts[labelled]).mean()
 
     def decode(self, generated: Tensor) -> list[str]:
-        return [self.tokenizer.decode([t for t in row if t != PAD], skip_special_tokens=True) for row in generated.tolist()]
+        # as TRACE decodes (MoRAM TRACE/inference/infer_part.py, BeyonderXX/TRACE infer_single.py:193-194)
+        return [self.tokenizer.decode([t for t in row if t != PAD], skip_special_tokens=True, clean_up_tokenization_spaces=False) for row in generated.tolist()]
 
     def scorer(self, context: TaskContext) -> CellScorer:
         record = self.generation.get((context.split, context.task))
@@ -281,4 +384,12 @@ def load_folder(folder: str, *, name: str, weights_sha256: str | None, params: M
     lm.generation_config.do_sample = False  # greedy decoding; a folder's sampling settings would only warn
     for key in ("temperature", "top_p", "top_k"):
         setattr(lm.generation_config, key, None)
-    return CausalLM(lm, tokenizer, name=name, weights_sha256=weights_sha256, max_prompt_tokens=int(params.get("max_prompt_tokens", 1024)), max_answer_tokens=int(params.get("max_answer_tokens", 512)))
+    return CausalLM(
+        lm,
+        tokenizer,
+        name=name,
+        weights_sha256=weights_sha256,
+        max_prompt_tokens=params.get("max_prompt_tokens", 1024),
+        max_answer_tokens=params.get("max_answer_tokens", 512),
+        loss_weighting=params.get("loss_weighting", "example"),
+    )

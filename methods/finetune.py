@@ -33,6 +33,16 @@ class FineTune(Method):
     def trainable_parameters(self, model):
         return [p for tower in self.towers for p in model.tower_parameters(tower)]
 
+    def make_optimizer(self, params, hparams):
+        betas = hparams.get("betas")  # language models: TRACE's Adam (0.9, 0.95); else the strategy's AdamW
+        if betas is None:
+            return None
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"method.betas must be two numbers in [0, 1), got {betas}")
+        import torch
+
+        return torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], betas=(float(betas[0]), float(betas[1])))
+
     def extra_loss(self, model, batch, outputs):
         """Turns the strategy's cross-entropy into its label-smoothed form over the label space."""
         if not self.label_smoothing:
@@ -54,8 +64,10 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="baseline: full fine-tuning of both towers through all tasks (the forgetting reference)",
             paper="https://arxiv.org/abs/2303.06628",
             defaults={"lr": 1e-5, "iters": 1000, "weight_decay": 0.0, "towers": "both", "label_smoothing": ZSCL_LABEL_SMOOTHING, "warmup_iters": ZSCL_WARMUP_ITERS},
-            # Language models: every weight (the decoder tower), TRACE's full fine-tuning rate 1e-5.
-            kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5}},  # the rest: the backbone's method_defaults
+            # Language models: every weight (the decoder tower) as MoRAM's TRACE code trains its `base`
+            # row: Adam betas (0.9, 0.95), constant, no decay (TRACE/training/main.py:607-626), lr 1e-5
+            # (TreeLoRA's scripts/full_grad_methods/base.sh). `betas` exists on these runs only.
+            kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5, "betas": [0.9, 0.95]}},  # the rest: the backbone's method_defaults
             profiles={"tiny-clip": {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",

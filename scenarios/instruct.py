@@ -4,10 +4,13 @@
   CPU-sized, with a control task of a pre-trained ability that no task trains.
 - `trace`: the TRACE benchmark from the data root, laid out as TRACE ships it:
   `<root>/<Task>/{train,eval,test}.json`, each a JSON list of {"prompt": ..., "answer": ...};
-  the official task order, per-task scorers and answer lengths (`trace_tasks.TRACE_TASKS`), and
-  TRACE's decoding (repetition penalty 1.2, no repeated 3-grams). eval.json is not used (TRACE
-  scores test.json); a task's labels.json, where present, must be JSON and is recorded by hash
-  (the scorers compare against each answer, so they do not need it).
+  the official task order and answer lengths (`trace_tasks.TRACE_TASKS`). eval.json is not used
+  (TRACE scores test.json); a task's labels.json, where present, must be JSON and is recorded by
+  hash (the scorers compare against each answer, so they do not need it).
+
+Both take `setting`, the protocol setting (`trace_tasks.SETTINGS`): whose TRACE code the scorers,
+decoding and MeetingBank's truncation follow, MoRAM's (`moram`, the default) or the original
+TRACE code (`trace`).
 """
 
 from __future__ import annotations
@@ -20,20 +23,55 @@ from typing import Any
 
 from cl_bench import ScenarioContext, ScenarioSpec, UserError, hookimpl
 
-VERSION = "1"
+# 2: protocol settings (issue 34): scorers, decoding and MeetingBank's truncation follow `setting`
+VERSION = "2"
 MAX_SPLIT_BYTES = 256 << 20  # TRACE's largest split is a few MiB; a bigger file is not one
-TRACE_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+MORAM_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}  # the moram setting's, tunable on `trace`
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+def check_setting(params: Mapping[str, Any]) -> None:
+    from cl_bench import unknown_name
+
+    from .trace_tasks import SETTINGS
+
+    if params["setting"] not in SETTINGS:
+        raise unknown_name("protocol setting", params["setting"], SETTINGS, hint="(scenario.setting: moram, MoRAM's TRACE code, or trace, the original TRACE code)")
+
+
+def text_task(task, setting: str, train, test):
+    """A `TextTask` of a TRACE(-shaped) task under a protocol setting: its scorer, and the
+    truncation of its prompts where the setting treats them apart (MoRAM's MeetingBank)."""
+    from cl_bench import TextTask
+
+    from .trace_tasks import LONG_PROMPT, scorer_for
+
+    prompts = LONG_PROMPT[setting] if task.long_prompt else {}
+    return TextTask(task.name, scorer_for(setting, task.answer), task.max_new_tokens, train, test, **prompts)
+
+
+def prompt_notes(tasks, setting: str) -> dict[str, Any]:
+    """The tasks whose prompts are truncated apart, for the stream's metadata."""
+    from .trace_tasks import LONG_PROMPT
+
+    if not LONG_PROMPT[setting]:
+        return {}
+    return {"long_prompts": {t.name: dict(LONG_PROMPT[setting]) for t in tasks if t.long_prompt}}
 
 
 # ------------------------------------------------------------------------------------ embedded
 
 
-EMBEDDED_DEFAULTS = {"tasks": 4, "train_size": 500, "test_size": 100, "control_size": 100}
+EMBEDDED_TASKS = 4
+EMBEDDED_DEFAULTS: dict[str, Any] = {"tasks": EMBEDDED_TASKS, "train_size": 500, "test_size": 100, "control_size": 100, "setting": "moram"}
 
 
 def check_embedded(params: Mapping[str, Any]) -> None:
     from .instruct_data import TASKS
 
+    check_setting(params)
     if not 1 <= params["tasks"] <= len(TASKS):
         raise UserError(f"scenario.tasks for embedded-instruct must be 1 to {len(TASKS)}, got {params['tasks']}")
     for key in ("train_size", "test_size", "control_size"):
@@ -42,15 +80,19 @@ def check_embedded(params: Mapping[str, Any]) -> None:
 
 
 def build_embedded(params: dict[str, Any], context: ScenarioContext):
-    from cl_bench import TextTask, assemble_text_stream
+    from cl_bench import assemble_text_stream
 
     from .instruct_data import CONTROL, TASKS, examples
+    from .trace_tasks import DECODING
 
+    setting = params["setting"]
     chosen = TASKS[: params["tasks"]]
-    tasks = [TextTask(t.name, t.scorer, t.max_new_tokens, examples(t, 0, params["train_size"], "train"), examples(t, 0, params["test_size"], "test")) for t in chosen]
-    control = TextTask(CONTROL.name, CONTROL.scorer, CONTROL.max_new_tokens, (), examples(CONTROL, 0, params["control_size"], "test"))
-    metadata = {"generator": "cl_bench.scenarios.instruct_data (seeded; data seed 0)", "tasks": {t.name: t.summary for t in (*chosen, CONTROL)}}
-    return assemble_text_stream("embedded-instruct", VERSION, tasks, controls=[control], encode_examples=context.encode_examples, metadata=metadata, params=params)
+    tasks = [text_task(t, setting, examples(t, 0, params["train_size"], "train"), examples(t, 0, params["test_size"], "test")) for t in chosen]
+    control = text_task(CONTROL, setting, (), examples(CONTROL, 0, params["control_size"], "test"))
+    metadata = {"generator": "cl_bench.scenarios.instruct_data (seeded; data seed 0)", "tasks": {t.name: t.summary for t in (*chosen, CONTROL)}, **prompt_notes(chosen, setting)}
+    return assemble_text_stream(
+        "embedded-instruct", VERSION, tasks, controls=[control], encode_examples=context.encode_examples, decoding=DECODING[setting], metadata=metadata, params=params
+    )
 
 
 # ------------------------------------------------------------------------------------ TRACE
@@ -74,6 +116,11 @@ def _trace_task(name: str):
 
 
 def check_trace_params(params: Mapping[str, Any]) -> None:
+    check_setting(params)
+    if params["setting"] != "moram":
+        for key, value in MORAM_DECODING.items():
+            if params[key] != value:
+                raise UserError(f"scenario.{key} is the moram setting's greedy decoding; the trace setting samples at temperature 0.1 without it (leave it at {value} or use scenario.setting=moram)")
     order = params["order"]
     if not order:
         raise UserError("scenario.order for trace must name at least one task")
@@ -139,8 +186,11 @@ def read_split(path: Path) -> tuple[list[dict[str, str]], str]:
 
 
 def build_trace(params: dict[str, Any], context: ScenarioContext):
-    from cl_bench import TextTask, assemble_text_stream
+    from cl_bench import assemble_text_stream
 
+    from .trace_tasks import DECODING
+
+    setting = params["setting"]
     root = Path(context.data_root or "")
     tasks, files = [], {}
     for name in params["order"]:
@@ -153,12 +203,13 @@ def build_trace(params: dict[str, Any], context: ScenarioContext):
         labels = root / task.folder / "labels.json"
         if labels.is_file():
             files[f"{task.folder}/labels.json"] = {"sha256": _read_json(labels)[1]}
-        tasks.append(TextTask(task.name, task.scorer, task.max_new_tokens, splits["train"], splits["test"]))
-    decoding = {"repetition_penalty": params["repetition_penalty"], "no_repeat_ngram_size": params["no_repeat_ngram_size"]}
+        tasks.append(text_task(task, setting, splits["train"], splits["test"]))
+    decoding = {key: params[key] for key in MORAM_DECODING} if setting == "moram" else DECODING[setting]
     metadata = {
         "layout": "<root>/<Task>/{train,eval,test}.json (+ labels.json) as TRACE ships it; train and test are read",
         "files": files,
         "official_epochs": {t: _trace_task(t).epochs for t in params["order"]},
+        **prompt_notes([_trace_task(t) for t in params["order"]], setting),
     }
     return assemble_text_stream("trace", VERSION, tasks, encode_examples=context.encode_examples, decoding=decoding, metadata=metadata, params=params)
 
@@ -177,9 +228,9 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
         ScenarioSpec(
             name="embedded-instruct",
             factory=build_embedded,
-            summary="LLM track default: 4 TRACE-shaped instruction tasks from seeded generators (stance, meeting, code, simplify) and a copy control task; offline",
+            summary="LLM track default: 4 TRACE-shaped instruction tasks from seeded generators (stance, meeting, code, simplify) and a copy control task; offline; scenario.setting=moram|trace",
             protocol="instruct",
-            num_tasks=EMBEDDED_DEFAULTS["tasks"],
+            num_tasks=EMBEDDED_TASKS,
             defaults=EMBEDDED_DEFAULTS,
             version=VERSION,
             check_params=check_embedded,
@@ -188,10 +239,10 @@ def cl_bench_scenarios() -> list[ScenarioSpec]:
         ScenarioSpec(
             name="trace",
             factory=build_trace,
-            summary="TRACE (8 tasks: C-STANCE ... 20Minuten) from the data root in TRACE's layout, with its scorers and decoding",
+            summary="TRACE (8 tasks: C-STANCE ... 20Minuten) from the data root in TRACE's layout; scorers and decoding of scenario.setting=moram (MoRAM's code) or trace (the original)",
             protocol="instruct",
             num_tasks=8,
-            defaults={"order": trace_order(), "train_size": 0, "test_size": 0, **TRACE_DECODING},
+            defaults={"order": trace_order(), "train_size": 0, "test_size": 0, "setting": "moram", **MORAM_DECODING},
             version=VERSION,
             check_data=check_trace,
             data_files=trace_files,

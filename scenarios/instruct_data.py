@@ -4,14 +4,16 @@ TRACE (Wang et al., 2023) trains a language model on eight tasks in sequence. Th
 synthetic stand-ins of the same shape (answer kind and scorer), with short prompts and answers so
 that a run on the shipped tiny-lm costs seconds per task:
 
-    stance      C-STANCE-like stance of a short text toward a target, answered with a letter (first-char)
-    meeting     MeetingBank-like summary: the decision sentence of three-sentence notes (rouge-l)
-    code        Py150-like completion: the `return` line of a two-argument function (fuzzy)
-    simplify    20Minuten-like simplification: hard words replaced by simple synonyms (sari)
+    stance      C-STANCE-like stance of a short text toward a target, answered with a letter
+    meeting     MeetingBank-like summary: the decision sentence of three-sentence notes
+    code        Py150-like completion: the `return` line of a two-argument function
+    simplify    20Minuten-like simplification: hard words replaced by simple synonyms
+
+Each is scored as the protocol setting scores its TRACE counterpart (`trace_tasks.SCORERS`).
 
 A NumGLUE-like one-step word problem (answered with a number) was tried and dropped: the tiny-lm
 reached only 67 % after 400 iterations (the default budget is 150), under the 80 % every task here
-must reach. TRACE's `number` scorer is still tested on hand-made cases.
+must reach. NumGLUE's scorers are still tested on hand-made cases.
 
 `CONTROL` is an ability the tiny-lm learns in pre-training (copying a short word list) that the
 stream never trains on: its score before and after the stream measures retention.
@@ -43,14 +45,17 @@ class InstructTask:
     """One instruction task: `generate(rng)` returns one (prompt, answer) pair.
 
     A prompt ends with a newline and an answer has no leading space: the model reads
-    `prompt + answer`. `scorer` names a scorer of `cl_bench.get_scorer`.
+    `prompt + answer`. `answer` is the kind of answer (a key of `trace_tasks.SCORERS[setting]`):
+    each protocol setting scores it as it scores the TRACE task of that kind; `long_prompt` marks
+    the MeetingBank-like task, truncated as MeetingBank is.
     """
 
     name: str
-    scorer: str
+    answer: str
     max_new_tokens: int
     generate: Callable[[random.Random], tuple[str, str]]
     summary: str
+    long_prompt: bool = False
 
 
 # ---- word lists (shared with the tiny-lm pre-training corpus) ----------------------------------
@@ -132,13 +137,13 @@ def _copy(rng: random.Random) -> tuple[str, str]:
 
 
 TASKS: tuple[InstructTask, ...] = (
-    InstructTask("stance", "first-char", 2, _stance, "stance of a short text toward a target: A favor, B against, C none (C-STANCE-like)"),
-    InstructTask("meeting", "rouge-l", 16, _meeting, "the decision sentence of three-sentence meeting notes (MeetingBank-like)"),
-    InstructTask("code", "fuzzy", 10, _code, "the return line of a two-argument function named by its operation (Py150-like)"),
-    InstructTask("simplify", "sari", 16, _simplify, "replace hard words with simple synonyms (20Minuten-like)"),
+    InstructTask("stance", "letter", 2, _stance, "stance of a short text toward a target: A favor, B against, C none (C-STANCE-like)"),
+    InstructTask("meeting", "summary", 16, _meeting, "the decision sentence of three-sentence meeting notes (MeetingBank-like)", long_prompt=True),
+    InstructTask("code", "code", 10, _code, "the return line of a two-argument function named by its operation (Py150-like)"),
+    InstructTask("simplify", "simplification", 16, _simplify, "replace hard words with simple synonyms (20Minuten-like)"),
 )
 
-CONTROL = InstructTask("copy", "accuracy", 12, _copy, "copy a list of 3-5 common words (a pre-training ability the stream never trains)")
+CONTROL = InstructTask("copy", "copy", 12, _copy, "copy a list of 3-5 common words (a pre-training ability the stream never trains)")
 
 
 def task_by_name(name: str) -> InstructTask:

@@ -1,21 +1,46 @@
-"""Scorers of generated answers, as TRACE scores them (MoRAM's TRACE code: TRACE/metrics.py,
-TRACE/evaluations/eval_*.py), each returning a score in [0, 100] for a list of predictions.
+"""Scorers of generated answers, as TRACE's code scores them, each returning a score in [0, 100]
+for a list of predictions. Two codes score TRACE, and the `trace` stream's protocol settings
+(docs/language-models.md, "TRACE protocol settings") choose between them: MoRAM's TRACE code
+(TRACE/metrics.py, TRACE/evaluations/, TRACE/inference/infer_multi_command.py; the `moram`
+setting) and the original TRACE code (BeyonderXX/TRACE metrics.py and evaluations/; `trace`).
 
-- `accuracy`: TRACE's exact match (`caculate_accuracy`): the stripped prediction, cut to the
-  reference's length, equals the reference. C-STANCE and FOMC (one-letter answers) use it.
+MoRAM's:
+- `accuracy`: `caculate_accuracy`: the stripped prediction, cut to the reference's length,
+  equals the reference.
+- `choice`: C-STANCE's and FOMC's: the answer letter first (`postprocess_predictions`: the first
+  A, B or C standing alone, either case; else the first character that is one of them, upper-cased;
+  else the text unchanged), then `accuracy`.
 - `first-char`: ScienceQA's (`eval_ScienceQA.resolve`): the first character of the stripped
   prediction against the reference's.
-- `number`: NumGLUE's (Qwen2.5-Math parser, last number of the prediction): the last number in the
-  prediction equals the reference's number (relative tolerance 1e-4).
+- `qwen-math`: NumGLUE's: the Qwen2.5-Math parser (`\\boxed{}` first, else the last number; the
+  reference, or it x100 or /100, within a relative 1e-4; see `cl_bench.blocks.math_answers`).
 - `rouge-l`: ROUGE-L F of the `rouge` package (1.0.1, what TRACE imports; its summary-level
   ROUGE-L counts distinct words, case-sensitive, punctuation attached), newline appended to the
-  prediction as TRACE does. MeetingBank.
-- `fuzzy`: fuzzywuzzy's `fuzz.ratio` (TRACE, Py150), computed by rapidfuzz (same Indel ratio,
-  rounded to an integer as fuzzywuzzy with python-Levenshtein does), after Py150's literal
-  post-processing (<NUM_LIT> → 0, ...).
+  prediction. MeetingBank.
+- `fuzzy`: fuzzywuzzy's `fuzz.ratio` with python-Levenshtein installed (the Indel ratio, computed
+  here by rapidfuzz, whose `Indel.normalized_similarity` python-Levenshtein >= 0.20 calls), rounded
+  as fuzzywuzzy rounds (`int(round(x))`: half to even), after Py150's literal post-processing
+  (<NUM_LIT> -> 0, ...).
 - `sari`: SARI (Xu et al. 2016) as the Hugging Face `sari` metric that TRACE loads computes it
   (lower-cased, sacrebleu's 13a tokenisation, one reference, keep and add F1, deletion
   precision, n = 1..4); implemented here since that metric downloads its script at run time.
+  The original TRACE code scores 20Minuten the same way.
+
+The original TRACE code's:
+- `exact`: its `caculate_accuracy`: the prediction as generated equals the reference (no strip,
+  no cut). C-STANCE, FOMC, NumGLUE.
+- `first-char-raw`: ScienceQA's `resolve` there: the first character of the prediction as
+  generated (not stripped), then `exact`.
+- `rouge-l-trace`: its `caculate_rouge`: the same package's ROUGE-L F with the reference passed
+  as the hypothesis and no newline appended (summary-level ROUGE-L is not symmetric).
+- `fuzzy-difflib`: fuzzywuzzy's `fuzz.ratio` without python-Levenshtein (TRACE's requirements
+  list fuzzywuzzy alone): difflib's `SequenceMatcher(None, prediction, reference).ratio()`,
+  rounded as fuzzywuzzy rounds. Its values differ from the Indel ratio's: "bab" against "acb"
+  is 33 here and 67 by `fuzzy`.
+
+Ours: `number`, the last number written in the prediction (thousands separators allowed) equals
+the reference's last number within a relative 1e-4 (an absolute 1e-9 near zero); neither
+TRACE code uses it.
 
 An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Pure Python; the
 packages load when a scorer is first used. A building block of the public API
@@ -55,6 +80,35 @@ def first_char(predictions: Sequence[str], references: Sequence[str], sources: S
     return accuracy([first(p) for p in predictions], [first(r) for r in references])
 
 
+CHOICE_LETTERS = ("A", "B", "C")  # C-STANCE's and FOMC's answer letters (MoRAM: CHOICE_TASK_LABELS)
+STANDALONE_LETTER = re.compile(r"\b([ABC])\b", re.IGNORECASE)
+
+
+def choice_letter(text: str) -> str:
+    """The answer letter of a prediction, as MoRAM's `postprocess_predictions` finds it: the first
+    A, B or C standing alone (word boundaries, either case), else the first character that
+    upper-cases to one of them, else the stripped text unchanged (which then cannot match)."""
+    text = text.strip()
+    found = STANDALONE_LETTER.search(text)
+    if found:
+        return found.group(1).upper()
+    return next((char.upper() for char in text if char.upper() in CHOICE_LETTERS), text)
+
+
+def choice(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    return accuracy([choice_letter(p) for p in predictions], references)
+
+
+def exact(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """The original TRACE code's accuracy: the prediction as generated equals the reference."""
+    return _mean([float(bool(p) and bool(r) and p == r) for p, r in zip(predictions, references)], len(predictions))
+
+
+def first_char_raw(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """The original TRACE code's ScienceQA: first characters as generated (not stripped), exact match."""
+    return exact([p[:1] for p in predictions], [r[:1] for r in references])
+
+
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -70,11 +124,19 @@ def last_number(text: str) -> float | None:
 
 
 def number(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """Ours: the last number of the prediction equals the reference's (relative 1e-4, absolute
+    1e-9). Not MoRAM's NumGLUE scorer (`qwen-math`) nor the original TRACE code's (`exact`)."""
     hits = []
     for prediction, reference in zip(predictions, references):
         got, want = last_number(prediction), last_number(reference)
         hits.append(float(got is not None and want is not None and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-9)))
     return _mean(hits, len(predictions))
+
+
+def qwen_math(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    from .math_answers import is_correct
+
+    return _mean([float(is_correct(p, r)) for p, r in zip(predictions, references)], len(predictions))
 
 
 def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
@@ -110,7 +172,7 @@ def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
     return outcome["value"]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def _rouge(predictions: Sequence[str], references: Sequence[str], *, reference_first: bool, newline: bool) -> float:
     from rouge import Rouge
 
     rouge = Rouge(metrics=["rouge-l"])
@@ -118,15 +180,27 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequ
     for prediction, reference in zip(predictions, references):
         if not prediction.strip() or not reference.strip():
             continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
-        hypothesis = prediction if "\n" in prediction else prediction + "\n"
+        if newline and "\n" not in prediction:
+            prediction += "\n"
+        hypothesis, target = (reference, prediction) if reference_first else (prediction, reference)
         try:
-            def score(hypothesis: str = hypothesis, reference: str = reference) -> float:
-                return rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"]
+            def score(hypothesis: str = hypothesis, target: str = target) -> float:
+                return rouge.get_scores(hypothesis, target, avg=True)["rouge-l"]["f"]
 
-            scores.append(_without_recursion_limit(score, len(hypothesis.split()) + len(reference.split())))
+            scores.append(_without_recursion_limit(score, len(hypothesis.split()) + len(target.split())))
         except ValueError:  # text of separators only: no words to match
             continue
     return _mean(scores, len(predictions))
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """MoRAM's: the prediction as the hypothesis, a newline appended to it if it has none."""
+    return _rouge(predictions, references, reference_first=False, newline=True)
+
+
+def rouge_l_trace(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """The original TRACE code's: `score_rouge(target, prediction)`, no newline."""
+    return _rouge(predictions, references, reference_first=True, newline=False)
 
 
 LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
@@ -138,15 +212,29 @@ def py150_literals(code: str) -> str:
     return LITERAL.sub(lambda m: m.group(2), code)
 
 
-def fuzzy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
-    from rapidfuzz import fuzz
-
+def _fuzz_ratio(similarity: Callable[[str, str], float], predictions: Sequence[str], references: Sequence[str]) -> float:
     scores = []
     for prediction, reference in zip(predictions, references):
         prediction, reference = py150_literals(prediction), py150_literals(reference)
         if prediction and reference:
-            scores.append(int(fuzz.ratio(prediction, reference) + 0.5) / 100.0)  # fuzzywuzzy rounds half up
+            # fuzzywuzzy's ratio: 100 for equal strings, else utils.intr(100 * ratio) = int(round(x)),
+            # Python's round: half to even (62.5 -> 62)
+            scores.append((100 if prediction == reference else int(round(100 * similarity(prediction, reference)))) / 100.0)
     return _mean(scores, len(predictions))
+
+
+def fuzzy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """fuzzywuzzy's `fuzz.ratio` as it is with python-Levenshtein: the Indel ratio (rapidfuzz)."""
+    from rapidfuzz.distance import Indel
+
+    return _fuzz_ratio(Indel.normalized_similarity, predictions, references)
+
+
+def fuzzy_difflib(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """fuzzywuzzy's `fuzz.ratio` as it is without python-Levenshtein: difflib's ratio."""
+    from difflib import SequenceMatcher
+
+    return _fuzz_ratio(lambda a, b: SequenceMatcher(None, a, b).ratio(), predictions, references)
 
 
 # ------------------------------------------------------------------------------------ SARI
@@ -203,7 +291,20 @@ def sari(predictions: Sequence[str], references: Sequence[str], sources: Sequenc
     return _mean(scores, len(predictions))
 
 
-SCORERS: dict[str, Scorer] = {"accuracy": accuracy, "first-char": first_char, "number": number, "rouge-l": rouge_l, "fuzzy": fuzzy, "sari": sari}
+SCORERS: dict[str, Scorer] = {
+    "accuracy": accuracy,
+    "choice": choice,
+    "first-char": first_char,
+    "qwen-math": qwen_math,
+    "rouge-l": rouge_l,
+    "fuzzy": fuzzy,
+    "sari": sari,
+    "exact": exact,
+    "first-char-raw": first_char_raw,
+    "rouge-l-trace": rouge_l_trace,
+    "fuzzy-difflib": fuzzy_difflib,
+    "number": number,
+}
 NEEDS_SOURCES = frozenset({"sari"})
 
 

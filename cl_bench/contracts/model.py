@@ -90,12 +90,16 @@ class TaskContext:
 
     `split` is "train", "test" or "control"; `task` indexes the tasks (or the control sets);
     `label_space` holds the global class ids the batch competes over (the protocol decides it).
+    `seed` (evaluation only) is the cell's own seed, derived from the run's seed, the matrix row
+    and the cell, for a model whose outputs are drawn at random (sampled decoding): the same in
+    an uninterrupted and a resumed run, whatever was evaluated before.
     """
 
     split: str
     task: int
     name: str
     label_space: tuple[int, ...] = field(default=())
+    seed: int | None = None
 
 
 class CellScorer:

@@ -136,7 +136,7 @@ class Stream:
     params: dict[str, Any] = field(default_factory=dict)
     generation: Sequence[Generation] = ()  # text streams: one per task
     control_generation: Sequence[Generation] = ()  # text streams: one per control set
-    decoding: Mapping[str, Any] = field(default_factory=dict)  # text streams: greedy-decoding settings
+    decoding: Mapping[str, Any] = field(default_factory=dict)  # text streams: the generate() settings (greedy unless do_sample)
     reference_loader: Callable[[], ReferenceData] | None = None  # reference data, loaded on first use
 
     def __post_init__(self) -> None:
@@ -333,8 +333,10 @@ class TextTask:
 
     Examples are mappings with "prompt" and "answer" (strings) and optionally "source" (the input
     a scorer like SARI compares with; the prompt by default). `scorer` names how answers are scored
-    (a name the backbone resolves: accuracy, first-char, number, rouge-l, fuzzy, sari for the
-    built-in causal LMs); `max_new_tokens` caps each generated answer.
+    (a name the backbone resolves: `cl_bench.get_scorer`'s for the built-in causal LMs);
+    `max_new_tokens` caps each generated answer. `max_prompt_tokens` (None: the backbone's) and
+    `keep_prompt_start` (keep a long prompt's start rather than its end) say how this task's
+    prompts are truncated; when set, they reach the backbone's `encode_examples` as keywords.
     """
 
     name: str
@@ -342,6 +344,17 @@ class TextTask:
     max_new_tokens: int
     train: Sequence[Mapping[str, str]] = ()
     test: Sequence[Mapping[str, str]] = ()
+    max_prompt_tokens: int | None = None
+    keep_prompt_start: bool = False
+
+    def encoding(self) -> dict[str, Any]:
+        """The keywords for `encode_examples`: only those that differ from the defaults."""
+        options: dict[str, Any] = {}
+        if self.max_prompt_tokens is not None:
+            options["max_prompt_tokens"] = self.max_prompt_tokens
+        if self.keep_prompt_start:
+            options["keep_prompt_start"] = True
+        return options
 
 
 def tensor_dataset(inputs: Tensor, targets: Tensor):
@@ -381,7 +394,8 @@ def assemble_text_stream(
 ) -> Stream:
     """The instruct-protocol `Stream` over `tasks` (in task order) and `controls`.
 
-    `encode_examples(examples, split)` is the backbone's (`ScenarioContext.encode_examples`): for
+    `encode_examples(examples, split, **options)` is the backbone's (`ScenarioContext.encode_examples`;
+    options: a task's `TextTask.encoding()`, none for most tasks): for
     "train" it returns (token ids, labels), for "test" (prompt ids, anything); the test targets
     become the examples' indices, which the backbone's scorer maps back to the references.
     Refuses (ValueError) a task without training or test examples, a control set with training
@@ -410,9 +424,12 @@ def assemble_text_stream(
                     problem = text_problem(example[key])
                     if problem:  # data from files is untrusted: refused here, not by a tokenizer's crash
                         raise UserError(f"{where}, example {index}: its {key} {problem}")
+            if record.max_prompt_tokens is not None and (not isinstance(record.max_prompt_tokens, int) or record.max_prompt_tokens < 1):
+                raise ValueError(f"{where}: max_prompt_tokens must be a positive integer or None, got {record.max_prompt_tokens!r}")
+            options = record.encoding()
             if record.train:
-                datasets["train"].append(tensor_dataset(*encode_examples(record.train, "train")))
-            prompts, _ = encode_examples(record.test, "test")
+                datasets["train"].append(tensor_dataset(*encode_examples(record.train, "train", **options)))
+            prompts, _ = encode_examples(record.test, "test", **options)
             split = "test" if kind == "task" else "control"
             datasets[split].append(tensor_dataset(prompts, torch.arange(len(record.test))))
             references = [e["answer"] for e in record.test]

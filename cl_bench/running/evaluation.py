@@ -3,7 +3,8 @@
 `AccuracyMatrix` is an Avalanche plugin: before each evaluation experience it tells the model the
 cell's task context (its label space: the protocol decides, see `Stream.label_space`), feeds the
 batches to the model's scorer for that cell (top-1 accuracy through Avalanche's `Accuracy` metric
-for classifiers), and stores the score in row `row`.
+for classifiers), and stores the score in row `row`. Each cell's context carries a seed of its
+own (run seed, row, cell), for models that sample their outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from avalanche.core import SupervisedPlugin
 
 from cl_bench.contracts.model import CellScorer, TaskContext
 from cl_bench.contracts.stream import Stream
+from cl_bench.seeding import derive_seed
 
 
 class AccuracyMatrix(SupervisedPlugin):
@@ -28,12 +30,14 @@ class AccuracyMatrix(SupervisedPlugin):
     def before_eval_exp(self, strategy, **kwargs) -> None:
         experience = strategy.experience
         column = int(experience.current_experience)
-        if experience.origin_stream.name == "control":
+        split = "control" if experience.origin_stream.name == "control" else "test"
+        seed = derive_seed(strategy.seed, "evaluation", self.row, split, column)
+        if split == "control":
             name, classes, self._cell = self.stream.control_names[column], self.stream.control_classes[column], (self.control, column)
-            context = TaskContext("control", column, name, tuple(classes))
+            context = TaskContext("control", column, name, tuple(classes), seed)
         else:
             classes, self._cell = self.stream.label_space(self.row, column), (self.acc, column)
-            context = TaskContext("test", column, self.stream.task_names[column], tuple(classes))
+            context = TaskContext("test", column, self.stream.task_names[column], tuple(classes), seed)
         strategy.model.set_task_context(context)
         self._scorer = strategy.model.scorer(context)
 

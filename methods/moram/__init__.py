@@ -38,8 +38,9 @@ CLIP_DEFAULTS: dict[str, Any] = {
 # tiny-clip: the official settings with 8 atoms per task (its layers are 64 wide) and 200 iterations.
 TINY_CLIP_PROFILE: dict[str, Any] = {"rank": 8, "topk": 8, "iters": 200}
 # Language models, the official TRACE settings (TRACE/runner_moram.sh, training/main.py): q, k, v, o;
-# 8 atoms per task, top-8, τ 0.03, δ 0.2; alpha 2r; Adam (0.9, 0.95), lr 5e-4, constant, no decay;
-# effective batch 32. TRACE trains 1-3 epochs of 500 examples per task: 32 steps is 2 epochs.
+# 8 atoms per task, top-8, τ 0.03, δ 0.2; alpha 2r; dropout 0.1 on the memory's input (main.py:410);
+# Adam (0.9, 0.95), lr 5e-4, constant, no decay; effective batch 32. TRACE trains 1-3 epochs of
+# 500 examples per task: 32 steps is 2 epochs.
 # The placement (q, k, v, o of the decoder), batch, schedule and budget are the language-model
 # backbones' method_defaults; what is MoRAM's own is here.
 LM_DEFAULTS: dict[str, Any] = {
@@ -49,6 +50,7 @@ LM_DEFAULTS: dict[str, Any] = {
     "threshold": 0.2,
     "alpha": 16.0,
     "freeze_scaled": True,
+    "dropout": 0.1,
     "lr": 5e-4,
 }
 # tiny-lm: more steps of a smaller batch, a larger learning rate (ours; see docs/language-models.md).

@@ -68,9 +68,15 @@ class RankOneMemoryLinear(LinearAdapter):
         mask_in_training: bool = False,
         new_scale: float = 1.0,
         freeze_scaled: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(base)  # kept, never copied; frozen by the strategy (and here)
         check_settings(rank, topk, temperature)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        # dropout on the memory's input only (routing and update alike; the base sees x), in
+        # training: MoRAM's TRACE code (TRACE/utils/my_peft/tuners/moram.py:106,119); 0 adds none
+        self.memory_dropout = nn.Dropout(dropout) if dropout > 0 else None
         for param in base.parameters():
             param.requires_grad_(False)
         self.rank, self.topk, self.temperature, self.threshold = rank, topk, float(temperature), float(threshold)
@@ -121,11 +127,15 @@ class RankOneMemoryLinear(LinearAdapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.num_atoms == 0:
             return self.base(x)
+        dropped = self.memory_dropout(x) if self.memory_dropout is not None and self.training else None
         if self.composite():
-            return self.base(x) + F.linear(self.weighted_projection(F.linear(x, self.atoms_A())), self.atoms_B())
+            return self.base(x) + F.linear(self.weighted_projection(F.linear(x if dropped is None else dropped, self.atoms_A())), self.atoms_B())
         flat = x.reshape(-1, x.shape[-1])
         threshold = self.threshold if self.masking() else None
-        out = MemoryLinear.apply(flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.scaled_new_B(), self.active(self.num_atoms), self.temperature, threshold)
+        memory_input = None if dropped is None else dropped.reshape(-1, x.shape[-1])
+        out = MemoryLinear.apply(
+            flat, self.base.weight, self.base.bias, self.frozen_A, self.new_A, self.frozen_B, self.scaled_new_B(), self.active(self.num_atoms), self.temperature, threshold, memory_input
+        )
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def active(self, atoms: int) -> int:
@@ -305,30 +315,35 @@ class MemoryLinear(torch.autograd.Function):
     Then ∂L/∂x = G W₀ + (∂L/∂p) A, ∂L/∂A = (∂L/∂p)ᵀ x and ∂L/∂B = Gᵀ u, each formed only where
     needed (never for the frozen atoms or the base, which do not require gradients).
     p and ∂L/∂p are laid out as `RowsFirst` or, up to PAIRWISE_MAX_ATOMS atoms, `AtomsFirst` does.
+    `memory_input` (the memory's own input, x after dropout) replaces x in p = x Aᵀ and in
+    ∂L/∂A; its gradient is (∂L/∂p) A. None (the default): the memory reads x, as above.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, frozen_A, new_A, frozen_B, new_B, k: int, temperature: float, threshold: float | None):
+    def forward(ctx, x, weight, bias, frozen_A, new_A, frozen_B, new_B, k: int, temperature: float, threshold: float | None, memory_input=None):
         out = F.linear(x, weight, bias)
         dtype = out.dtype  # under autocast F.linear computes in lower precision than the parameters
         A, B = stacked(frozen_A, new_A, 0), stacked(frozen_B, new_B, 1)
         if x.dtype != dtype or A.dtype != dtype:
             x, A, B, weight = x.to(dtype), A.to(dtype), B.to(dtype), weight.to(dtype)
+        memory = x if memory_input is None else memory_input.to(dtype)
         atoms_first = A.shape[0] <= PAIRWISE_MAX_ATOMS
-        weighted, saved = (AtomsFirst if atoms_first else RowsFirst).forward(x, A, k, temperature, threshold)
+        weighted, saved = (AtomsFirst if atoms_first else RowsFirst).forward(memory, A, k, temperature, threshold)
         weighted = weighted.t() if atoms_first else weighted  # rows x atoms, a view when atoms first
         out.addmm_(weighted, B.t())
-        ctx.save_for_backward(x, weight, A, B, weighted, *saved)
+        ctx.save_for_backward(x, weight, A, B, weighted, memory, *saved)
         ctx.frozen, ctx.has_bias, ctx.temperature, ctx.atoms_first = frozen_A.shape[0], bias is not None, temperature, atoms_first
+        ctx.separate = memory_input is not None
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, A, B, weighted, *saved = ctx.saved_tensors
+        x, weight, A, B, weighted, memory, *saved = ctx.saved_tensors
         frozen, needs = ctx.frozen, ctx.needs_input_grad
         if grad.dtype != weighted.dtype:
             grad = grad.to(weighted.dtype)
-        grads: list[Tensor | None] = [None] * 10
+        grads: list[Tensor | None] = [None] * len(needs)  # 10 inputs, or 11 with memory_input
+        needs_memory = len(needs) > 10 and needs[10]
         if needs[1]:
             grads[1] = grad.t() @ x
         if needs[2] and ctx.has_bias:
@@ -339,14 +354,18 @@ class MemoryLinear(torch.autograd.Function):
             grads[5] = (weighted[:, :frozen].t() @ grad).t()
         if needs[6]:
             grads[6] = (weighted[:, frozen:].t() @ grad).t()
-        if not (needs[0] or needs[3] or needs[4]):
+        if ctx.separate and needs[0]:
+            grads[0] = grad @ weight
+        if not ((needs[0] and not ctx.separate) or needs[3] or needs[4] or needs_memory):
             return tuple(grads)
         grad_projection = (AtomsFirst if ctx.atoms_first else RowsFirst).backward(grad, B, saved, ctx.temperature)
         grad_projection = grad_projection.t() if ctx.atoms_first else grad_projection  # rows x atoms
-        if needs[0]:
+        if needs[0] and not ctx.separate:
             grads[0] = torch.addmm(grad_projection @ A, grad, weight)
+        if needs_memory:
+            grads[10] = grad_projection @ A
         if needs[3]:
-            grads[3] = grad_projection[:, :frozen].t() @ x
+            grads[3] = grad_projection[:, :frozen].t() @ memory
         if needs[4]:
-            grads[4] = grad_projection[:, frozen:].t() @ x
+            grads[4] = grad_projection[:, frozen:].t() @ memory
         return tuple(grads)

@@ -14,8 +14,9 @@ n·Σ_i P_i² (P_i the mean weight of atom i over the batch), averaged over laye
 
 On a language model (the official TRACE code, TRACE/model/Regular/MoRAM.py and training/main.py)
 the loss is the answer-token cross-entropy alone, Adam betas are (0.9, 0.95) with a constant
-learning rate, and the training block's B is scaled by alpha / r (`alpha`; `freeze_scaled` picks
-what a finished task keeps, see `RankOneMemoryLinear`).
+learning rate, the memory's input passes through dropout 0.1 in training (`dropout`), and the
+training block's B is scaled by alpha / r (`alpha`; `freeze_scaled` picks what a finished task
+keeps, see `RankOneMemoryLinear`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RankOneMemories(Method):
         scale = hp["alpha"] / hp["rank"] if "alpha" in hp else 1.0
         for layer in model.adaptable_layers(hp["towers"], hp["layers"]):
             memory = RankOneMemoryLinear(
-                layer.module, hp["rank"], hp["topk"], hp["temperature"], hp["threshold"], hp["mask_in_training"], scale, hp.get("freeze_scaled", True)
+                layer.module, hp["rank"], hp["topk"], hp["temperature"], hp["threshold"], hp["mask_in_training"], scale, hp.get("freeze_scaled", True), hp.get("dropout", 0.0)
             )
             memory.track_balance = hp["balance_weight"] > 0
             layer.replace(memory)

@@ -16,8 +16,11 @@ from cl_bench import MethodSpec, Supports, hookimpl
 
 PAPER = "https://arxiv.org/abs/2310.14152"
 # TRACE's O-LoRA (training/main.py, model/Regular/O_LoRA.py): r 8, alpha 32, λ1 0.5, λ2 0; q, k, v, o;
-# Adam (0.9, 0.95) at a constant 5e-4 as the other TRACE runs. The CLIP defaults apply the same
-# layer to seq-lora's layers.
+# Adam (0.9, 0.95) at a constant rate. The CLIP defaults apply the same layer to seq-lora's layers.
+# Language models also get MoRAM's code's dropout 0.1 on the adapter's input (TRACE/training/main.py:355-360)
+# and lr 1e-4 (TreeLoRA's scripts/lora_based_methods/O_LoRA.sh; MoRAM ships no O-LoRA script).
+# (MoRAM's TRACE O-LoRA never merges a finished task's LoRA, so its orthogonality term is always 0
+# there: docs/language-models.md. This one is the method of the paper.)
 DEFAULTS: dict[str, Any] = {
     "rank": 8,
     "alpha": 32.0,
@@ -28,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 5e-4,
     "iters": 500,
 }
+LM_DEFAULTS: dict[str, Any] = {"dropout": 0.1, "lr": 1e-4}
 TINY_LM_PROFILE: dict[str, Any] = {"iters": 150, "batch_size": 16, "lr": 3e-3}
 
 
@@ -40,6 +44,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="O-LoRA: a new LoRA per task, earlier ones frozen; the new A kept orthogonal to the old ones (TRACE's anchor baseline)",
             paper=PAPER,
             defaults=DEFAULTS,
+            kind_defaults={"causal-lm": LM_DEFAULTS},
             profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}, "tiny-lm": TINY_LM_PROFILE},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",

@@ -16,8 +16,8 @@ class OrthogonalLoRALinear(LoRALinear):
     the old blocks (every finished task's LoRA, stacked) are frozen. `add_task()` starts a new
     block (A kaiming-uniform, B zero: the output is unchanged); this class adds O-LoRA's penalty."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__(base, rank, alpha, per_task=True)
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__(base, rank, alpha, per_task=True, dropout=dropout)
 
     def orthogonality(self) -> Tensor:
         """Σ |A_old A_newᵀ|: zero when the new A's rows are orthogonal to every old one."""
@@ -35,7 +35,7 @@ class OLoRA(Method):
     def setup(self, model, stream) -> None:
         hp = self.hparams
         for layer in model.adaptable_layers(hp["towers"], hp["layers"]):
-            adapter = OrthogonalLoRALinear(layer.module, hp["rank"], hp["alpha"])
+            adapter = OrthogonalLoRALinear(layer.module, hp["rank"], hp["alpha"], hp.get("dropout", 0.0))
             layer.replace(adapter)
             self.layers.append(adapter)
 

@@ -165,6 +165,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("run-cifar-tasks-not-dividing", [*RUN, "--scenario", "split-cifar100", "--set", "scenario.tasks=7", "--data-root", "/nowhere"], "scenario.tasks for split-cifar100 must divide its 100 classes", None),
     ("run-xtail-shots-over", [*RUN, "--scenario", "embedded-xtail", "--set", "scenario.shots=81"], "scenario.shots=81 exceeds the 80 training images per class of letters", None),
     ("run-mtil-order", [*RUN, "--scenario", "mtil", "--set", "scenario.order=III", "--data-root", "/nowhere"], "scenario.order for mtil must be I or II, not 'III'", None),
+    ("run-unknown-protocol-setting", [*RUN, "--backbone", "tiny-lm", "--scenario", "embedded-instruct", "--method", "zeroshot", "--set", "scenario.setting=moran"], "unknown protocol setting 'moran'; did you mean 'moram'?", None),
+    ("run-trace-setting-with-penalty", [*RUN, "--backbone", "tiny-lm", "--scenario", "trace", "--method", "zeroshot", "--data-root", "/nowhere", "--set", "scenario.setting=trace", "--set", "scenario.repetition_penalty=1.5"], "scenario.repetition_penalty is the moram setting's greedy decoding", None),
     ("ls-set-method", ["ls", "--set", "method.rank=2"], "ls --set takes scenario.X=VALUE (a stream parameter), got 'method.rank=2'", None),
     ("ls-set-unknown", ["ls", "--set", "scenario.tsks=2"], "unknown scenario parameter 'tsks'; did you mean 'tasks'?", None),
     ("run-lr-negative", [*RUN, "--set", "method.lr=-1"], "method.lr must be greater than 0.0, got -1.0", None),

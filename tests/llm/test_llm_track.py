@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from lm_toys import fake_trace, lm_config, tiny_lm
 from toys import interrupt_at_second_task
 
 from cl_bench import RunConfig, TextTask, UserError, assemble_text_stream, plan, run
@@ -27,27 +28,6 @@ def registry():
     return Registry()
 
 
-def tiny_lm(registry=None):
-    """The shipped tiny-lm, loaded the way a run loads it (through its plan's weights)."""
-    registry = registry or Registry()
-    spec = registry.backbones()["tiny-lm"]
-    from cl_bench.contracts.specs import resolve_factory
-    from cl_bench.running.plan import hash_weights
-
-    params = spec.resolve({})
-    model = resolve_factory(spec.factory)(params, hash_weights(spec.weights_file(params)))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def lm_config(tmp_path, **settings) -> RunConfig:
-    config = RunConfig(scenario="embedded-instruct", backbone="tiny-lm", out=str(tmp_path), progress=False, threads=1)
-    for key, value in {"scenario.tasks": 2, "scenario.train_size": 64, "scenario.test_size": 16, "scenario.control_size": 16, **settings}.items():
-        config.set(key, value)
-    return config
-
-
 # ------------------------------------------------------------------------------------ the backbone
 
 
@@ -60,10 +40,10 @@ def test_training_rows_label_the_answer_and_eos_only():
         kept = labels[row][labels[row] != IGNORE].tolist()
         assert kept == answer  # the answer and EOS, nothing of BOS or the prompt
         real = ids[row][ids[row] != PAD].tolist()
-        assert real == model.bos + prompt + answer
+        assert real == [model.bos_id] + prompt + answer  # (prompt + answer tokenise here as the two apart)
         assert (ids[row][: ids.shape[1] - len(real)] == PAD).all()  # left padding
     prompts, _ = model.encode_examples(EXAMPLES, "test")
-    assert prompts[1][prompts[1] != PAD].tolist() == model.bos + model.tokenizer("Q:", add_special_tokens=False)["input_ids"]
+    assert prompts[1][prompts[1] != PAD].tolist() == [model.bos_id] + model.tokenizer("Q:", add_special_tokens=False)["input_ids"]
 
 
 def test_the_loss_is_the_cross_entropy_of_the_answer_tokens_alone():
@@ -71,14 +51,16 @@ def test_the_loss_is_the_cross_entropy_of_the_answer_tokens_alone():
     model.train()
     ids, labels = model.encode_examples(EXAMPLES, "train")
     logits = model(ids)
-    by_hand, count = 0.0, 0
+    means = []
     for row in range(len(EXAMPLES)):
+        total, count = 0.0, 0
         for position in range(ids.shape[1] - 1):
             target = int(labels[row, position + 1])
             if target != IGNORE:
-                by_hand -= float(torch.log_softmax(logits[row, position].double(), -1)[target])
+                total -= float(torch.log_softmax(logits[row, position].double(), -1)[target])
                 count += 1
-    assert float(model.loss(logits, labels)) == pytest.approx(by_hand / count, rel=1e-5)
+        means.append(total / count)
+    assert float(model.loss(logits, labels)) == pytest.approx(sum(means) / len(means), rel=1e-5)  # each example's mean, averaged
     # a different prompt changes the logits, but a prompt token's own prediction never enters the loss
     leaf = logits.detach().requires_grad_(True)
     model.loss(leaf, labels).backward()
@@ -219,7 +201,7 @@ def test_a_two_task_run_writes_a_valid_result_with_trace_metrics(tmp_path):
     board.mkdir()
     assert main(["publish", str(result.path), "--leaderboard", str(board)]) == 0
     page = (board / "README.md").read_text(encoding="utf-8")
-    assert "## embedded-instruct (v1, instruct" in page and "| seq-lora" in page and "trace_bwt" in page
+    assert "## embedded-instruct (v2, instruct" in page and "| seq-lora" in page and "trace_bwt" in page
     data["metrics"]["op"] += 1.0
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(data), encoding="utf-8")
@@ -246,29 +228,14 @@ def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, met
 # ------------------------------------------------------------------------------------ TRACE layout
 
 
-def fake_trace(root, tasks=("C-STANCE", "Py150"), size=6):
-    from cl_bench.scenarios.trace_tasks import TRACE_TASKS
-
-    for task in TRACE_TASKS:
-        if task.name not in tasks:
-            continue
-        folder = root / task.folder
-        folder.mkdir(parents=True)
-        for split in ("train", "eval", "test"):
-            items = [{"prompt": f"{task.name} question {i}?", "answer": "A" if task.scorer == "accuracy" else f"x = {i}"} for i in range(size)]
-            (folder / f"{split}.json").write_text(json.dumps(items), encoding="utf-8")
-        if task.scorer == "accuracy":
-            (folder / "labels.json").write_text(json.dumps(["A", "B", "C"]), encoding="utf-8")
-
-
 def test_trace_reads_the_trace_layout_with_its_scorers_and_decoding(tmp_path):
     fake_trace(tmp_path / "data")
     config = lm_config(tmp_path / "out", method="seq-lora", iters=2, scenario="trace", data_root=str(tmp_path / "data"))
     config.scenario_params = {"order": "C-STANCE,Py150"}
     data = run(config).data
     scenario = data["scenario"]
-    assert scenario["task_order"] == ["C-STANCE", "Py150"] and scenario["scorers"] == ["accuracy", "fuzzy"]
-    assert scenario["decoding"] == {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    assert scenario["task_order"] == ["C-STANCE", "Py150"] and scenario["scorers"] == ["choice", "fuzzy"]  # MoRAM's (the default setting)
+    assert scenario["decoding"] == {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3} and scenario["params"]["setting"] == "moram"
     assert scenario["test_sizes"] == [6, 6] and len(scenario["data"]["files"]["C-STANCE/train.json"]["sha256"]) == 64
     assert "C-STANCE/labels.json" in scenario["data"]["files"] and "Py150/labels.json" not in scenario["data"]["files"]
 
@@ -359,13 +326,13 @@ def _first_step(tmp_path, registry, method, **settings):
 
 @pytest.mark.parametrize("method", ["seq-lora", "moram"])
 def test_gradient_accumulation_takes_the_step_of_the_whole_batch(registry, tmp_path, method, monkeypatch):
-    # stance answers are one letter + EOS: every row has two answer tokens, so the mean over the
-    # whole batch's answer tokens equals the mean of the micro-batches' means
-    whole, after_whole = _first_step(tmp_path / "a", registry, method)
+    # each example's mean loss counts the same, so the mean of the micro-batches' means is the whole
+    # batch's; dropout is off, as each micro-batch would draw its own masks
+    whole, after_whole = _first_step(tmp_path / "a", registry, method, **{"method.dropout": 0.0})
     calls = []
     forward = type(tiny_lm()).forward
     monkeypatch.setattr(type(tiny_lm()), "forward", lambda self, ids: calls.append(ids.shape[0]) or forward(self, ids))
-    accumulated, after_accumulated = _first_step(tmp_path / "b", registry, method, **{"method.grad_accum": 4})
+    accumulated, after_accumulated = _first_step(tmp_path / "b", registry, method, **{"method.grad_accum": 4, "method.dropout": 0.0})
     assert calls == [2] * 4  # four micro-batches of two rows, one at a time in memory
     assert any(float(g.abs().sum()) > 0 for g in whole)
     for a, b in zip(whole, accumulated):

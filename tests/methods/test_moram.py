@@ -229,6 +229,24 @@ def test_hand_derived_backward_passes_gradcheck(k, threshold, frozen, bias, layo
     assert torch.autograd.gradcheck(apply, with_grad)
 
 
+@pytest.mark.parametrize("frozen", [0, 2])
+def test_hand_derived_backward_passes_gradcheck_with_a_separate_memory_input(frozen, layout):
+    """With `memory_input` (the memory's own input: x after dropout on a language model) the base
+    reads x and the memory reads the other tensor; both gradients against finite differences."""
+    torch.manual_seed(frozen)
+    atoms, d_in, d_out = 5, 6, 4
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, requires_grad=True)
+
+    inputs = [leaf(7, d_in), leaf(d_out, d_in), leaf(d_out), leaf(frozen, d_in), leaf(atoms - frozen, d_in), leaf(d_out, frozen), leaf(d_out, atoms - frozen), leaf(7, d_in)]
+
+    def apply(x, weight, bias, frozen_A, new_A, frozen_B, new_B, memory):
+        return layer_module.MemoryLinear.apply(x, weight, bias, frozen_A, new_A, frozen_B, new_B, 3, 0.5, None, memory)
+
+    assert torch.autograd.gradcheck(apply, inputs)
+
+
 def test_weights_below_the_floor_are_exactly_zero_in_both_layouts():
     logits = torch.tensor([[0.0, -59.0, -61.0, -200.0]])
     weights = layer_module.softmax_(logits.clone(), dim=-1)
