@@ -20,7 +20,9 @@ def fenced_blocks(path: Path) -> list[str]:
 def test_the_readme_starts_with_the_two_set_up_commands():
     install, tests = fenced_blocks(ROOT / "README.md")[:2]
     assert install.startswith("$(command -v sudo) apt-get") and install.rstrip().endswith(".venv/bin/clbench run")
-    assert tests == ".venv/bin/python -m pytest\n"
+    assert tests == ".venv/bin/python -m pytest -n 2\n"
+    # CI runs exactly that command
+    assert '"$workdir/venv/bin/python" -m pytest -n 2\n' in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_getting_started_shows_the_readme_commands_and_output():
