@@ -112,6 +112,7 @@ def test_the_tiny_clip_profile_is_finetunes():
 
 # ---------------------------------------------------------------------------------- both ends, resume
 
+
 def final_weights(method, **settings):
     """The model after every task of the toy stream, trained as a run trains it."""
     from toys import toy_plan
