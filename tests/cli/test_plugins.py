@@ -1,8 +1,9 @@
 """Plugin discovery through installed entry points, failure isolation, did-you-mean.
 
-The third-party plugin (tests/plugin_example, the example of docs/plugins.md) and a broken one
-(tests/plugin_broken) are installed with pip into a folder and found by a fresh `clbench`
-process through importlib.metadata, never registered by hand.
+The third-party plugins (tests/plugin_example, the example of docs/plugins.md; tests/plugin_lwf_example,
+the worked example of docs/writing-methods.md) and a broken one (tests/plugin_broken) are installed
+with pip into a folder and found by a fresh `clbench` process through importlib.metadata, never
+registered by hand.
 """
 
 from __future__ import annotations
@@ -24,27 +25,35 @@ from cl_bench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
+LWF_EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_lwf_example"
 BROKEN = Path(__file__).resolve().parents[1] / "plugin_broken"
 BUILTIN_METHODS = {"zeroshot", "finetune", "seq-lora"}
 
 
-def docs_example() -> dict[str, str]:
-    """The files of the plugin example in docs/plugins.md, keyed by path (marked by HTML comments)."""
-    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"<!-- example-plugin: (\S+) -->\s*```\w*\n(.*?)```", text, flags=re.S)
+def docs_example(page: str = "plugins.md", marker: str = "example-plugin") -> dict[str, str]:
+    """The files of a plugin example in a docs page, keyed by path (marked by HTML comments)."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    blocks = re.findall(rf"<!-- {marker}: (\S+) -->\s*```\w*\n(.*?)```", text, flags=re.S)
     return {path: body for path, body in blocks}
 
 
+def package_files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text(encoding="utf-8") for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
 def test_docs_show_exactly_the_tested_plugin():
-    files = {str(p.relative_to(EXAMPLE)): p.read_text(encoding="utf-8") for p in EXAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    assert docs_example() == files
+    assert docs_example() == package_files(EXAMPLE)
+
+
+def test_docs_show_exactly_the_tested_lwf_plugin():
+    assert docs_example("writing-methods.md", "example-lwf") == package_files(LWF_EXAMPLE)
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    """The example plugin and a broken plugin package from the test tree, pip-installed into one folder."""
+    """The example plugins and a broken plugin package from the test tree, pip-installed into one folder."""
     base = tmp_path_factory.mktemp("plugins")
-    packages = [shutil.copytree(source, base / source.name) for source in (EXAMPLE, BROKEN)]  # build outside the tree
+    packages = [shutil.copytree(source, base / source.name) for source in (EXAMPLE, LWF_EXAMPLE, BROKEN)]  # build outside the tree
     site = base / "site"
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
@@ -80,6 +89,28 @@ def test_installed_third_party_plugin_is_found_and_runs(plugin_site, tmp_path):
     data = json.loads(result.read_text())
     assert data["method"]["name"] == "bitfit" and data["method"]["plugin"] == "bitfit"
     assert data["status"] == "complete" and data["params"]["trainable"][0] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_the_worked_lwf_plugin_is_found_runs_and_with_weight_zero_is_finetune(plugin_site, tmp_path):
+    listing = clbench(plugin_site, "ls")
+    assert re.search(r"^my-lwf\s+1\s+my_lwf\s", listing.stdout, flags=re.M), listing.stdout
+    short = ("--scenario", "embedded-cil", "--set", "scenario.tasks=2", "--iters", "3", "--quiet", "--out", str(tmp_path / "runs"))
+
+    def matrix(*args: str) -> list[list[float]]:
+        ran = clbench(plugin_site, "run", *args, *short, "--format", "md", cwd=tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        path = re.search(r"^result: (\S+)$", ran.stdout, flags=re.M)
+        data = json.loads((tmp_path / path.group(1)).read_text()) if path else {}
+        assert data.get("status") == "complete", ran.stdout
+        return data["acc_matrix"]
+
+    distilled = matrix("--method", "my-lwf")
+    plain = matrix("--method", "my-lwf", "--set", "method.weight=0")
+    finetune = matrix("--method", "finetune")
+    assert plain == finetune  # the same settings on tiny-clip (lr 3e-4, no smoothing, no warm-up): bit for bit
+    assert distilled[2] != finetune[2]  # the distillation acts from the second task on
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import cl_bench
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "stream_example"]
+PLUGIN_TREES = [ROOT / "backbones", ROOT / "methods", ROOT / "scenarios", ROOT / "loggers", ROOT / "tests" / "plugin_example", ROOT / "tests" / "plugin_lwf_example", ROOT / "tests" / "stream_example"]
 
 
 def test_every_public_name_resolves():
