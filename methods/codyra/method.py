@@ -14,12 +14,12 @@ alpha = r, so ΔW = B diag(g) A with scale 1, as the official layer):
   components with g_i = 0 add nothing, so this merges exactly the surviving ranks.
 
 The κ schedule, restated from the official training loop for T = `iters` iterations (k = 0 .. T−1),
-L = `sparsity_steps`, d = `dense_fraction` · T (a real number), s = max(1, ⌊(T − d) / L⌋):
+L = `sparsity_steps`, d = `dense_fraction` · T (a real number), m = max(1, ⌊(T − d) / L⌋):
 the κ values are linspace(0, `sparsity`, L); the index starts at 0 and goes up by one at every
-iteration j ≥ d with j mod s = 0 (capped at L − 1); the step applies after optimizer step k iff k > d.
-With the official T = 500: d = 250, s = 5, κ = i·0.005/49 from k = 251 (i = 1) to κ_max = 0.005 at
+iteration j ≥ d with j mod m = 0 (capped at L − 1); the step applies after optimizer step k iff k > d.
+With the official T = 500: d = 250, m = 5, κ = i·0.005/49 from k = 251 (i = 1) to κ_max = 0.005 at
 k = 490, 249 thresholded steps whose κ add up to 0.650. The one departure: where T − d < L the
-code's s is 0 and κ never leaves 0 (no pruning at all); here s = 1.
+code's m is 0 and κ never leaves 0 (no pruning at all); here m = 1.
 
 The proximal operator (`soft_threshold`): `threshold="paper"` (the default) is the paper's
 T_κ(g) = sign(g) · max(|g| − κ, 0); `"code"` is what the official loop computes (three in-place
