@@ -12,6 +12,8 @@ one class, not copies of it (docs/lora.md has the details and an example):
 - `per_task`: a block of A, B per task; `add_task()` freezes the current block into a stacked,
   frozen `old_A`, `old_B` and starts a new trainable `new_A`, `new_B` (o-lora);
 - `learnable_scale`: a learnable scalar s (`lora_scale`), ΔW = (alpha / r) · s · B A (eblora);
+- `rank_gates`: a learnable importance g_i per rank component (`lora_gate`, drawn N(0, 1)),
+  ΔW = (alpha / r) · B diag(g) A, so a component with g_i = 0 is switched off (codyra);
 - `dropout`: dropout on the adapter's input x only (the base sees x unchanged); 0 (the default)
   adds no dropout module and no randomness.
 
@@ -59,7 +61,9 @@ class LoRALinear(LinearAdapter):
       frozen) and `new_A`, `new_B` (the current task's); all four start with rank 0, so the layer
       computes the base until the first `add_task()`. They load from a checkpoint of any number
       of finished tasks (`grow_on_load`);
-    - `learnable_scale=v`: also `lora_scale` (shape (1,), starting at v): ΔW = (alpha / r) · s · B A.
+    - `learnable_scale=v`: also `lora_scale` (shape (1,), starting at v): ΔW = (alpha / r) · s · B A;
+    - `rank_gates=True`: also `lora_gate` (shape (r,), drawn N(0, 1) after A):
+      ΔW = (alpha / r) · B diag(g) A; `effective_rank()` counts the components with g_i ≠ 0.
 
     Options:
     - `init`: "lora" draws A kaiming-uniform (a = √5, as nn.Linear) and sets B = 0; "orthonormal"
@@ -67,7 +71,8 @@ class LoRALinear(LinearAdapter):
       rank ≤ min(d_in, d_out);
     - `dropout`: probability of dropout on the adapter's input (not on the base's); 0 adds none;
     - `max_rank`: a tighter bound on the rank a variant needs (eblora: d_in − 1).
-    A per-task adapter with a learnable scale is refused: one s would rescale the frozen blocks.
+    A per-task adapter with a learnable scale is refused: one s would rescale the frozen blocks;
+    rank gates go with neither (a single block, no scalar scale).
     """
 
     # Declared for type checkers: which of them exist depends on the options.
@@ -78,6 +83,7 @@ class LoRALinear(LinearAdapter):
     new_A: nn.Parameter
     new_B: nn.Parameter
     lora_scale: nn.Parameter | None
+    lora_gate: nn.Parameter | None
     lora_dropout: nn.Dropout | None
 
     def __init__(
@@ -89,6 +95,7 @@ class LoRALinear(LinearAdapter):
         init: str = "lora",
         per_task: bool = False,
         learnable_scale: float | None = None,
+        rank_gates: bool = False,
         dropout: float = 0.0,
         max_rank: int | None = None,
     ) -> None:
@@ -102,8 +109,11 @@ class LoRALinear(LinearAdapter):
             raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
         if per_task and learnable_scale is not None:
             raise ValueError("a per-task LoRA cannot have a learnable scale: it would rescale the frozen blocks too")
+        if rank_gates and (per_task or learnable_scale is not None):
+            raise ValueError("rank gates need a single block without a learnable scale (not per_task, not learnable_scale)")
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
-        self.init, self.per_task = init, per_task
+        self.init, self.per_task, self.rank_gates = init, per_task, rank_gates
+        self.lora_gate = None
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else None
         like = base.weight
         if per_task:
@@ -122,7 +132,8 @@ class LoRALinear(LinearAdapter):
 
     @torch.no_grad()
     def new_block(self) -> list[tuple[str, Tensor]]:
-        """A fresh (A, B) pair drawn by `init`, as [(name, tensor)] in the order the RNG draws them."""
+        """A fresh (A, B) pair drawn by `init` (and the gates g ~ N(0, 1) with `rank_gates`), as
+        [(name, tensor)] in the order the RNG draws them."""
         d_out, d_in = self.base.out_features, self.base.in_features
         like = self.base.weight
         if self.init == "orthonormal":
@@ -131,7 +142,20 @@ class LoRALinear(LinearAdapter):
             return [("B", B), ("A", A)]
         A = like.new_empty(self.rank, d_in)
         nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # as nn.Linear's weight
-        return [("A", A), ("B", like.new_zeros(d_out, self.rank))]
+        block = [("A", A), ("B", like.new_zeros(d_out, self.rank))]
+        if self.rank_gates:
+            block.append(("gate", torch.randn(self.rank, dtype=like.dtype, device=like.device)))
+        return block
+
+    @torch.no_grad()
+    def restart(self) -> None:
+        """A single-block adapter starts over: a fresh block drawn by `new_block()` is copied into
+        the existing parameters (the same objects, so a method's lists of them stay valid; their
+        requires_grad flags are kept). codyra restarts every task's adapter after the merge."""
+        if self.per_task:
+            raise RuntimeError("restart() is for a single-block LoRALinear; a per-task adapter grows with add_task()")
+        for name, value in self.new_block():
+            getattr(self, f"lora_{name}").copy_(value)
 
     def blocks(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """The (A, B) pairs whose updates add up to ΔW: one, or (old, new) for a per-task adapter."""
@@ -152,13 +176,22 @@ class LoRALinear(LinearAdapter):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What training updates: A and B (a per-task adapter's current block), then s if learnable."""
         A, B = self.blocks()[-1]
-        return [A, B] + ([self.lora_scale] if self.lora_scale is not None else [])
+        return [A, B] + ([self.lora_scale] if self.lora_scale is not None else []) + ([self.lora_gate] if self.lora_gate is not None else [])
+
+    def effective_rank(self) -> int:
+        """The number of rank components that can contribute: those with g_i ≠ 0 with rank gates,
+        else the rank (per task: of the current block)."""
+        if self.lora_gate is not None:
+            return int(torch.count_nonzero(self.lora_gate))
+        return int(self.blocks()[-1][0].shape[0])
 
     # ------------------------------------------------------------------ the update
 
     def delta_weight(self) -> Tensor:
-        """ΔW (d_out × d_in) = (alpha / r) · B A (times s if learnable; summed over blocks),
-        differentiable, so a method may also use it in a loss."""
+        """ΔW (d_out × d_in) = (alpha / r) · B A (times s if learnable; summed over blocks;
+        B diag(g) A with rank gates), differentiable, so a method may also use it in a loss."""
+        if self.lora_gate is not None:
+            return self.scaling * ((self.lora_B * self.lora_gate) @ self.lora_A)  # (B · g) A, never forms diag(g)
         (A, B), *rest = self.blocks()
         product = B @ A
         for A, B in rest:
@@ -177,6 +210,9 @@ class LoRALinear(LinearAdapter):
             low = h @ self.lora_A.t()
             low = low * (self.scaling * self.lora_scale).to(low.dtype)
             return self.base(x) + low @ self.lora_B.t().to(low.dtype)
+        if self.lora_gate is not None:
+            # g weighs the rank-r activations: ((x Aᵀ) ⊙ g) Bᵀ, as CoDyRA's layer
+            return self.base(x) + (h @ self.lora_A.t() * self.lora_gate) @ self.lora_B.t() * self.scaling
         out = self.base(x)
         for A, B in self.blocks():
             if A.shape[0]:  # per task, empty: the old block until the second task, the new until the first
@@ -192,7 +228,7 @@ class LoRALinear(LinearAdapter):
           model are unchanged. For exporting or evaluating without the adapter:
           `layer.replace(adapter.merge())`.
         - `inplace=True`: W ← W + ΔW in `self.base`, then the update is zeroed (s ← 0 with a
-          learnable scale, else every B ← 0), so the adapter's outputs stay the same (within
+          learnable scale, else every B ← 0; the gates are kept), so the adapter's outputs stay the same (within
           rounding) and training can go on from ΔW = 0; returns `self.base`. eblora merges so
           after every task.
         """
@@ -220,4 +256,6 @@ class LoRALinear(LinearAdapter):
             extras.append(f"init={self.init}")
         if self.per_task:
             extras.append(f"frozen_rank={self.old_A.shape[0]}")
+        if self.lora_gate is not None:
+            extras.append(f"rank_gates=True, effective_rank={self.effective_rank()}")
         return ", ".join(extras)

@@ -265,3 +265,57 @@ def test_the_docs_example_method_trains_per_task_blocks_and_unloads_to_plain_lin
     assert all(type(layer.module) is nn.Linear for layer in method.layers)
     finite = torch.isfinite(before)
     assert torch.equal(finite, torch.isfinite(after)) and torch.allclose(after[finite], before[finite], atol=1e-4)
+
+
+def gated(seed: int = 1) -> LoRALinear:
+    """A rank-gated adapter (CoDyRA's: alpha = r, scale 1) with a trained-looking B, A and gates,
+    one gate exactly 0 (a pruned component)."""
+    adapter = trained(LoRALinear(linear(), rank=4, alpha=4.0, rank_gates=True), seed=seed)
+    with torch.no_grad():
+        adapter.lora_gate.copy_(torch.tensor([0.7, 0.0, -1.3, 0.25]))
+    return adapter
+
+
+def test_rank_gates_weigh_each_component_in_delta_weight_forward_and_merge():
+    adapter = gated()
+    A, B, g = (t.detach().double() for t in (adapter.lora_A, adapter.lora_B, adapter.lora_gate))
+    by_hand = sum(g[i] * torch.outer(B[:, i], A[i]) for i in range(4))  # Σ g_i b_i a_iᵀ = B diag(g) A
+    assert torch.allclose(adapter.delta_weight().double(), by_hand, atol=1e-5)
+    survivors = [0, 2, 3]  # g_1 = 0: the same update from the surviving components alone
+    assert torch.allclose(by_hand, B[:, survivors] @ torch.diag(g[survivors]) @ A[survivors], atol=1e-12)
+    x = torch.randn(5, 10)
+    assert torch.equal(adapter(x), adapter.base(x) + (x @ adapter.lora_A.t() * adapter.lora_gate) @ adapter.lora_B.t() * 1.0)
+    assert adapter.effective_rank() == 3 and "effective_rank=3" in repr(adapter)
+    assert adapter.trainable_parameters() == [adapter.lora_A, adapter.lora_B, adapter.lora_gate]
+    assert list(adapter.state_dict())[:3] == ["lora_A", "lora_B", "lora_gate"]
+    assert torch.allclose(adapter.merge()(x), adapter(x), atol=1e-5)
+    before, W0 = adapter(x), adapter.base.weight.clone()
+    adapter.merge(inplace=True)  # W += B diag(g) A, then B = 0 (the gates are kept)
+    assert torch.allclose(adapter.base.weight.double() - W0.double(), by_hand, atol=1e-5)
+    assert torch.allclose(adapter(x), before, atol=1e-5) and torch.count_nonzero(adapter.lora_B) == 0
+    assert adapter.effective_rank() == 3
+
+
+def test_rank_gates_start_normal_and_restart_draws_a_fresh_full_rank_block_in_place():
+    torch.manual_seed(3)
+    adapter = LoRALinear(linear(), rank=4, alpha=4.0, rank_gates=True)
+    after = torch.get_rng_state()
+    torch.manual_seed(3)
+    linear()
+    A = torch.empty(4, 10)
+    nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+    g = torch.randn(4)  # after A: the order the RNG draws them
+    assert torch.equal(adapter.lora_A, A) and torch.equal(adapter.lora_gate, g) and torch.equal(torch.get_rng_state(), after)
+    x = torch.randn(3, 10)
+    assert torch.equal(adapter(x), adapter.base(x))  # B = 0
+    gated_adapter = gated()
+    params = gated_adapter.trainable_parameters()
+    gated_adapter.restart()
+    assert gated_adapter.trainable_parameters() == params  # the same Parameter objects
+    assert torch.count_nonzero(gated_adapter.lora_B) == 0 and gated_adapter.effective_rank() == 4
+    with pytest.raises(ValueError, match="rank gates"):
+        LoRALinear(linear(), rank=2, alpha=1.0, rank_gates=True, per_task=True)
+    with pytest.raises(ValueError, match="rank gates"):
+        LoRALinear(linear(), rank=2, alpha=1.0, rank_gates=True, learnable_scale=0.0)
+    with pytest.raises(RuntimeError, match="single-block"):
+        LoRALinear(linear(), rank=2, alpha=1.0, per_task=True).restart()
