@@ -154,7 +154,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in paths:
         result = load_valid(path)
         tasks = len(result.data["scenario"]["task_order"])
-        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed)")
+        cells = "metrics and cells recomputed from per-example outcomes" if "outcomes" in result.data else "metrics recomputed"
+        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, {cells})")
     return 0
 
 

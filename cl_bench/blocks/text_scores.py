@@ -17,9 +17,13 @@ TRACE/evaluations/eval_*.py), each returning a score in [0, 100] for a list of p
   (lower-cased, sacrebleu's 13a tokenisation, one reference, keep and add F1, deletion
   precision, n = 1..4); implemented here since that metric downloads its script at run time.
 
-An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Pure Python; the
-packages load when a scorer is first used. A building block of the public API
-(`cl_bench.get_scorer`): language-model backbones score with it, text streams name its scorers.
+An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Every scorer is a
+mean of per-example scores in [0, 1] (none is corpus-level): `get_scorer(name, per_example=True)`
+gives them, and a cell is `100 * total / count` with `total` their left-to-right sum
+(`cl_bench.cells.mean_score`),
+which a result file's per-example outcomes recompute bit for bit. Pure Python; the packages load
+when a scorer is first used. A building block of the public API (`cl_bench.get_scorer`):
+language-model backbones score with it, text streams name its scorers.
 """
 
 from __future__ import annotations
@@ -30,29 +34,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cl_bench.cells import mean_score
 from cl_bench.errors import unknown_name
 
 Scorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], float]
+ExampleScorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], list[float]]
 
 
-def _mean(values: list[float], count: int) -> float:
-    return 100.0 * sum(values) / count if count else 0.0
-
-
-def accuracy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def accuracy_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     hits = []
     for prediction, reference in zip(predictions, references):
         cut = prediction.strip()[: min(len(reference), len(prediction.strip()))]
         hits.append(float(bool(cut) and bool(reference) and cut == reference))
-    return _mean(hits, len(predictions))
+    return hits
 
 
-def first_char(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def first_char_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     def first(text: str) -> str:
         text = text.strip()
         return text[0] if text else "N/A"  # TRACE's resolve() marks an empty answer N/A
 
-    return accuracy([first(p) for p in predictions], [first(r) for r in references])
+    return accuracy_each([first(p) for p in predictions], [first(r) for r in references])
 
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -69,12 +71,12 @@ def last_number(text: str) -> float | None:
         return None
 
 
-def number(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def number_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     hits = []
     for prediction, reference in zip(predictions, references):
         got, want = last_number(prediction), last_number(reference)
         hits.append(float(got is not None and want is not None and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-9)))
-    return _mean(hits, len(predictions))
+    return hits
 
 
 def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
@@ -110,12 +112,13 @@ def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
     return outcome["value"]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def rouge_l_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     from rouge import Rouge
 
     rouge = Rouge(metrics=["rouge-l"])
     scores = []
     for prediction, reference in zip(predictions, references):
+        scores.append(0.0)  # replaced by the score below; stays 0 where TRACE counts the example as 0
         if not prediction.strip() or not reference.strip():
             continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
         hypothesis = prediction if "\n" in prediction else prediction + "\n"
@@ -123,10 +126,10 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequ
             def score(hypothesis: str = hypothesis, reference: str = reference) -> float:
                 return rouge.get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"]
 
-            scores.append(_without_recursion_limit(score, len(hypothesis.split()) + len(reference.split())))
+            scores[-1] = _without_recursion_limit(score, len(hypothesis.split()) + len(reference.split()))
         except ValueError:  # text of separators only: no words to match
             continue
-    return _mean(scores, len(predictions))
+    return scores
 
 
 LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
@@ -138,15 +141,14 @@ def py150_literals(code: str) -> str:
     return LITERAL.sub(lambda m: m.group(2), code)
 
 
-def fuzzy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def fuzzy_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     from rapidfuzz import fuzz
 
     scores = []
     for prediction, reference in zip(predictions, references):
         prediction, reference = py150_literals(prediction), py150_literals(reference)
-        if prediction and reference:
-            scores.append(int(fuzz.ratio(prediction, reference) + 0.5) / 100.0)  # fuzzywuzzy rounds half up
-    return _mean(scores, len(predictions))
+        scores.append(int(fuzz.ratio(prediction, reference) + 0.5) / 100.0 if prediction and reference else 0.0)  # fuzzywuzzy rounds half up
+    return scores
 
 
 # ------------------------------------------------------------------------------------ SARI
@@ -196,19 +198,33 @@ def _normalise(text: str) -> str:
     return Tokenizer13a()(text.lower())
 
 
-def sari(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def sari_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     if sources is None or len(sources) != len(predictions):
         raise ValueError("sari needs the source of every prediction")
-    scores = [sari_sentence(_normalise(s), _normalise(p), [_normalise(r)]) for s, p, r in zip(sources, predictions, references)]
-    return _mean(scores, len(predictions))
+    return [sari_sentence(_normalise(s), _normalise(p), [_normalise(r)]) for s, p, r in zip(sources, predictions, references)]
 
 
-SCORERS: dict[str, Scorer] = {"accuracy": accuracy, "first-char": first_char, "number": number, "rouge-l": rouge_l, "fuzzy": fuzzy, "sari": sari}
+def _cell(each: ExampleScorer) -> Scorer:
+    """The cell scorer of a per-example scorer: `mean_score` of its scores."""
+
+    def score(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+        return mean_score(each(predictions, references, sources))
+
+    score.__name__ = score.__qualname__ = each.__name__.removesuffix("_each")
+    score.__doc__ = f"100 x the mean of `{each.__name__}`'s per-example scores."
+    return score
+
+
+EXAMPLE_SCORERS: dict[str, ExampleScorer] = {"accuracy": accuracy_each, "first-char": first_char_each, "number": number_each, "rouge-l": rouge_l_each, "fuzzy": fuzzy_each, "sari": sari_each}
+SCORERS: dict[str, Scorer] = {name: _cell(each) for name, each in EXAMPLE_SCORERS.items()}
+accuracy, first_char, number, rouge_l, fuzzy, sari = (SCORERS[name] for name in EXAMPLE_SCORERS)
 NEEDS_SOURCES = frozenset({"sari"})
 
 
-def get_scorer(name: str) -> Scorer:
-    """The scorer called `name`; an unknown name is a one-line error with the nearest names."""
+def get_scorer(name: str, per_example: bool = False) -> Any:
+    """The scorer called `name`: a cell's score in [0, 100], or with `per_example=True` each
+    example's score in [0, 1] (the cell is `mean_score` of them). An unknown name is a one-line
+    error with the nearest names."""
     if name not in SCORERS:
         raise unknown_name("scorer", name, list(SCORERS))
-    return SCORERS[name]
+    return EXAMPLE_SCORERS[name] if per_example else SCORERS[name]
