@@ -168,7 +168,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         check_writable_folder(args.plot, "--plot")
     results = collect(args.paths)
-    text = render_report(results, args.format, metrics)
+    text = render_report(results, args.format, metrics, differences=args.differences)
     if args.plot:
         written = write_plots(results, args.plot)
         print(f"clbench: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
@@ -279,10 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "md"), default="text", help="table format of the printed results")
     run.set_defaults(handler=cmd_run)
 
-    report = commands.add_parser("report", help="tables of mean ± std over seeds per stream and method, from result files")
+    report = commands.add_parser("report", help="tables of means over seeds with 95% intervals per stream and method, from result files")
     report.add_argument("paths", nargs="+", metavar="PATH", help="result files or folders (searched recursively)")
     report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
+    report.add_argument("--differences", action="store_true", help="also print each stream's paired differences with the best row of each column, with 95%% intervals")
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 

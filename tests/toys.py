@@ -178,6 +178,17 @@ def result_document(
     }
 
 
+def as_partial(document: dict, rows: int = 2, keep_metrics: bool = False) -> dict:
+    """`document` cut to its first `rows` rows as a partial result (matrices and outcomes alike)."""
+    document.update(status="partial", acc_matrix=document["acc_matrix"][:rows], control_matrix=document["control_matrix"][:rows])
+    if not keep_metrics:
+        document["metrics"] = {}
+    outcomes = document.get("outcomes")
+    if outcomes:
+        outcomes.update(batch_sizes=outcomes["batch_sizes"][:rows], acc=outcomes["acc"][:rows], control=outcomes["control"][:rows])
+    return document
+
+
 def rehash(document: dict) -> dict:
     """Forge consistently: give an edited schema-4 document the run id its sections now hash to."""
     from cl_bench.results.identity import identity_of_result, run_id_of

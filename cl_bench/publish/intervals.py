@@ -18,8 +18,8 @@ The interval is value +/- the 97.5% point of the estimate's error, whose distrib
 generalized pivotal quantity of a mean with an estimated and a known variance component
 (Weerahandi 1993): error = Z * sqrt(sum_g s_g^2 (S_g - 1) / (S_g chi2_{S_g - 1}) + examples part),
 Z standard normal and chi2 a chi-squared draw per group of seeds (`scipy.stats`, a fixed number
-of draws from a fixed seed). With the seeds part alone it is Student's t interval exactly; with the
-examples part alone the normal one; in between it keeps t's caution about few seeds even when
+of draws from a fixed seed). With one group of seeds alone it is Student's t interval (computed
+exactly); with the examples part alone the normal one; in between it keeps t's caution about few seeds even when
 their values happen to agree (the Welch-Satterthwaite t does not: with 2 or 3 seeds it covered
 88-91% in the simulation of tests/publish/test_intervals.py). A paired difference between two rows
 is the same computation on the per-seed differences (same seeds, same resampled examples); rows
@@ -84,6 +84,17 @@ class Estimate:
             return None
         return math.sqrt(sum(part for part, _ in self.seed_parts) + (self.examples or 0.0))
 
+    def _exact(self, probability: float) -> float | None:
+        """The error's `probability` point where it is a known distribution: Student's t for one
+        group of seeds alone, the normal for the examples part alone; None otherwise."""
+        from scipy import stats
+
+        if len(self.seed_parts) == 1 and not self.examples:
+            return float(stats.t.ppf(probability, self.seed_parts[0][1]) * math.sqrt(self.seed_parts[0][0]))
+        if not self.seed_parts and self.examples is not None:
+            return float(stats.norm.ppf(probability) * math.sqrt(self.examples))
+        return None
+
     def _errors(self) -> np.ndarray:
         normal, chis = _draws(tuple(df for _, df in self.seed_parts))
         variance = sum((part / chi for (part, _), chi in zip(self.seed_parts, chis)), np.zeros(DRAWS)) + (self.examples or 0.0)
@@ -93,7 +104,8 @@ class Estimate:
     def half_width(self) -> float | None:
         if self.se is None:
             return None
-        return float(np.quantile(np.abs(self._errors()), LEVEL))
+        exact = self._exact(0.5 + LEVEL / 2)
+        return exact if exact is not None else float(np.quantile(np.abs(self._errors()), LEVEL))
 
     @property
     def low(self) -> float | None:
@@ -115,6 +127,9 @@ class Estimate:
         (t_0.975 + t_0.80) x se; Bloom 1995, the minimum detectable effect)."""
         if self.se is None:
             return None
+        first, second = self._exact(0.5 + LEVEL / 2), self._exact(POWER)
+        if first is not None and second is not None:
+            return first + second
         errors = self._errors()
         return float(np.quantile(errors, 0.5 + LEVEL / 2) + np.quantile(errors, POWER))
 
@@ -160,11 +175,11 @@ def _outcome_arrays(runs: Sequence[Mapping[str, Any]]) -> tuple[list[np.ndarray]
     sizes, control_sizes = first["scenario"]["test_sizes"], first.get("outcomes", {}).get("control_sizes")
     for data in runs:
         if "outcomes" not in data:
-            return f"{data['run_id']} has no per-example outcomes (schema {data['schema'].rsplit('/', 1)[-1]})"
+            return f"result files without per-example outcomes (schema {data['schema'].rsplit('/', 1)[-1]})"
         if data["scenario"]["test_sizes"] != sizes or data["outcomes"]["control_sizes"] != control_sizes:
-            return "its runs' test sets differ in size"
+            return "runs whose test sets differ in size"
         if any(cell is None for key in ("acc", "control") for row in data["outcomes"][key] for cell in row):
-            return f"{data['run_id']} has cells without per-example outcomes"
+            return "cells without per-example outcomes (a scorer that keeps none)"
 
     def column(key: str, index: int, count: int) -> np.ndarray:
         cells = [[example_values(row[index], count) for row in data["outcomes"][key]] for data in runs]

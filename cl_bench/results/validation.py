@@ -130,15 +130,12 @@ def validate(data: Any, source: str = "result") -> None:
             for value in row:
                 if not is_number(value) or not 0.0 <= value <= 100.0:
                     raise bad(f"{name} row {i} holds {shown(value)}; accuracies are percentages in [0, 100]")
-    if data["schema"] == SCHEMA:
-        trouble = outcomes_lib.problem(data)
-        if trouble:
-            raise bad(trouble)
 
     stored = data["metrics"]
     if not complete:
         if stored:
             raise bad("a partial result carries no metrics")
+        _check_outcomes(data, bad)
         return
     expected = metrics_lib.compute(acc, control if controls else None, protocol=data["scenario"]["protocol"], test_sizes=sizes)
     if set(stored) != set(expected):
@@ -151,6 +148,15 @@ def validate(data: Any, source: str = "result") -> None:
                 raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
         elif not is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
             raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
+    _check_outcomes(data, bad)
+
+
+def _check_outcomes(data: dict[str, Any], bad) -> None:
+    """Schema 5: every cell recomputes exactly from its per-example outcomes (`results.outcomes`)."""
+    if data["schema"] == SCHEMA:
+        trouble = outcomes_lib.problem(data)
+        if trouble:
+            raise bad(trouble)
 
 
 def _check_plan(data: dict[str, Any], bad) -> None:

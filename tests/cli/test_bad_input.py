@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toys import as_schema_3, rehash, result_document, snapshot
+from toys import as_partial, as_schema_3, rehash, result_document, snapshot
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
@@ -245,7 +245,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("validate-protocol", ["validate", "{in}/r.json"], "scenario.protocol is 'class-IL'; it must be one of", result("r", lambda d: d["scenario"].update(protocol="class-IL"))),
     ("validate-class-il-avg", ["validate", "{in}/r.json"], "metric 'avg' is", result("r", lambda d: d["scenario"].update(protocol="class-il"))),
     ("validate-tampered", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("last", 1.0))),
-    ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2]))),
+    ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: as_partial(d, keep_metrics=True))),
     ("validate-not-an-object", ["validate", "{in}/r.json"], "a result file holds one JSON object", text_file("r.json", "[]")),
     # ------------------------------------------------------------------ report
     ("report-missing-path", ["report", "{in}/nothing"], "is neither a result file nor a folder", None),
@@ -258,7 +258,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
-    ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", lambda d: d.update(status="partial", acc_matrix=d["acc_matrix"][:2], control_matrix=d["control_matrix"][:2], metrics={}))),
+    ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", as_partial)),
     ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
     ("publish-claims-published-run-id", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already published (run id", leaderboard_with(result("r", lambda d: (older(d), d.update(run_id=_published_run_id())), method="alpha", hyperparameters={"rank": 99}))),
     ("report-too-many-tasks", ["report", "{in}/r.json", "--plot", "{in}/plots"], "a result holds at most 100 tasks", result("r", lambda d: rehash(_with_tasks(d, 300)))),
@@ -279,7 +279,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
-    ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}))),
+    ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", as_partial)),
     ("publish-tampered", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "the file was edited or is corrupt", leaderboard_with(result("r", lambda d: d["metrics"].__setitem__("last", 1.0)))),
     ("publish-duplicate", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already in", leaderboard_with(result("r", method="alpha"))),
     ("publish-stream-version", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "cannot share a table with version 1", leaderboard_with(result("r", lambda d: rehash(d["scenario"].update(version="2") or d), method="beta"))),
