@@ -220,13 +220,28 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from cl_bench.publish.leaderboard import publish
     from cl_bench.results.validation import result_files
 
+    if not args.results and not args.remove:
+        raise UserError("publish needs result files to add or --remove RUN_ID to retract")
     files = []
     for given in args.results:
         path = Path(given)
         files.extend(result_files(path) if path.is_dir() else [path])
-    copies = publish(files, args.leaderboard)
-    print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html, plots/ and configs/")
+    copies, removed = publish(files, args.leaderboard, remove=args.remove or [])
+    retracted = f", removed {len(removed)}" if args.remove else ""
+    print(f"published {len(copies)} result(s) to {args.leaderboard}{retracted}; regenerated README.md, index.html, plots/ and configs/")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from cl_bench.publish.verify import FAILING, verify
+
+    found = verify(args.leaderboard, sample=args.sample, seed=args.seed, scratch=args.scratch, registry=_registry())
+    rows = [(one_line(v.stream), one_line(v.label), v.seed, f"{v.largest_cell_difference:.3g}", "same" if v.same_machine_kind else "other", v.verdict) for v in found]
+    print(tabulate(rows, headers=["stream", "row", "seed", "largest cell difference", "machine kind", "verdict"], tablefmt="simple"))
+    print(f"recorded in {args.leaderboard}/verified.json; regenerated README.md and index.html")
+    return 1 if any(v.verdict in FAILING for v in found) else 0
 
 
 def add_run_settings(parser: argparse.ArgumentParser, every: str, threads: str) -> None:
@@ -303,10 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
     sweep.set_defaults(handler=cmd_sweep, resume=False)
 
-    publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder, regenerating its tables and plots")
-    publish.add_argument("results", nargs="+", metavar="RESULT", help="result files or folders of them")
+    publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder (or --remove published ones), regenerating its tables and plots")
+    publish.add_argument("results", nargs="*", metavar="RESULT", help="result files or folders of them")
     publish.add_argument("--leaderboard", default="leaderboard", help="leaderboard folder (default leaderboard)")
+    publish.add_argument("--remove", action="append", metavar="RUN_ID", help="retract the published result with this run id (repeatable; with RESULTs, in the same step)")
     publish.set_defaults(handler=cmd_publish)
+
+    verify = commands.add_parser("verify", help="re-run a sample of a leaderboard's rows from their configurations and compare with the published numbers")
+    verify.add_argument("leaderboard", metavar="LEADERBOARD", help="leaderboard folder")
+    verify.add_argument("--sample", type=int, default=1, help="rows to re-run, one seed each (default 1)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the draw of rows and seeds (default 0)")
+    verify.add_argument("--scratch", metavar="DIR", help="keep the re-runs' result files in DIR (default: a temporary folder, removed afterwards)")
+    verify.set_defaults(handler=cmd_verify)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
     validate.add_argument("files", nargs="+", metavar="PATH", help="result files, or folders of them")

@@ -110,30 +110,38 @@ def run_config(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in run_settings(first).items() if k not in RunConfig.EXECUTION_FIELDS}
 
 
-def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[StreamPage]:
-    """Per stream: the curve and each variant's mean matrix (plots/), each variant's config (configs/)."""
+def plan_streams(results: list[dict[str, Any]]) -> list[StreamPage]:
+    """Per stream (sorted by label): its rows, each named as its files will be, labelled as the
+    tables label rows (by what differs within the table)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for data in results:
         grouped.setdefault(scenario_label(data["scenario"]), []).append(data)
-    # Labelled per stream, as the tables label their rows: by what differs within the table.
-    by_stream = {label: list(zip(part, variant_labels(part))) for label, part in grouped.items()}
     pages = []
-    for index, (label, labelled) in enumerate(sorted(by_stream.items())):
-        part, labels = [d for d, _ in labelled], [lab for _, lab in labelled]
+    for index, (label, part) in enumerate(sorted(grouped.items())):
+        labels = variant_labels(part)
         stem = f"{index:02d}-{safe_slug(part[0]['scenario']['name'], 'scenario name')}"
-        curve = plot_accuracy_over_tasks(part, path_inside(folder / "plots", f"{stem}-accuracy.svg"), labels).name
-        page = StreamPage(label, part[0]["scenario"]["protocol"], curve)
+        page = StreamPage(label, part[0]["scenario"]["protocol"], f"{stem}-accuracy.svg")
         counts: dict[str, int] = {}
         for variant_label in sorted(set(labels)):
             runs = sorted((d for d, lab in zip(part, labels) if lab == variant_label), key=lambda d: d["seed"])
             method = safe_slug(runs[0]["method"]["name"], "method name")
             counts[method] = counts.get(method, 0) + 1  # variants of one method: -2, -3, ... after the first
             name = f"{stem}-{method}" if counts[method] == 1 else f"{stem}-{method}-{counts[method]}"
-            variant = Variant(variant_label, runs, name)
-            plot_matrix(mean_result(runs, variant_label), path_inside(folder / "plots", variant.plot))
-            write_json(path_inside(folder / "configs", variant.config), run_config(runs))
-            page.variants.append(variant)
+            page.variants.append(Variant(variant_label, runs, name))
         pages.append(page)
+    return pages
+
+
+def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[StreamPage]:
+    """Per stream: the curve and each variant's mean matrix (plots/), each variant's config (configs/)."""
+    pages = plan_streams(results)
+    for page in pages:
+        runs = [d for variant in page.variants for d in variant.runs]
+        labels = [variant.label for variant in page.variants for _ in variant.runs]
+        plot_accuracy_over_tasks(runs, path_inside(folder / "plots", page.curve), labels)
+        for variant in page.variants:
+            plot_matrix(mean_result(variant.runs, variant.label), path_inside(folder / "plots", variant.plot))
+            write_json(path_inside(folder / "configs", variant.config), run_config(variant.runs))
     return pages
 
 
