@@ -63,7 +63,7 @@ def kendall(ours: Sequence[float], theirs: Sequence[float]) -> tuple[float, floa
     found = stats.kendalltau(ours, theirs)
     tau, p_value = float(found.statistic), float(found.pvalue)
     count = len(ours)
-    if count < INTERVAL_MINIMUM or not math.isfinite(tau) or abs(tau) >= 1.0:
+    if count < INTERVAL_MINIMUM or not math.isfinite(tau) or abs(tau) >= 1.0 - 1e-9:  # tau-b of a perfect ranking can miss 1 by a rounding
         return tau, p_value, None, None
     z, spread = math.atanh(tau), stats.norm.ppf(0.975) * math.sqrt(0.437 / (count - 4))
     return tau, p_value, math.tanh(z - spread), math.tanh(z + spread)
