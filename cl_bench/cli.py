@@ -220,13 +220,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from cl_bench.publish.leaderboard import publish
     from cl_bench.results.validation import result_files
 
-    if not args.results and not args.remove:
-        raise UserError("publish needs result files to add or --remove RUN_ID to retract")
     files = []
     for given in args.results:
         path = Path(given)
         files.extend(result_files(path) if path.is_dir() else [path])
     copies, removed = publish(files, args.leaderboard, remove=args.remove or [])
+    if not args.results and not args.remove:
+        print(f"regenerated README.md, index.html, plots/ and configs/ of {args.leaderboard} from the results it holds")
+        return 0
     retracted = f", removed {len(removed)}" if args.remove else ""
     print(f"published {len(copies)} result(s) to {args.leaderboard}{retracted}; regenerated README.md, index.html, plots/ and configs/")
     return 0
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep, resume=False)
 
     publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder (or --remove published ones), regenerating its tables and plots")
-    publish.add_argument("results", nargs="*", metavar="RESULT", help="result files or folders of them")
+    publish.add_argument("results", nargs="*", metavar="RESULT", help="result files or folders of them (none, and no --remove: regenerate the pages only)")
     publish.add_argument("--leaderboard", default="leaderboard", help="leaderboard folder (default leaderboard)")
     publish.add_argument("--remove", action="append", metavar="RUN_ID", help="retract the published result with this run id (repeatable; with RESULTs, in the same step)")
     publish.set_defaults(handler=cmd_publish)

@@ -117,10 +117,13 @@ def to_remove(folder: Path, run_ids: Sequence[str]) -> list[Path]:
 
 def publish(files: Sequence[str | Path], folder: str | Path, remove: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
     """Add the accepted files to the leaderboard and retract the published results of the `remove`
-    run ids, regenerating its pages, all or nothing; returns the copies and the removed files."""
+    run ids, regenerating its pages, all or nothing; returns the copies and the removed files.
+    With neither, the pages are regenerated from the results the folder holds."""
     folder = _leaderboard_folder(folder)
     if remove and not (folder / "results").is_dir():
         raise UserError(f"--remove: {folder} holds no published results")
+    if not files and not remove and not folder.is_dir():
+        raise UserError(f"--leaderboard {folder} does not exist: nothing to regenerate (give result files to publish)")
     incoming = read_incoming(files)
     with _locked(folder):
         removed = to_remove(folder, remove)

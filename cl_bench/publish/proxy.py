@@ -42,8 +42,9 @@ class ProxyRank:
 
     def sentence(self) -> str:
         """One line of plain text saying what the comparison found."""
-        names = ", ".join(f"{ours} as {theirs}" for ours, theirs, _, _ in self.pairs) or "none"
-        head = f"Proxy validity against {self.table} ({self.source}): {self.common} method{'s' if self.common != 1 else ''} in common ({names})"
+        names = ", ".join(f"{ours} as {theirs}" for ours, theirs, _, _ in self.pairs)
+        which = f" ({names})" if names else " (no entry of this table names one of ours: its cl_bench_method key)"
+        head = f"Proxy validity against the table {self.table}, from {self.source}: {self.common} method{'s' if self.common != 1 else ''} in common{which}"
         if self.tau is None and self.common >= MINIMUM:
             return f"{head}: no rank correlation, every value of one side is tied."
         if self.tau is None:

@@ -289,7 +289,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("publish-onto-file", ["publish", "{in}/r.json", "--leaderboard", "{in}/file"], "is not a folder", lambda folder: (result("r")(folder), text_file("file", "x")(folder))),
     ("publish-parent-missing", ["publish", "{in}/r.json", "--leaderboard", "{in}/a/b/lb"], "its parent folder does not exist", result("r")),
     ("publish-missing-file", ["publish", "{in}/none.json", "--leaderboard", "{in}/lb"], "none.json' not found", None),
-    ("publish-nothing", ["publish", "--leaderboard", "{in}/lb"], "publish needs result files to add or --remove RUN_ID to retract", leaderboard_with()),
+    ("publish-nothing-nowhere", ["publish", "--leaderboard", "{in}/lb"], "does not exist: nothing to regenerate", None),
     ("publish-remove-unknown", ["publish", "--remove", "s_alpha_b_seed0_00000000", "--leaderboard", "{in}/lb"], "no result with this run id is published in", leaderboard_with()),
     ("publish-remove-and-unknown", ["publish", "--remove", _published_run_id(), "--remove", "nope", "--leaderboard", "{in}/lb"], "--remove 'nope': no result with this run id", leaderboard_with()),
     ("publish-remove-no-board", ["publish", "--remove", "x", "--leaderboard", "{in}/lb"], "holds no published results", None),

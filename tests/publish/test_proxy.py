@@ -60,5 +60,5 @@ def test_the_leaderboard_shows_the_comparison_under_the_papers_table(tmp_path):
     (board / "reported.json").write_text(json.dumps(reported))
     assert main(["publish", *files, "--leaderboard", str(board)]) == 0
     readme = (board / "README.md").read_text()
-    assert "Proxy validity against X-TAIL (order I) (a paper): 3 methods in common (alpha as Alpha, beta as Beta, gamma as Gamma). Kendall's tau of last" in readme
+    assert "Proxy validity against the table X-TAIL (order I), from a paper: 3 methods in common (alpha as Alpha, beta as Beta, gamma as Gamma). Kendall's tau of last" in readme
     assert readme.index("| Gamma") < readme.index("Proxy validity") and "Proxy validity against" in (board / "index.html").read_text()
