@@ -154,8 +154,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in paths:
         result = load_valid(path)
         tasks = len(result.data["scenario"]["task_order"])
-        cells = "metrics and cells recomputed from per-example outcomes" if "outcomes" in result.data else "metrics recomputed"
-        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, {cells})")
+        outcomes = result.data.get("outcomes")
+        checked = ""
+        if outcomes is not None:
+            cells = [cell for key in ("acc", "control") for row in outcomes[key] for cell in row]
+            checked = f", {sum(cell is not None for cell in cells)} of {len(cells)} cells recomputed from their per-example outcomes"
+        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed{checked})")
     return 0
 
 
