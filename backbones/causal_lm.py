@@ -284,24 +284,35 @@ class CausalLM(Backbone):
 
 
 class TextScorer(CellScorer):
-    """One text test set's cell: decodes the generated answers and scores them against the references."""
+    """One text test set's cell: decodes the generated answers and scores them against the
+    references. Every text scorer is a mean of per-example scores: the cell is `mean_score` of
+    them (in example order), the same number as the task's scorer gives, and `outcomes()` gives
+    them for the result file."""
 
     def __init__(self, model: CausalLM, record) -> None:
         from cl_bench import get_scorer
 
-        self.model, self.record, self.score = model, record, get_scorer(record.scorer)
+        self.model, self.record, self.each = model, record, get_scorer(record.scorer, per_example=True)
         self.predictions: dict[int, str] = {}
+        self._scores: list[float] | None = None
 
     def update(self, outputs: Tensor, targets: Tensor) -> None:
         for index, text in zip(targets.tolist(), self.model.decode(outputs)):
             self.predictions[int(index)] = text
+        self._scores = None
+
+    def outcomes(self) -> list[float]:
+        """Each example's score in [0, 1], in example order."""
+        if self._scores is None:
+            order = sorted(self.predictions)
+            predictions = [self.predictions[i] for i in order]
+            references = [self.record.references[i] for i in order]
+            sources = [self.record.sources[i] for i in order]
+            self._scores = [float(v) for v in self.each(predictions, references, sources)]
+        return self._scores
 
     def result(self) -> float:
-        order = sorted(self.predictions)
-        predictions = [self.predictions[i] for i in order]
-        references = [self.record.references[i] for i in order]
-        sources = [self.record.sources[i] for i in order]
-        return float(self.score(predictions, references, sources))
+        return float(self.mean_score(self.outcomes()))
 
 
 # config.json fields that size the model, with the largest value any real model has (a typo or a

@@ -154,7 +154,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in paths:
         result = load_valid(path)
         tasks = len(result.data["scenario"]["task_order"])
-        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed)")
+        outcomes = result.data.get("outcomes")
+        checked = ""
+        if outcomes is not None:
+            cells = [cell for key in ("acc", "control") for row in outcomes[key] for cell in row]
+            checked = f", {sum(cell is not None for cell in cells)} of {len(cells)} cells recomputed from their per-example outcomes"
+        print(f"{path}: valid ({result.data['schema']}, {result.status}, {tasks} tasks, metrics recomputed{checked})")
     return 0
 
 
@@ -167,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         check_writable_folder(args.plot, "--plot")
     results = collect(args.paths)
-    text = render_report(results, args.format, metrics)
+    text = render_report(results, args.format, metrics, differences=args.differences)
     if args.plot:
         written = write_plots(results, args.plot)
         print(f"clbench: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
@@ -223,9 +228,25 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for given in args.results:
         path = Path(given)
         files.extend(result_files(path) if path.is_dir() else [path])
-    copies = publish(files, args.leaderboard)
-    print(f"published {len(copies)} result(s) to {args.leaderboard}; regenerated README.md, index.html, plots/ and configs/")
+    copies, removed = publish(files, args.leaderboard, remove=args.remove or [])
+    if not args.results and not args.remove:
+        print(f"regenerated README.md, index.html, plots/ and configs/ of {args.leaderboard} from the results it holds")
+        return 0
+    retracted = f", removed {len(removed)}" if args.remove else ""
+    print(f"published {len(copies)} result(s) to {args.leaderboard}{retracted}; regenerated README.md, index.html, plots/ and configs/")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from cl_bench.publish.verify import FAILING, verify
+
+    found = verify(args.leaderboard, sample=args.sample, seed=args.seed, scratch=args.scratch, registry=_registry())
+    rows = [(one_line(v.stream), one_line(v.label), v.seed, f"{v.largest_cell_difference:.3g}", "same" if v.same_machine_kind else "other", v.verdict) for v in found]
+    print(tabulate(rows, headers=["stream", "row", "seed", "largest cell difference", "machine kind", "verdict"], tablefmt="simple"))
+    print(f"recorded in {args.leaderboard}/verified.json; regenerated README.md and index.html")
+    return 1 if any(v.verdict in FAILING for v in found) else 0
 
 
 def add_run_settings(parser: argparse.ArgumentParser, every: str, threads: str) -> None:
@@ -278,10 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "md"), default="text", help="table format of the printed results")
     run.set_defaults(handler=cmd_run)
 
-    report = commands.add_parser("report", help="tables of mean ± std over seeds per stream and method, from result files")
+    report = commands.add_parser("report", help="tables of means over seeds with 95% intervals per stream and method, from result files")
     report.add_argument("paths", nargs="+", metavar="PATH", help="result files or folders (searched recursively)")
     report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
+    report.add_argument("--differences", action="store_true", help="also print each stream's paired differences with the best row of each column, with 95%% intervals")
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 
@@ -301,10 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
     sweep.set_defaults(handler=cmd_sweep, resume=False)
 
-    publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder, regenerating its tables and plots")
-    publish.add_argument("results", nargs="+", metavar="RESULT", help="result files or folders of them")
+    publish = commands.add_parser("publish", help="check result files and add them to a leaderboard folder (or --remove published ones), regenerating its tables and plots")
+    publish.add_argument("results", nargs="*", metavar="RESULT", help="result files or folders of them (none, and no --remove: regenerate the pages only)")
     publish.add_argument("--leaderboard", default="leaderboard", help="leaderboard folder (default leaderboard)")
+    publish.add_argument("--remove", action="append", metavar="RUN_ID", help="retract the published result with this run id (repeatable; with RESULTs, in the same step)")
     publish.set_defaults(handler=cmd_publish)
+
+    verify = commands.add_parser("verify", help="re-run a sample of a leaderboard's rows from their configurations and compare with the published numbers")
+    verify.add_argument("leaderboard", metavar="LEADERBOARD", help="leaderboard folder")
+    verify.add_argument("--sample", type=int, default=1, help="rows to re-run, one seed each (default 1)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the draw of rows and seeds (default 0)")
+    verify.add_argument("--scratch", metavar="DIR", help="keep the re-runs' result files in DIR (default: a temporary folder, removed afterwards)")
+    verify.set_defaults(handler=cmd_verify)
 
     validate = commands.add_parser("validate", help="check result files: schema, shapes, and that the metrics recompute")
     validate.add_argument("files", nargs="+", metavar="PATH", help="result files, or folders of them")

@@ -120,13 +120,35 @@ def result_document(
     hyperparameters: dict | None = None,
     trainable: list[int] | None = None,
     train_seconds: float = 0.0,
+    examples: int | None = None,
 ) -> dict:
-    """A minimal, self-consistent result document (the current schema; 10 test images a task)."""
+    """A minimal, self-consistent result document (the current schema; 10 test images a task).
+
+    Without `examples` its cells have no per-example outcomes (null, as a plugin's scorer without
+    them leaves them) and the matrices are as given. With `examples`, every task and control set
+    has that many test examples, each cell a bitmap of round(value% of them) right examples (a
+    random choice, seeded by `seed` and the cell), and the matrices hold what those bitmaps give."""
+    import numpy as np
+
+    from cl_bench.cells import running_accuracy
     from cl_bench.results import metrics
     from cl_bench.results.identity import run_id_of
+    from cl_bench.results.outcomes import encode_bits
     from cl_bench.results.schema import SCHEMA
 
     tasks = [f"task {i}" for i in range(len(acc[0]))]
+    size = examples or 10
+    cells: dict[str, list] = {"acc": [[None] * len(row) for row in acc], "control": [[None] * len(row) for row in control]}
+    if examples:
+        acc, control = [list(row) for row in acc], [list(row) for row in control]
+        for name, matrix in (("acc", acc), ("control", control)):
+            for i, row in enumerate(matrix):
+                for j, value in enumerate(row):
+                    rng = np.random.default_rng([seed, i, j, name == "acc"])
+                    right = np.zeros(size, dtype=bool)
+                    right[rng.permutation(size)[: int(round(value / 100 * size))]] = True
+                    cells[name][i][j] = encode_bits(right)
+                    row[j] = running_accuracy(right, 256)
     hyperparameters = dict(hyperparameters or {})
     identity = {
         "method": {"name": method, "version": "1", "params": hyperparameters},
@@ -141,7 +163,7 @@ def result_document(
         "created": "2026-01-01T00:00:00+00:00",
         "status": status,
         "method": {"name": method, "version": "1", "hyperparameters": hyperparameters},
-        "scenario": {"name": scenario, "version": "1", "params": {}, "protocol": protocol, "task_order": tasks, "test_sizes": [10] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
+        "scenario": {"name": scenario, "version": "1", "params": {}, "protocol": protocol, "task_order": tasks, "test_sizes": [size] * len(tasks), "control_sets": [{"name": "c", "classes": [0]}] if control and control[0] else []},
         "backbone": {"name": backbone, "version": "1", "params": {}, "weights_param": None, "weights_sha256": None},
         "seed": seed,
         "execution": {"out": "runs"},
@@ -149,10 +171,22 @@ def result_document(
         "hardware": {"precision": "fp32"},
         "acc_matrix": acc,
         "control_matrix": control,
-        "metrics": metrics.compute(acc, control if control and control[0] else None, protocol=protocol, test_sizes=[10] * len(tasks)) if status == "complete" else {},
+        "metrics": metrics.compute(acc, control if control and control[0] else None, protocol=protocol, test_sizes=[size] * len(tasks)) if status == "complete" else {},
         "timings": {"experiences": [{"task": t, "train": train_seconds / len(tasks), "eval": 0.0} for t in tasks]},
         "params": {"trainable": trainable or [0] * len(tasks)},
+        "outcomes": {"batch_sizes": [256] * len(acc), "control_sizes": [size] * (1 if control and control[0] else 0), **cells},
     }
+
+
+def as_partial(document: dict, rows: int = 2, keep_metrics: bool = False) -> dict:
+    """`document` cut to its first `rows` rows as a partial result (matrices and outcomes alike)."""
+    document.update(status="partial", acc_matrix=document["acc_matrix"][:rows], control_matrix=document["control_matrix"][:rows])
+    if not keep_metrics:
+        document["metrics"] = {}
+    outcomes = document.get("outcomes")
+    if outcomes:
+        outcomes.update(batch_sizes=outcomes["batch_sizes"][:rows], acc=outcomes["acc"][:rows], control=outcomes["control"][:rows])
+    return document
 
 
 def rehash(document: dict) -> dict:
@@ -163,8 +197,15 @@ def rehash(document: dict) -> dict:
     return document
 
 
+def as_schema_4(document: dict) -> dict:
+    """A schema-5 toy document as schema 4 wrote it: without per-example outcomes."""
+    document = copy.deepcopy(document)
+    document.pop("outcomes")
+    return {**document, "schema": "cl_bench.result/4"}
+
+
 def as_schema_3(document: dict) -> dict:
-    """A schema-4 toy document as schema 3 wrote it: the configuration as given and the plan
+    """A schema-5 toy document as schema 3 wrote it: the configuration as given and the plan
     (with the identity the run id hashes), restated by hand from the schema-3 writer."""
     document = copy.deepcopy(document)
     identity = {
@@ -174,6 +215,7 @@ def as_schema_3(document: dict) -> dict:
         "seed": document["seed"],
         "precision": document["hardware"]["precision"],
     }
+    document.pop("outcomes")
     config = {"method": document["method"]["name"], "scenario": document["scenario"]["name"], "backbone": document["backbone"]["name"], "seed": document["seed"], "method_params": document["method"]["hyperparameters"]}
     document.pop("execution")
     return {**document, "schema": "cl_bench.result/3", "config": config, "plan": {"identity": identity}}

@@ -42,8 +42,11 @@ Ours: `number`, the last number written in the prediction (thousands separators 
 the reference's last number within a relative 1e-4 (an absolute 1e-9 near zero); neither
 TRACE code uses it.
 
-An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Pure Python; the
-packages load when a scorer is first used. A building block of the public API
+An empty prediction or reference scores 0 but counts in the mean, as in TRACE. Every scorer is a
+mean of per-example scores in [0, 1] (none is corpus-level): `get_scorer(name, per_example=True)`
+gives them, and a cell is `100 * total / count` with `total` their left-to-right sum
+(`cl_bench.cells.mean_score`), which a result file's per-example outcomes recompute bit for bit.
+Pure Python; the packages load when a scorer is first used. A building block of the public API
 (`cl_bench.get_scorer`): language-model backbones score with it, text streams name its scorers.
 """
 
@@ -55,29 +58,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cl_bench.cells import mean_score
 from cl_bench.errors import unknown_name
 
 Scorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], float]
+ExampleScorer = Callable[[Sequence[str], Sequence[str], Sequence[str] | None], list[float]]
 
 
-def _mean(values: list[float], count: int) -> float:
-    return 100.0 * sum(values) / count if count else 0.0
-
-
-def accuracy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def accuracy_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     hits = []
     for prediction, reference in zip(predictions, references):
         cut = prediction.strip()[: min(len(reference), len(prediction.strip()))]
         hits.append(float(bool(cut) and bool(reference) and cut == reference))
-    return _mean(hits, len(predictions))
+    return hits
 
 
-def first_char(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def first_char_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     def first(text: str) -> str:
         text = text.strip()
         return text[0] if text else "N/A"  # TRACE's resolve() marks an empty answer N/A
 
-    return accuracy([first(p) for p in predictions], [first(r) for r in references])
+    return accuracy_each([first(p) for p in predictions], [first(r) for r in references])
 
 
 CHOICE_LETTERS = ("A", "B", "C")  # C-STANCE's and FOMC's answer letters (MoRAM: CHOICE_TASK_LABELS)
@@ -95,18 +96,18 @@ def choice_letter(text: str) -> str:
     return next((char.upper() for char in text if char.upper() in CHOICE_LETTERS), text)
 
 
-def choice(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
-    return accuracy([choice_letter(p) for p in predictions], references)
+def choice_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
+    return accuracy_each([choice_letter(p) for p in predictions], references)
 
 
-def exact(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def exact_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """The original TRACE code's accuracy: the prediction as generated equals the reference."""
-    return _mean([float(bool(p) and bool(r) and p == r) for p, r in zip(predictions, references)], len(predictions))
+    return [float(bool(p) and bool(r) and p == r) for p, r in zip(predictions, references)]
 
 
-def first_char_raw(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def first_char_raw_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """The original TRACE code's ScienceQA: first characters as generated (not stripped), exact match."""
-    return exact([p[:1] for p in predictions], [r[:1] for r in references])
+    return exact_each([p[:1] for p in predictions], [r[:1] for r in references])
 
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -123,20 +124,20 @@ def last_number(text: str) -> float | None:
         return None
 
 
-def number(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def number_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """Ours: the last number of the prediction equals the reference's (relative 1e-4, absolute
     1e-9). Not MoRAM's NumGLUE scorer (`qwen-math`) nor the original TRACE code's (`exact`)."""
     hits = []
     for prediction, reference in zip(predictions, references):
         got, want = last_number(prediction), last_number(reference)
         hits.append(float(got is not None and want is not None and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-9)))
-    return _mean(hits, len(predictions))
+    return hits
 
 
-def qwen_math(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def qwen_math_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     from .math_answers import is_correct
 
-    return _mean([float(is_correct(p, r)) for p, r in zip(predictions, references)], len(predictions))
+    return [float(is_correct(p, r)) for p, r in zip(predictions, references)]
 
 
 def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
@@ -172,12 +173,13 @@ def _without_recursion_limit(score: Callable[[], float], words: int) -> float:
     return outcome["value"]
 
 
-def _rouge(predictions: Sequence[str], references: Sequence[str], *, reference_first: bool, newline: bool) -> float:
+def _rouge(predictions: Sequence[str], references: Sequence[str], *, reference_first: bool, newline: bool) -> list[float]:
     from rouge import Rouge
 
     rouge = Rouge(metrics=["rouge-l"])
     scores = []
     for prediction, reference in zip(predictions, references):
+        scores.append(0.0)  # replaced by the score below; stays 0 where TRACE counts the example as 0
         if not prediction.strip() or not reference.strip():
             continue  # the package refuses empty text; TRACE skips it (and counts it as 0)
         if newline and "\n" not in prediction:
@@ -187,18 +189,18 @@ def _rouge(predictions: Sequence[str], references: Sequence[str], *, reference_f
             def score(hypothesis: str = hypothesis, target: str = target) -> float:
                 return rouge.get_scores(hypothesis, target, avg=True)["rouge-l"]["f"]
 
-            scores.append(_without_recursion_limit(score, len(hypothesis.split()) + len(target.split())))
+            scores[-1] = _without_recursion_limit(score, len(hypothesis.split()) + len(target.split()))
         except ValueError:  # text of separators only: no words to match
             continue
-    return _mean(scores, len(predictions))
+    return scores
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def rouge_l_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """MoRAM's: the prediction as the hypothesis, a newline appended to it if it has none."""
     return _rouge(predictions, references, reference_first=False, newline=True)
 
 
-def rouge_l_trace(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def rouge_l_trace_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """The original TRACE code's: `score_rouge(target, prediction)`, no newline."""
     return _rouge(predictions, references, reference_first=True, newline=False)
 
@@ -212,25 +214,27 @@ def py150_literals(code: str) -> str:
     return LITERAL.sub(lambda m: m.group(2), code)
 
 
-def _fuzz_ratio(similarity: Callable[[str, str], float], predictions: Sequence[str], references: Sequence[str]) -> float:
+def _fuzz_ratio(similarity: Callable[[str, str], float], predictions: Sequence[str], references: Sequence[str]) -> list[float]:
     scores = []
     for prediction, reference in zip(predictions, references):
         prediction, reference = py150_literals(prediction), py150_literals(reference)
-        if prediction and reference:
-            # fuzzywuzzy's ratio: 100 for equal strings, else utils.intr(100 * ratio) = int(round(x)),
-            # Python's round: half to even (62.5 -> 62)
-            scores.append((100 if prediction == reference else int(round(100 * similarity(prediction, reference)))) / 100.0)
-    return _mean(scores, len(predictions))
+        if not (prediction and reference):
+            scores.append(0.0)  # TRACE counts an empty one as 0
+            continue
+        # fuzzywuzzy's ratio: 100 for equal strings, else utils.intr(100 * ratio) = int(round(x)),
+        # Python's round: half to even (62.5 -> 62)
+        scores.append((100 if prediction == reference else int(round(100 * similarity(prediction, reference)))) / 100.0)
+    return scores
 
 
-def fuzzy(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def fuzzy_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """fuzzywuzzy's `fuzz.ratio` as it is with python-Levenshtein: the Indel ratio (rapidfuzz)."""
     from rapidfuzz.distance import Indel
 
     return _fuzz_ratio(Indel.normalized_similarity, predictions, references)
 
 
-def fuzzy_difflib(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def fuzzy_difflib_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     """fuzzywuzzy's `fuzz.ratio` as it is without python-Levenshtein: difflib's ratio."""
     from difflib import SequenceMatcher
 
@@ -284,32 +288,46 @@ def _normalise(text: str) -> str:
     return Tokenizer13a()(text.lower())
 
 
-def sari(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+def sari_each(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> list[float]:
     if sources is None or len(sources) != len(predictions):
         raise ValueError("sari needs the source of every prediction")
-    scores = [sari_sentence(_normalise(s), _normalise(p), [_normalise(r)]) for s, p, r in zip(sources, predictions, references)]
-    return _mean(scores, len(predictions))
+    return [sari_sentence(_normalise(s), _normalise(p), [_normalise(r)]) for s, p, r in zip(sources, predictions, references)]
 
 
-SCORERS: dict[str, Scorer] = {
-    "accuracy": accuracy,
-    "choice": choice,
-    "first-char": first_char,
-    "qwen-math": qwen_math,
-    "rouge-l": rouge_l,
-    "fuzzy": fuzzy,
-    "sari": sari,
-    "exact": exact,
-    "first-char-raw": first_char_raw,
-    "rouge-l-trace": rouge_l_trace,
-    "fuzzy-difflib": fuzzy_difflib,
-    "number": number,
+def _cell(each: ExampleScorer) -> Scorer:
+    """The cell scorer of a per-example scorer: `mean_score` of its scores."""
+
+    def score(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str] | None = None) -> float:
+        return mean_score(each(predictions, references, sources))
+
+    score.__name__ = score.__qualname__ = each.__name__.removesuffix("_each")
+    score.__doc__ = f"100 x the mean of `{each.__name__}`'s per-example scores."
+    return score
+
+
+EXAMPLE_SCORERS: dict[str, ExampleScorer] = {
+    "accuracy": accuracy_each,
+    "choice": choice_each,
+    "first-char": first_char_each,
+    "qwen-math": qwen_math_each,
+    "rouge-l": rouge_l_each,
+    "fuzzy": fuzzy_each,
+    "sari": sari_each,
+    "exact": exact_each,
+    "first-char-raw": first_char_raw_each,
+    "rouge-l-trace": rouge_l_trace_each,
+    "fuzzy-difflib": fuzzy_difflib_each,
+    "number": number_each,
 }
+SCORERS: dict[str, Scorer] = {name: _cell(each) for name, each in EXAMPLE_SCORERS.items()}
+accuracy, choice, first_char, qwen_math, rouge_l, fuzzy, sari, exact, first_char_raw, rouge_l_trace, fuzzy_difflib, number = (SCORERS[name] for name in EXAMPLE_SCORERS)
 NEEDS_SOURCES = frozenset({"sari"})
 
 
-def get_scorer(name: str) -> Scorer:
-    """The scorer called `name`; an unknown name is a one-line error with the nearest names."""
+def get_scorer(name: str, per_example: bool = False) -> Any:
+    """The scorer called `name`: a cell's score in [0, 100], or with `per_example=True` each
+    example's score in [0, 1] (the cell is `mean_score` of them). An unknown name is a one-line
+    error with the nearest names."""
     if name not in SCORERS:
         raise unknown_name("scorer", name, list(SCORERS))
-    return SCORERS[name]
+    return EXAMPLE_SCORERS[name] if per_example else SCORERS[name]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench.errors import UserError, clip, shown
-from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, SCHEMA, run_settings
+from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, RESOLVED_SCHEMAS, SCHEMA, run_settings
 from cl_bench.results.validation import validate
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -54,7 +54,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a table of settings")
     if "schema" in data:
-        if data["schema"] == SCHEMA:  # a result file: repeat its run with the values it resolved
+        if data["schema"] in RESOLVED_SCHEMAS:  # a result file: repeat its run with the values it resolved
             validate(data, str(path))
             return run_settings(data)
         if data["schema"] not in (*READABLE_SCHEMAS, *OLDER_SCHEMAS) or not isinstance(data.get("config"), dict):

@@ -13,7 +13,8 @@ say) plugs in without touching them:
   what they cannot change);
 - `forward(inputs)` and `loss(outputs, targets)`: one training step's loss for a batch;
 - `scorer(context)`: a `CellScorer` that turns one test set's batches into one accuracy-matrix
-  cell, a score in [0, 100].
+  cell, a score in [0, 100], and keeps each example's outcome (right or wrong; a text score) for
+  the result file (docs/results.md, Per-example outcomes).
 
 Two more a classifier backbone offers to methods (from inside any hook; the built-in CLIP has both):
 
@@ -105,19 +106,52 @@ class TaskContext:
 class CellScorer:
     """Accumulates one test set's batches into one accuracy-matrix cell (a score in [0, 100]).
 
-    The default counts top-1 predictions that equal the target, as Avalanche's `Accuracy` metric does.
+    The default counts top-1 predictions that equal the target with Avalanche's `Accuracy` metric
+    (the cell is its running mean over the batches), and keeps which examples were right.
+
+    `outcomes()` gives the cell's per-example outcomes in the order the examples were fed, which
+    the result file stores and the intervals resample (docs/results.md): booleans (right or
+    wrong) for a cell that is the share of right examples (Avalanche's running mean over the
+    evaluation batches), or floats in [0, 1] for a cell that is 100 x their mean
+    (`mean_score`: the text scorers). A scorer that keeps none
+    returns None (the default for a subclass that does not call `super().__init__()`); its
+    cells are stored without outcomes and count seeds only in the intervals.
     """
 
     def __init__(self) -> None:
         from avalanche.evaluation.metrics import Accuracy
 
         self._accuracy = Accuracy()
+        self._correct: list[Tensor] = []
 
     def update(self, outputs: Tensor, targets: Tensor) -> None:
         self._accuracy.update(outputs, targets)
+        # The predictions and targets exactly as Avalanche's Accuracy reads them (labels, or the
+        # argmax of logits and one-hot rows), so the kept outcomes count what it counted.
+        predicted, true = torch.as_tensor(outputs), torch.as_tensor(targets)
+        if predicted.dim() > 1:
+            predicted = torch.max(predicted, 1)[1]
+        if true.dim() > 1:
+            true = torch.max(true, 1)[1]
+        self._correct.append(torch.eq(predicted, true).detach().reshape(-1).cpu())
 
     def result(self) -> float:
         return 100.0 * float(self._accuracy.result())
+
+    @staticmethod
+    def mean_score(scores: Sequence[float]) -> float:
+        """The cell of per-example scores in [0, 1]: 100 x their left-to-right sum / count, the
+        arithmetic a result file's outcomes are checked with (use it in `result()`)."""
+        from cl_bench.cells import mean_score
+
+        return mean_score(scores)
+
+    def outcomes(self) -> Sequence[bool] | Sequence[float] | None:
+        """Per-example outcomes in the order fed (see the class), or None when none were kept."""
+        correct = getattr(self, "_correct", None)
+        if correct is None:
+            return None
+        return torch.cat(correct).tolist() if correct else []
 
 
 class Backbone(nn.Module):

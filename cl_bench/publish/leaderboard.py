@@ -31,12 +31,12 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cl_bench import locks
-from cl_bench.errors import UserError, clip
+from cl_bench.errors import UserError, clip, shown
 from cl_bench.files import current_umask, write_json
 from cl_bench.paths import check_writable_folder, path_inside
 from cl_bench.publish.pages import published, regenerate, result_location
@@ -68,9 +68,10 @@ def read_incoming(files: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any
     return incoming
 
 
-def admit(incoming: Sequence[tuple[Path, dict[str, Any]]], folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Check the incoming results against each other and the folder; return those to add."""
-    published_results = published(folder)
+def admit(incoming: Sequence[tuple[Path, dict[str, Any]]], folder: Path, removed: Collection[Path] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """Check the incoming results against each other and the folder (less the `removed` files);
+    return those to add."""
+    published_results = [(p, d) for p, d in published(folder) if p not in removed]
     streams = {d["scenario"]["name"]: (d["scenario"].get("version"), d["scenario"]["protocol"], p) for p, d in published_results}
     seen = {run_key(d): p for p, d in published_results}
     taken = {p.relative_to(folder): p for p, _ in published_results}
@@ -101,13 +102,41 @@ def admit(incoming: Sequence[tuple[Path, dict[str, Any]]], folder: Path) -> list
     return accepted
 
 
-def publish(files: Sequence[str | Path], folder: str | Path) -> list[Path]:
-    """Add the accepted files to the leaderboard and regenerate its pages, all or nothing; returns the copies."""
+def to_remove(folder: Path, run_ids: Sequence[str]) -> list[Path]:
+    """The published files of `run_ids` (under the lock); an unknown run id is a one-line error."""
+    import difflib
+
+    by_id = {data["run_id"]: path for path, data in published(folder)}
+    for run_id in run_ids:
+        if run_id not in by_id:
+            close = difflib.get_close_matches(run_id, list(by_id), n=1, cutoff=0.6)
+            suggestion = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"--remove {shown(run_id)}: no result with this run id is published in {folder}{suggestion}")
+    return sorted({by_id[run_id] for run_id in run_ids})
+
+
+def publish(files: Sequence[str | Path], folder: str | Path, remove: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
+    """Add the accepted files to the leaderboard and retract the published results of the `remove`
+    run ids, regenerating its pages, all or nothing; returns the copies and the removed files.
+    With neither, the pages are regenerated from the results the folder holds."""
     folder = _leaderboard_folder(folder)
+    if remove and not (folder / "results").is_dir():
+        raise UserError(f"--remove: {folder} holds no published results")
+    if not files and not remove and not folder.is_dir():
+        raise UserError(f"--leaderboard {folder} does not exist: nothing to regenerate (give result files to publish)")
     incoming = read_incoming(files)
     with _locked(folder):
-        accepted = admit(incoming, folder)
+        removed = to_remove(folder, remove)
+        accepted = admit(incoming, folder, removed)
         with _staged(folder) as stage:
+            for path in removed:
+                gone = stage / path.relative_to(folder)
+                gone.unlink()
+                for parent in (gone.parent, gone.parent.parent):  # results/<stream>/<method>/ left empty
+                    if parent != stage / "results" and not any(parent.iterdir()):
+                        parent.rmdir()
+            if removed:
+                forget_verified(stage, {load_run_id(path) for path in removed})
             copies = []
             for _, data in accepted:
                 location = result_location(data)
@@ -115,7 +144,21 @@ def publish(files: Sequence[str | Path], folder: str | Path) -> list[Path]:
                 copies.append(folder / location)
             regenerate(stage)
             _swap_in(stage, folder)
-    return copies
+    return copies, removed
+
+
+def load_run_id(path: Path) -> str:
+    return load_valid(path).data["run_id"]
+
+
+def forget_verified(folder: Path, run_ids: set[str]) -> None:
+    """Drop the `clbench verify` records of retracted results from the folder's verified.json."""
+    from cl_bench.publish.pages import VERIFIED, read_verified
+
+    if not (folder / VERIFIED).is_file():
+        return
+    rows = [row for row in read_verified(folder) if row["run_id"] not in run_ids]
+    write_json(folder / VERIFIED, {"schema": "cl_bench.verified/1", "rows": rows})
 
 
 # ---------------------------------------------------------------------------------- all or nothing

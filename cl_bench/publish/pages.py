@@ -24,7 +24,19 @@ from cl_bench import escape
 from cl_bench.errors import UserError, clip, shown
 from cl_bench.files import write_atomic, write_json
 from cl_bench.paths import MAX_SEGMENT, path_inside, safe_slug
-from cl_bench.publish.report import SUMMARY_METRICS, display_frame, plot_accuracy_over_tasks, plot_matrix, render_table, scenario_label, summary_frames, variant_labels
+from cl_bench.publish.proxy import proxy_ranks
+from cl_bench.publish.report import (
+    SUMMARY_METRICS,
+    differences_frame,
+    display_frame,
+    plot_accuracy_over_tasks,
+    plot_matrix,
+    render_table,
+    scenario_label,
+    summary_frames,
+    table_notes,
+    variant_labels,
+)
 from cl_bench.publish.templating import MarkdownText, package_text, render
 from cl_bench.results.metrics import POOLED_PROTOCOLS
 from cl_bench.results.schema import run_settings
@@ -98,34 +110,45 @@ def run_config(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in run_settings(first).items() if k not in RunConfig.EXECUTION_FIELDS}
 
 
-def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[StreamPage]:
-    """Per stream: the curve and each variant's mean matrix (plots/), each variant's config (configs/)."""
-    by_stream: dict[str, list[tuple[dict[str, Any], str]]] = {}
-    for data, variant_label in zip(results, variant_labels(results)):  # labelled as the tables label rows
-        by_stream.setdefault(scenario_label(data["scenario"]), []).append((data, variant_label))
+def plan_streams(results: list[dict[str, Any]]) -> list[StreamPage]:
+    """Per stream (sorted by label): its rows, each named as its files will be, labelled as the
+    tables label rows (by what differs within the table)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for data in results:
+        grouped.setdefault(scenario_label(data["scenario"]), []).append(data)
     pages = []
-    for index, (label, labelled) in enumerate(sorted(by_stream.items())):
-        part, labels = [d for d, _ in labelled], [lab for _, lab in labelled]
+    for index, (label, part) in enumerate(sorted(grouped.items())):
+        labels = variant_labels(part)
         stem = f"{index:02d}-{safe_slug(part[0]['scenario']['name'], 'scenario name')}"
-        curve = plot_accuracy_over_tasks(part, path_inside(folder / "plots", f"{stem}-accuracy.svg"), labels).name
-        page = StreamPage(label, part[0]["scenario"]["protocol"], curve)
+        page = StreamPage(label, part[0]["scenario"]["protocol"], f"{stem}-accuracy.svg")
         counts: dict[str, int] = {}
         for variant_label in sorted(set(labels)):
             runs = sorted((d for d, lab in zip(part, labels) if lab == variant_label), key=lambda d: d["seed"])
             method = safe_slug(runs[0]["method"]["name"], "method name")
             counts[method] = counts.get(method, 0) + 1  # variants of one method: -2, -3, ... after the first
             name = f"{stem}-{method}" if counts[method] == 1 else f"{stem}-{method}-{counts[method]}"
-            variant = Variant(variant_label, runs, name)
-            plot_matrix(mean_result(runs, variant_label), path_inside(folder / "plots", variant.plot))
-            write_json(path_inside(folder / "configs", variant.config), run_config(runs))
-            page.variants.append(variant)
+            page.variants.append(Variant(variant_label, runs, name))
         pages.append(page)
+    return pages
+
+
+def write_stream_files(results: list[dict[str, Any]], folder: Path) -> list[StreamPage]:
+    """Per stream: the curve and each variant's mean matrix (plots/), each variant's config (configs/)."""
+    pages = plan_streams(results)
+    for page in pages:
+        runs = [d for variant in page.variants for d in variant.runs]
+        labels = [variant.label for variant in page.variants for _ in variant.runs]
+        plot_accuracy_over_tasks(runs, path_inside(folder / "plots", page.curve), labels)
+        for variant in page.variants:
+            plot_matrix(mean_result(variant.runs, variant.label), path_inside(folder / "plots", variant.plot))
+            write_json(path_inside(folder / "configs", variant.config), run_config(variant.runs))
     return pages
 
 
 # ---------------------------------------------------------------------------------- reported.json
 
 REPORTED_FIELDS = ("method", "scenario", "backbone", "source")
+VERIFIED = "verified.json"  # written by `clbench verify` (cl_bench.publish.verify), read here
 
 
 def read_reported(folder: Path) -> list[dict[str, Any]]:
@@ -133,7 +156,7 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
     path = folder / "reported.json"
     if not path.is_file():
         return []
-    expected = "a list of {method, scenario, backbone, source: strings; protocol: optional string; metrics: {name: number}} entries"
+    expected = "a list of {method, scenario, backbone, source: strings; protocol, cl_bench_method: optional strings; metrics: {name: number}} entries"
     try:
         entries = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda name: math.nan)
     except (ValueError, RecursionError) as exc:
@@ -149,6 +172,8 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
                 raise UserError(f"{where}: '{key}' must be a string")
         if not isinstance(entry.get("protocol", ""), str):
             raise UserError(f"{where}: 'protocol' must be a string (class-il, domain-il, mtil or x-tail)")
+        if not isinstance(entry.get("cl_bench_method", ""), str):
+            raise UserError(f"{where}: 'cl_bench_method' must be a string (the name of our method that the entry reports)")
         for name, value in entry["metrics"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > 1e6:
                 raise UserError(f"{where}: metric {shown(name)} must be a finite number, not {shown(value)}")
@@ -163,7 +188,14 @@ def reported_table(entries: list[dict[str, Any]], fmt: str) -> str:
         return ""
     text = escape.markdown if fmt == "md" else str  # tabulate's html format escapes by itself
     rows = [
-        {"method": text(e["method"]), "stream": text(e["scenario"]), "backbone": text(e["backbone"]), **{text(k): v for k, v in e["metrics"].items()}, "source": text(e["source"])}
+        {
+            "method": text(e["method"]),
+            "stream": text(e["scenario"]),
+            "backbone": text(e["backbone"]),
+            **{text(k): v for k, v in e["metrics"].items()},
+            "source": text(e["source"]),
+            **({"ours": text(e["cl_bench_method"])} if "cl_bench_method" in e else {}),
+        }
         for e in entries
     ]
     frame = pd.DataFrame(rows).set_index("method")
@@ -199,17 +231,22 @@ def regenerate(folder: str | Path) -> None:
     pages = write_stream_files(results, folder) if results else []
     header_path = folder / "header.md"
     header = header_path.read_text(encoding="utf-8").strip() if header_path.is_file() else "# Leaderboard"
+    verified = verified_lines(read_verified(folder), results)
     tables = summary_frames(results, SUMMARY_METRICS) if results else {}
     protocols = {page.protocol for page in pages}
     beside = {protocol: [e for e in reported if e.get("protocol") == protocol] for protocol in protocols}
     rest = [e for e in reported if e.get("protocol") not in protocols]
-    markdown = markdown_page(header, pages, tables, beside, rest)
+    proxies = {page.label: [rank.sentence() for rank in proxy_ranks(tables[page.label], beside[page.protocol])] for page in pages}
+    markdown = markdown_page(header, pages, tables, beside, rest, proxies, verified)
     write_atomic(folder / "README.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    page = html_page(pages, tables, beside, rest)
+    page = html_page(pages, tables, beside, rest, proxies, verified)
     write_atomic(folder / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
-def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list) -> str:
+DIFFERENCES_TITLE = "Paired differences with the best of each column (row minus best, ± half the 95% interval)"
+
+
+def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str]) -> str:
     """README.md from templates/leaderboard.md.j2; `header` is header.md's Markdown, placed as it is."""
     streams = [
         {
@@ -217,17 +254,27 @@ def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], 
             "protocol": page.protocol,
             "note": protocol_note(page.protocol, "md"),
             "table": MarkdownText(render_table(display_frame(tables[page.label], SUMMARY_METRICS, "md"), "md")),
+            "notes": [MarkdownText(note) for note in table_notes(tables[page.label], "md")],  # escaped by table_notes
+            "differences": MarkdownText(render_table(differences_frame(tables[page.label], SUMMARY_METRICS, "md"), "md")),
             "reported": MarkdownText(reported_table(beside[page.protocol], "md")),
+            "proxies": proxies[page.label],
             "curve": page.curve,
             "variants": page.variants,
         }
         for page in pages
     ]
-    context = {"header": MarkdownText(header), "rest": MarkdownText(reported_table(rest, "md")), "reported_title": REPORTED_TITLE, "caveat": REPORTED_CAVEAT}
+    context = {
+        "header": MarkdownText(header),
+        "verified": verified,
+        "rest": MarkdownText(reported_table(rest, "md")),
+        "reported_title": REPORTED_TITLE,
+        "caveat": REPORTED_CAVEAT,
+        "differences_title": DIFFERENCES_TITLE,
+    }
     return render("leaderboard.md.j2", streams=streams, **context).rstrip() + "\n"
 
 
-def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list) -> str:
+def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str]) -> str:
     """index.html from templates/leaderboard.html.j2, with templates/leaderboard.js inlined."""
     streams = [
         {
@@ -235,15 +282,59 @@ def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str,
             "protocol": page.protocol,
             "note": protocol_note(page.protocol, "html"),
             "table": board_table(page, tables[page.label]),
+            "notes": [Markup(note) for note in table_notes(tables[page.label], "html")],  # escaped by table_notes
+            "differences": Markup(render_table(differences_frame(tables[page.label], SUMMARY_METRICS, "html"), "unsafehtml")),  # cells escaped by the frame
             "reported": Markup(reported_table(beside[page.protocol], "html")),  # tabulate's html format escapes the cells
+            "proxies": proxies[page.label],
             "curve": page.curve,
         }
         for page in pages
     ]
     # Inlined rather than copied beside the page: index.html stays one file that works wherever it is opened.
     script = Markup(package_text("leaderboard.js"))
-    context = {"rest": Markup(reported_table(rest, "html")), "reported_title": REPORTED_TITLE, "caveat": REPORTED_CAVEAT}
+    context = {"rest": Markup(reported_table(rest, "html")), "reported_title": REPORTED_TITLE, "caveat": REPORTED_CAVEAT, "differences_title": DIFFERENCES_TITLE, "verified": verified}
     return render("leaderboard.html.j2", title="cl_bench leaderboard", streams=streams, script=script, **context)
+
+
+# ---------------------------------------------------------------------------------- verified.json
+
+
+def read_verified(folder: Path) -> list[dict[str, Any]]:
+    """The rows `clbench verify` re-ran (none without `verified.json`), each checked; a bad file is a one-line error."""
+    path = folder / VERIFIED
+    if not path.is_file():
+        return []
+    expected = "{'schema': 'cl_bench.verified/1', 'rows': [...]}, as `clbench verify` writes it; delete it to drop the record"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda name: math.nan)
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: not valid JSON ({clip(str(exc))}); it must hold {expected}") from None
+    if not isinstance(record, dict) or record.get("schema") != "cl_bench.verified/1" or not isinstance(record.get("rows"), list):
+        raise UserError(f"{path}: it must hold {expected}")
+    for number, row in enumerate(record["rows"]):
+        fields = {"run_id": str, "label": str, "stream": str, "verified": str, "verdict": str, "seed": int}
+        if not isinstance(row, dict) or any(not isinstance(row.get(key), kind) for key, kind in fields.items()):
+            raise UserError(f"{path}: row {number} must hold {', '.join(fields)} (run_id, label, stream, verified, verdict: strings; seed: an integer)")
+        difference = row.get("largest_cell_difference")
+        if difference is not None and (isinstance(difference, bool) or not isinstance(difference, (int, float)) or not math.isfinite(difference)):
+            raise UserError(f"{path}: row {number}: 'largest_cell_difference' must be a number or null, not {shown(difference)}")
+    return record["rows"]
+
+
+def verified_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    """The header's record of `clbench verify`: when rows were last re-run and what they gave (only
+    rows whose result is still published)."""
+    published_ids = {d["run_id"] for d in results}
+    current = [row for row in rows if row["run_id"] in published_ids]
+    if not current:
+        return ["No row has been re-run with clbench verify yet."]
+    last = max(row["verified"] for row in current)
+    lines = [f"Rows last verified on {last[:10]} with clbench verify ({len(current)} re-run from their configs):"]
+    for row in sorted(current, key=lambda r: (r["stream"], r["label"], r["seed"])):
+        difference = row.get("largest_cell_difference")
+        shown_difference = "-" if difference is None else f"{difference:.3g}"
+        lines.append(f"{row['stream']}, {row['label']}, seed {row['seed']}: {row['verdict']} (largest cell difference {shown_difference}; {row['verified'][:10]})")
+    return lines
 
 
 def _links(variant: Variant) -> Markup:

@@ -1,7 +1,12 @@
-"""Tables (pandas + tabulate). `render_table` is the one function that turns a frame into text."""
+"""Tables (pandas + tabulate). `render_table` is the one function that turns a frame into text.
+
+A stream's table shows, per row (a method variant over its seeds), the mean of each metric with
+its 95% interval and the best row of each column marked together with every row statistically
+tied with it (`intervals`: docs/metrics.md, Intervals and ties)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,7 +122,9 @@ def collect(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
 def variant_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """Row labels: the method name, plus backbone and hyper-parameters where runs of one method differ.
 
-    The rows of `summary_frames`; the leaderboard labels its plots and files the same way.
+    Computed over the runs given, which `summary_frames` and the leaderboard give one stream's table
+    at a time: a label names only what differs within its table. The leaderboard labels its plots
+    and files the same way.
     """
     import json
 
@@ -141,32 +148,58 @@ def variant_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
     return labels
 
 
-def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, Any]:
+def budget(data: Mapping[str, Any]) -> str:
+    """A run's training budget: iterations per task x batch size ("0" for a method that trains nothing)."""
+    experiences = data["timings"].get("experiences") or []
+    iters = [e["iters"] for e in experiences if isinstance(e, dict) and isinstance(e.get("iters"), int)]
+    hyper = data["method"].get("hyperparameters") or {}
+    per_task = max(iters) if iters else hyper.get("iters")
+    batch = hyper.get("batch_size")
+    if per_task == 0:
+        return "0"
+    if not isinstance(per_task, int) or isinstance(per_task, bool) or not isinstance(batch, int) or isinstance(batch, bool):
+        return "-"
+    return f"{per_task} × {batch}"
+
+
+def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS, *, resamples: int | None = None) -> dict[str, Any]:
     """One frame per scenario (name, version): a row per method variant, mean and std over seeds.
 
-    Columns: `seeds`, then `<metric>` and `<metric>_std` (ddof=1; NaN for one seed), `trainable`
-    (parameters trained per task, mean over tasks) and `train_s` (training seconds per run).
-    A text stream's table shows `INSTRUCT_SUMMARY` unless other metrics are asked for, then each
-    task's final score as "<task> (<scorer>)". `table.attrs["metrics"]` lists a table's columns.
-    Only complete runs count.
+    Columns: `seeds`, then `<metric>`, `<metric>_std` (ddof=1; NaN for one seed), `<metric>_low`
+    and `<metric>_high` (the 95% interval; NaN where there is none), `<metric>_tied` (the best row
+    or statistically tied with it), `trainable` (parameters trained per task, mean over tasks),
+    `budget` (iterations per task x batch size) and `train_s` (training seconds per run). A text
+    stream's table shows `INSTRUCT_SUMMARY` unless other metrics are asked for, then each task's
+    final score as "<task> (<scorer>)". Row labels name what differs between a method's variants
+    within the table. `table.attrs["metrics"]` lists a table's columns and `table.attrs["stats"]`
+    holds its `intervals.TableStats`. Only complete runs count.
     """
     import pandas as pd
+
+    from cl_bench.publish.intervals import RESAMPLES, table_stats
 
     complete = [d for d in results if d["status"] == "complete"]
     if not complete:
         from cl_bench.errors import UserError
 
         raise UserError(f"no complete result among {len(results)} file(s): a partial run has no metrics yet; finish it with `clbench run ... --resume`")
-    labels = variant_labels(complete)
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for data in complete:
+        by_scenario.setdefault(scenario_label(data["scenario"]), []).append(data)
+    labelled = [(data, label) for part in by_scenario.values() for data, label in zip(part, variant_labels(part))]
     records: list[dict[str, Any]] = []
     columns: dict[Any, Any] = {}
-    for data, label in zip(complete, labels):
+    specs: dict[str, dict[str, tuple[str, int]]] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for data, label in labelled:
         scenario = data["scenario"]
         key = scenario_label(scenario)
         scorers, _ = scorer_names(scenario)
         chosen = list(INSTRUCT_SUMMARY if scorers and tuple(metrics) == SUMMARY_METRICS else metrics)
         finals = {f"{t} ({s})": v for t, s, v in zip(scenario["task_order"], scorers, data["acc_matrix"][-1])}
         columns.setdefault(key, [*chosen, *finals])
+        specs.setdefault(key, {**{m: ("metric", 0) for m in chosen}, **{name: ("final", j) for j, name in enumerate(finals)}})
+        runs.setdefault(key, {}).setdefault(label, []).append(data)
         trainable = data["params"].get("trainable") or [0]
         records.append(
             {
@@ -176,6 +209,7 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
                 **{m: data["metrics"].get(m) for m in chosen},
                 **finals,
                 "trainable": sum(trainable) / len(trainable),
+                "budget": budget(data),
                 "train_s": sum(e.get("train", 0.0) for e in data["timings"].get("experiences", [])),
             }
         )
@@ -186,10 +220,26 @@ def summary_frames(results: list[dict[str, Any]], metrics: Sequence[str] = SUMMA
         grouped = part.groupby("method", sort=True)
         values = grouped[shown].mean()
         stds = grouped[shown].std(ddof=1).add_suffix("_std")
-        table = pd.concat([grouped["seed"].nunique().rename("seeds"), values, stds, grouped[["trainable", "train_s"]].mean()], axis=1)
+        budgets = grouped["budget"].agg(lambda found: " / ".join(sorted(set(found))))
+        stats = table_stats(runs[str(scenario)], specs[str(scenario)], resamples=resamples or RESAMPLES)
+        bounds = {}
+        for metric in shown:
+            found = stats.estimates.get(metric, {})
+            bounds[f"{metric}_low"] = [_number(found[row].low) if row in found else math.nan for row in values.index]
+            bounds[f"{metric}_high"] = [_number(found[row].high) if row in found else math.nan for row in values.index]
+            bounds[f"{metric}_tied"] = [row in stats.tied.get(metric, set()) for row in values.index]
+        table = pd.concat(
+            [grouped["seed"].nunique().rename("seeds"), values, stds, pd.DataFrame(bounds, index=values.index), grouped[["trainable"]].mean(), budgets, grouped[["train_s"]].mean()],
+            axis=1,
+        )
         table.attrs["metrics"] = shown
+        table.attrs["stats"] = stats
         tables[scenario] = table
     return tables
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def scenario_label(scenario: Mapping[str, Any]) -> str:
@@ -199,9 +249,12 @@ def scenario_label(scenario: Mapping[str, Any]) -> str:
 
 
 def best_rows(table, metric: str) -> set[str]:
-    """The rows holding the best mean of `metric` (largest; smallest for forgetting)."""
+    """The rows marked in `metric`'s column: the best mean (largest; smallest for forgetting) and
+    every row statistically tied with it (`intervals.TableStats.tied`)."""
     from cl_bench.results.metrics import LOWER_IS_BETTER
 
+    if f"{metric}_tied" in table:
+        return set(table.index[table[f"{metric}_tied"].astype(bool)])
     values = table[metric].dropna()
     if values.empty:
         return set()
@@ -209,20 +262,25 @@ def best_rows(table, metric: str) -> set[str]:
     return set(values.index[values == best])
 
 
-def _cell(mean, std, digits: int, fmt: str, best: bool) -> str:
-    import math
-
+def _cell(mean, half, digits: int, fmt: str, best: bool) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     plus = {"latex": r" $\pm$ ", "html": " &plusmn; "}.get(fmt, " ± ")
-    text = f"{mean:.{digits}f}" + ("" if std is None or math.isnan(std) else f"{plus}{std:.{digits}f}")
+    text = f"{mean:.{digits}f}" + ("" if half is None or math.isnan(half) else f"{plus}{half:.{digits}f}")
     if best:
         text = {"md": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(fmt, f"{text} *")
     return text
 
 
+def _half(table, row: str, metric: str) -> float:
+    """Half the width of the row's 95% interval (the interval is symmetric); NaN where there is none."""
+    low, high = table.at[row, f"{metric}_low"], table.at[row, f"{metric}_high"]
+    return (high - low) / 2 if f"{metric}_low" in table and not (math.isnan(low) or math.isnan(high)) else math.nan
+
+
 def display_frame(table, metrics: Sequence[str], fmt: str):
-    """A table of strings: mean ± std per metric, the best of each column marked."""
+    """A table of strings: mean ± half the 95% interval per metric, the best of each column and the
+    rows statistically tied with it marked."""
     import pandas as pd
 
     out = pd.DataFrame(index=table.index)
@@ -230,21 +288,78 @@ def display_frame(table, metrics: Sequence[str], fmt: str):
     for metric in table.attrs.get("metrics", metrics):
         digits = 3 if metric == "zs_retention" else 2
         winners = best_rows(table, metric)
-        out[metric] = [_cell(table.at[row, metric], table.at[row, f"{metric}_std"], digits, fmt, row in winners) for row in table.index]
+        out[metric] = [_cell(table.at[row, metric], _half(table, row, metric), digits, fmt, row in winners) for row in table.index]
     out["trainable"] = [f"{int(round(v)):,}" for v in table["trainable"]]
+    out["budget"] = list(table["budget"]) if "budget" in table else "-"
     out["train s"] = [f"{v:.1f}" for v in table["train_s"]]
     text = escape.for_format(fmt)
     out.index = [text(label) for label in out.index]  # labels hold names and values from result files
     if fmt == "latex":  # latex_raw writes headers as they are
         out.columns = [text(column) for column in out.columns]
     else:  # a text stream's task columns hold task and scorer names from result files
-        fixed = {*METRICS, *INSTRUCT_METRICS, "seeds", "trainable", "train s"}
+        fixed = {*METRICS, *INSTRUCT_METRICS, "seeds", "trainable", "budget", "train s"}
         out.columns = [column if column in fixed else text(column) for column in out.columns]
     out.index.name = "method"
     return out
 
 
-def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> str:
+def differences_frame(table, metrics: Sequence[str], fmt: str):
+    """A table of strings: per column, each row's paired difference with the best row (row minus
+    best) ± half its 95% interval; "best" for the best row, "-" where there is none."""
+    import pandas as pd
+
+    stats = table.attrs["stats"]
+    out = pd.DataFrame(index=table.index)
+    plus = {"latex": r" $\pm$ ", "html": " &plusmn; "}.get(fmt, " ± ")
+    for metric in table.attrs.get("metrics", metrics):
+        digits = 3 if metric == "zs_retention" else 2
+        cells = []
+        for row in table.index:
+            found = stats.versus_best.get(metric, {}).get(row)
+            if stats.best.get(metric) == row:
+                cells.append("best")
+            elif found is None:
+                cells.append("-")
+            else:
+                half = found.half_width
+                cells.append(f"{found.value:+.{digits}f}" + ("" if half is None else f"{plus}{half:.{digits}f}"))
+        out[metric] = cells
+    text = escape.for_format(fmt)
+    out.index = [text(label) for label in out.index]
+    fixed = {*METRICS, *INSTRUCT_METRICS}
+    out.columns = [text(column) if fmt == "latex" or column not in fixed else column for column in out.columns]
+    out.index.name = "method"
+    return out
+
+
+def table_notes(table, fmt: str = "text") -> list[str]:
+    """What a table's marks mean: where its intervals come from and the smallest difference its
+    seeds can detect (each note one line of plain text, escaped for `fmt`)."""
+    from cl_bench.publish.intervals import BASIS_EXAMPLES
+
+    stats = table.attrs.get("stats")
+    if stats is None:
+        return []
+    text = escape.for_format(fmt)
+    counts = sorted(set(table["seeds"].astype(int)))
+    if stats.basis == BASIS_EXAMPLES:
+        basis = "over seeds and test examples (a bootstrap over each test set's examples, the seeds by Student's t)"
+    else:
+        basis = f"over seeds only: {stats.why_seeds_only}, so the test sets' own sampling is not counted"
+    mark = "bold" if fmt in ("md", "latex", "html") else "marked *"
+    notes = [
+        f"Each cell: the mean over seeds ± half its 95% interval, {basis}. {mark.capitalize()}: the best of each column and every row "
+        "statistically tied with it (the 95% interval of its paired difference with the best holds 0). A row of one seed without "
+        "per-example outcomes has no interval."
+    ]
+    detectable = [f"{metric} {value:.{3 if metric == 'zs_retention' else 2}f}" for metric, value in stats.detectable.items() if value is not None and metric in table.attrs["metrics"]]
+    if detectable:
+        seeds = f"{counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1 else "these seeds"
+        notes.append(f"Smallest difference with the best that {seeds} can detect (5% level, 80% power; the median over the rows): {', '.join(detectable)}.")
+    return [text(note) for note in notes]
+
+
+def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False) -> str:
     """Every scenario's table in one format; `html` is a self-contained page."""
     from cl_bench.errors import UserError
 
@@ -255,7 +370,7 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
         from cl_bench.errors import unknown_name
 
         raise unknown_name("metric", unknown[0], [*METRICS, *INSTRUCT_METRICS])
-    tables = render_tables(results, fmt, metrics)
+    tables = render_tables(results, fmt, metrics, differences=differences)
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
     if fmt == "html":
@@ -273,14 +388,23 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     return "\n\n".join(parts)
 
 
-def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, str]:
-    """One rendered table per stream label (see `summary_frames`), without titles."""
+def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False) -> dict[str, str]:
+    """One rendered table per stream label (see `summary_frames`), without titles, followed by its
+    notes and, with `differences`, the table of paired differences with the best."""
     rendered = {}
+    raw = {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt)
     for scenario, table in summary_frames(results, metrics).items():
         if fmt == "csv":
             rendered[scenario] = table.assign(scenario=scenario).to_csv()
-        else:
-            rendered[scenario] = render_table(display_frame(table, metrics, fmt), {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt))
+            continue
+        parts = [render_table(display_frame(table, metrics, fmt), raw)]
+        if differences:
+            title = "Paired differences with the best of each column (row minus best, ± half the 95% interval):"
+            parts.append({"latex": f"% {title}", "html": f"<p>{title}</p>"}.get(fmt, title))
+            parts.append(render_table(differences_frame(table, metrics, fmt), raw))
+        notes = table_notes(table, fmt)
+        parts += {"latex": [f"% {note}" for note in notes], "html": [f"<p>{note}</p>" for note in notes]}.get(fmt, notes)
+        rendered[scenario] = "\n\n".join(parts)
     return rendered
 
 

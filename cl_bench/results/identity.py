@@ -19,13 +19,13 @@ def run_id_of(identity: dict[str, Any]) -> str:
 
 def identity_of_result(data: dict[str, Any]) -> dict[str, Any] | None:
     """The identity a (checked) result's run id hashes: stored in schema 3's `plan`, derived from
-    the resolved sections in schema 4 (the backbone's weights path gives way to its hash), None
+    the resolved sections in schemas 4 and 5 (the backbone's weights path gives way to its hash), None
     for schema 2 (its run ids hashed differently)."""
     schema = data.get("schema")
     if schema == "cl_bench.result/3":
         plan = data.get("plan")
         return plan.get("identity") if isinstance(plan, dict) else None
-    if schema != "cl_bench.result/4":
+    if schema not in ("cl_bench.result/4", "cl_bench.result/5"):
         return None
     method, scenario, backbone = data["method"], data["scenario"], data["backbone"]
     weights_param = backbone.get("weights_param")

@@ -17,7 +17,7 @@ TRACE code reports them; its cells are each task's own score (accuracy, ROUGE-L,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -143,30 +143,32 @@ def zs_retention(c: Sequence[Sequence[float]] | np.ndarray | None) -> float | No
     return float(np.mean(m[-1] / m[0]))
 
 
-def compute(acc_matrix, control_matrix=None, *, protocol: str, test_sizes: Sequence[int]) -> dict[str, float | None]:
+def compute(acc_matrix, control_matrix=None, *, protocol: str, test_sizes: Sequence[int], only: Collection[str] | None = None) -> dict[str, float | None]:
     """Every metric of an accuracy matrix (and control matrix), keyed by name.
 
     `protocol` picks what `last` and `avg` are (see the module's docstring); `test_sizes` holds the
-    number of test images of each task, in task order.
+    number of test images of each task, in task order. `only` names the metrics to compute (all
+    by default): the intervals recompute a few of them thousands of times.
     """
     a = _matrix(acc_matrix)
     n = _sizes(test_sizes, a.shape[1])
     if control_matrix is not None and len(control_matrix) and np.asarray(control_matrix, dtype=float).shape[0] != a.shape[0]:
         raise ValueError("the control matrix must have the same rows as the accuracy matrix")
-    pooled = {"last_pooled": last_pooled(a, n), "avg_incremental": avg_incremental(a, n)}
-    per_task = {"last_task_mean": last_task_mean(a), "avg_all_cells": avg_all_cells(a)}
-    last, avg = (pooled["last_pooled"], pooled["avg_incremental"]) if protocol in POOLED_PROTOCOLS else (per_task["last_task_mean"], per_task["avg_all_cells"])
-    instruct = {"op": op(a), "trace_bwt": trace_bwt(a)} if protocol == "instruct" else {}
-    return {
-        "last": last,
-        "avg": avg,
-        "transfer": transfer(a),
-        "plasticity": plasticity(a),
-        "bwt": bwt(a),
-        "forgetting": forgetting(a),
-        "fwt": fwt(a),
-        "zs_retention": zs_retention(control_matrix),
-        **per_task,
-        **pooled,
-        **instruct,
+    pooled = protocol in POOLED_PROTOCOLS
+    formulas: dict[str, Callable[[], float | None]] = {
+        "last": lambda: last_pooled(a, n) if pooled else last_task_mean(a),
+        "avg": lambda: avg_incremental(a, n) if pooled else avg_all_cells(a),
+        "transfer": lambda: transfer(a),
+        "plasticity": lambda: plasticity(a),
+        "bwt": lambda: bwt(a),
+        "forgetting": lambda: forgetting(a),
+        "fwt": lambda: fwt(a),
+        "zs_retention": lambda: zs_retention(control_matrix),
+        "last_task_mean": lambda: last_task_mean(a),
+        "avg_all_cells": lambda: avg_all_cells(a),
+        "last_pooled": lambda: last_pooled(a, n),
+        "avg_incremental": lambda: avg_incremental(a, n),
     }
+    if protocol == "instruct":
+        formulas.update(op=lambda: op(a), trace_bwt=lambda: trace_bwt(a))
+    return {name: formula() for name, formula in formulas.items() if only is None or name in only}

@@ -1,4 +1,4 @@
-"""The run-result document (schema `cl_bench.result/4`): its schema names, its required fields,
+"""The run-result document (schema `cl_bench.result/5`): its schema names, its required fields,
 the settings that repeat a run, and `RunResult`, the document with where it was written.
 
 Schema 4 states each fact once: the method, stream and backbone sections hold the resolved
@@ -7,7 +7,9 @@ precision and threads the run resolved to, and `execution` the settings that do 
 numbers (output folder, data root, device and evaluation settings as given). The run's identity
 (what its run id hashes) and the settings that repeat it are derived from those
 (`results.identity.identity_of_result`, `run_settings`), not stored again. Schema 3 stored them
-twice more (a `config` as given and a resolved `plan`); its files stay readable.
+twice more (a `config` as given and a resolved `plan`); its files stay readable. Schema 5 is
+schema 4 plus `outcomes`: each cell's per-example outcomes (`results.outcomes`); schema 4 files
+stay readable (their intervals count seeds only).
 
 A leaf: it imports nothing of cl_bench."""
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "cl_bench.result/4"
+SCHEMA = "cl_bench.result/5"
+SCHEMA_4 = "cl_bench.result/4"
 SCHEMA_3 = "cl_bench.result/3"
 SCHEMA_2 = "cl_bench.result/2"
 
@@ -25,7 +28,9 @@ SCHEMA_2 = "cl_bench.result/2"
 # Schema 3 held the configuration as given (`config`) and the resolved `plan` beside the sections
 # schema 4 keeps; schema 2 is schema 3 without the `plan` (and with run ids of the older
 # hashing). Their files are read and re-scored as they are.
-READABLE_SCHEMAS = (SCHEMA_2, SCHEMA_3, SCHEMA)
+READABLE_SCHEMAS = (SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA)
+# The schemas that state each fact once (resolved sections, `execution`); 5 adds `outcomes`.
+RESOLVED_SCHEMAS = (SCHEMA_4, SCHEMA)
 
 
 # Schema 1 lacked the test-set sizes that the class-IL metrics pool by: its files cannot be
@@ -56,7 +61,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 
 # Each schema's own sections beside REQUIRED.
-REQUIRED_BY_SCHEMA: dict[str, dict[str, type]] = {SCHEMA_2: {"config": dict}, SCHEMA_3: {"config": dict, "plan": dict}, SCHEMA: {"execution": dict}}
+REQUIRED_BY_SCHEMA: dict[str, dict[str, type]] = {SCHEMA_2: {"config": dict}, SCHEMA_3: {"config": dict, "plan": dict}, SCHEMA_4: {"execution": dict}, SCHEMA: {"execution": dict, "outcomes": dict}}
 
 # Where and how a run executes, not what it computes: no part of the run id, kept in `execution`.
 EXECUTION_SETTINGS = ("out", "data_root", "device", "eval_batch_size", "num_workers", "log")
@@ -65,11 +70,11 @@ EXECUTION_SETTINGS = ("out", "data_root", "device", "eval_batch_size", "num_work
 def run_settings(data: dict[str, Any]) -> dict[str, Any]:
     """The settings that repeat the run of a (valid) result: a `RunConfig` table.
 
-    Schema 4 repeats the resolved values (every hyper-parameter as the run used it, the precision
+    Schemas 4 and 5 repeat the resolved values (every hyper-parameter as the run used it, the precision
     it resolved to), so a plugin default changed since does not change the repeat; schema 2 and 3
     files repeat their configuration as given.
     """
-    if data["schema"] != SCHEMA:
+    if data["schema"] not in RESOLVED_SCHEMAS:
         return dict(data["config"])
     execution = data["execution"]
     return {

@@ -2,7 +2,8 @@
 
 Results are written atomically by `cl_bench.files`. Validation checks the schema, the shapes and
 ranges of the matrices, every field the readers use, that the file agrees with itself (its run id
-re-hashes from its identity), and that the stored metrics recompute from the accuracy matrix.
+re-hashes from its identity), that the stored metrics recompute from the accuracy matrix, and
+(schema 5) that every cell recomputes exactly from its per-example outcomes (`results.outcomes`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from cl_bench.contracts.protocols import PROTOCOLS
 from cl_bench.errors import UserError, clip, shown
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results import metrics as metrics_lib
+from cl_bench.results import outcomes as outcomes_lib
 from cl_bench.results.identity import identity_of_result, run_id_of
-from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, REQUIRED_BY_SCHEMA, SCHEMA, SCHEMA_2, SCHEMA_3, STATUSES, RunResult
+from cl_bench.results.schema import OLDER_SCHEMAS, READABLE_SCHEMAS, REQUIRED, REQUIRED_BY_SCHEMA, RESOLVED_SCHEMAS, SCHEMA, SCHEMA_2, SCHEMA_3, STATUSES, RunResult
 
 TOLERANCE = 1e-6
 # What one file may ask of the readers: every benchmark cl_bench knows has at most 100 tasks
@@ -88,7 +90,7 @@ def validate(data: Any, source: str = "result") -> None:
             raise bad(f"'{section}.{field}' must be a string")
     if data["scenario"]["protocol"] not in PROTOCOLS:  # it decides what the metrics are
         raise bad(f"scenario.protocol is {shown(data['scenario']['protocol'])}; it must be one of {', '.join(PROTOCOLS)}")
-    if data["schema"] == SCHEMA:
+    if data["schema"] in RESOLVED_SCHEMAS:
         _check_resolved(data, bad)
     else:
         config = data["config"]
@@ -133,6 +135,7 @@ def validate(data: Any, source: str = "result") -> None:
     if not complete:
         if stored:
             raise bad("a partial result carries no metrics")
+        _check_outcomes(data, bad)
         return
     expected = metrics_lib.compute(acc, control if controls else None, protocol=data["scenario"]["protocol"], test_sizes=sizes)
     if set(stored) != set(expected):
@@ -145,6 +148,15 @@ def validate(data: Any, source: str = "result") -> None:
                 raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value!r}: the file was edited or is corrupt")
         elif not is_number(got) or abs(got - value) > TOLERANCE * max(1.0, abs(value)):
             raise bad(f"metric '{key}' is {shown(got)} but the accuracy matrix gives {value:.6g}: the file was edited or is corrupt")
+    _check_outcomes(data, bad)
+
+
+def _check_outcomes(data: dict[str, Any], bad) -> None:
+    """Schema 5: every cell recomputes exactly from its per-example outcomes (`results.outcomes`)."""
+    if data["schema"] == SCHEMA:
+        trouble = outcomes_lib.problem(data)
+        if trouble:
+            raise bad(trouble)
 
 
 def _check_plan(data: dict[str, Any], bad) -> None:

@@ -120,6 +120,16 @@ def progress_problem(progress: Any, next_task: Any, num_tasks: int, num_controls
         for row in rows:
             if not isinstance(row, list) or len(row) != width or not all(is_number(v) and 0.0 <= v <= 100.0 for v in row):
                 return f"progress '{key}' rows must hold {width} accuracies in [0, 100]"
+    outcomes, control_sizes = progress.get("outcomes"), progress.get("control_sizes")  # absent before per-example outcomes
+    if outcomes is not None and (
+        not isinstance(outcomes, list)
+        or len(outcomes) != next_task + 1
+        or not all(_outcome_row(row, num_tasks, num_controls) for row in outcomes)
+        or not isinstance(control_sizes, list)
+        or len(control_sizes) != num_controls
+        or not all(_count(n) for n in control_sizes)
+    ):
+        return f"progress 'outcomes' must hold {next_task + 1} rows of {num_tasks} test and {num_controls} control cells with a batch size, and 'control_sizes' {num_controls} counts"
     timings, params = progress.get("timings"), progress.get("params")
     if not isinstance(timings, dict) or not isinstance(timings.get("experiences"), list) or len(timings["experiences"]) != next_task:
         return f"progress 'timings' must list {next_task} experiences"
@@ -129,3 +139,18 @@ def progress_problem(progress: Any, next_task: Any, num_tasks: int, num_controls
     if not is_number(elapsed) or elapsed < 0:
         return "progress 'elapsed' must be a number of seconds"
     return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**53
+
+
+def _outcome_row(row: Any, num_tasks: int, num_controls: int) -> bool:
+    """A row of kept outcomes has the row's cells (each a bitmap, a score list or None) and its batch size;
+    whether each recomputes its cell is checked when the result is written (`results.outcomes`)."""
+    if not isinstance(row, dict) or not _count(row.get("batch_size")):
+        return False
+    return all(
+        isinstance(row.get(key), list) and len(row[key]) == width and all(cell is None or isinstance(cell, (str, list)) for cell in row[key])
+        for key, width in (("acc", num_tasks), ("control", num_controls))
+    )

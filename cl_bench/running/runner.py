@@ -55,6 +55,8 @@ class _Run:
         self.loggers = build_loggers(registry, plan.config.log, log_folder or plan.out / SWEEP_LOGS)
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
+        self.outcome_rows: list[dict[str, Any]] = []  # per row: its cells' per-example outcomes and evaluation batch size
+        self.control_sizes: list[int] = []
         self.timings: dict[str, Any] = {"setup": 0.0, "eval_before": 0.0, "experiences": [], "total": 0.0}
         self.params: dict[str, Any] = {"backbone": 0, "trainable": [], "added": [], "final": 0}
         self.elapsed_before = 0.0  # time spent before a resume
@@ -114,12 +116,34 @@ class _Run:
             "metrics": metrics.compute(self.acc_rows, self.control_rows if stream.control_names else None, protocol=stream.protocol, test_sizes=scenario["test_sizes"]) if complete else {},
             "timings": self.timings,
             "params": self.params,
+            "outcomes": {
+                "batch_sizes": [row["batch_size"] for row in self.outcome_rows],
+                "control_sizes": self.control_sizes,
+                "acc": [row["acc"] for row in self.outcome_rows],
+                "control": [row["control"] for row in self.outcome_rows],
+            },
         }
+
+    def record_row(self, plugin, row: int) -> None:
+        """Keep row `row`'s per-example outcomes (after `evaluate_row`)."""
+        from cl_bench.running.evaluation import row_outcomes
+
+        del self.outcome_rows[row:]
+        self.outcome_rows.append(row_outcomes(plugin, row))
+        self.control_sizes = list(plugin.control_sizes)
 
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, next_task: int, model, method) -> None:
-        progress = {"acc": self.acc_rows, "control": self.control_rows, "timings": self.timings, "params": self.params, "elapsed": self.elapsed_before + time.perf_counter() - self.started}
+        progress = {
+            "acc": self.acc_rows,
+            "control": self.control_rows,
+            "outcomes": self.outcome_rows,
+            "control_sizes": self.control_sizes,
+            "timings": self.timings,
+            "params": self.params,
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+        }
         checkpoint.save(
             self.checkpoint_path, run_id=self.run_id, identity=self.plan.identity_json(), next_task=next_task, progress=progress, model=model.state_dict(), method=method.state_dict()
         )
@@ -134,6 +158,10 @@ class _Run:
             raise UserError(f"checkpoint {path} does not fit this run ({clip(str(exc))}); delete it to start over") from None
         progress = saved.progress
         self.acc_rows, self.control_rows = progress["acc"], progress["control"]
+        # A checkpoint of a cl_bench before per-example outcomes: its rows are kept without them.
+        empty = {"acc": [None] * len(self.acc_rows[0]), "control": [None] * len(self.control_rows[0]), "batch_size": 1}
+        self.outcome_rows = progress.get("outcomes") or [dict(empty) for _ in self.acc_rows]
+        self.control_sizes = progress.get("control_sizes") or [1] * len(self.control_rows[0])
         self.timings, self.params = progress["timings"], progress["params"]
         self.elapsed_before = float(progress["elapsed"])
         return saved.next_task
@@ -274,6 +302,7 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         began = time.perf_counter()
         acc, control = evaluate_row(strategy, plugin, 0)
         state.acc_rows, state.control_rows = [acc], [control]
+        state.record_row(plugin, 0)
         state.timings["eval_before"] = round(time.perf_counter() - began, 3)
         emit(registry, "cl_bench_before_training", **ids, row=0, acc_row=acc, control_row=control, timings={"eval": state.timings["eval_before"]})
 
@@ -292,6 +321,7 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         acc, control = evaluate_row(strategy, plugin, task + 1)
         state.acc_rows.append(acc)
         state.control_rows.append(control)
+        state.record_row(plugin, task + 1)
         iters = int(state.plan.hparams["iters"]) if strategy.trainable else 0
         state.timings["experiences"].append(
             {"task": stream.task_names[task], "train": round(trained, 3), "eval": round(time.perf_counter() - began, 3), "iters": iters}

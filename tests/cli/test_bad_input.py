@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toys import as_schema_3, rehash, result_document, snapshot
+from toys import as_partial, as_schema_3, rehash, result_document, snapshot
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
@@ -249,7 +249,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("validate-protocol", ["validate", "{in}/r.json"], "scenario.protocol is 'class-IL'; it must be one of", result("r", lambda d: d["scenario"].update(protocol="class-IL"))),
     ("validate-class-il-avg", ["validate", "{in}/r.json"], "metric 'avg' is", result("r", lambda d: d["scenario"].update(protocol="class-il"))),
     ("validate-tampered", ["validate", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("last", 1.0))),
-    ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2]))),
+    ("validate-partial-with-metrics", ["validate", "{in}/r.json"], "a partial result carries no metrics", result("r", lambda d: as_partial(d, keep_metrics=True))),
     ("validate-not-an-object", ["validate", "{in}/r.json"], "a result file holds one JSON object", text_file("r.json", "[]")),
     # ------------------------------------------------------------------ report
     ("report-missing-path", ["report", "{in}/nothing"], "is neither a result file nor a folder", None),
@@ -262,7 +262,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("report-plot-run-id-escapes", ["report", "{in}/r.json", "--plot", "{in}/plots"], "run_id '../../escaped' cannot name a file", result("r", lambda d: older(d) and d.update(run_id="../../escaped"))),
     ("report-format-unknown", ["report", "{in}/r.json", "--format", "docx"], "invalid choice: 'docx'", result("r")),
     ("report-tampered", ["report", "{in}/r.json"], "the file was edited or is corrupt", result("r", lambda d: d["metrics"].__setitem__("bwt", 5.0))),
-    ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", lambda d: d.update(status="partial", acc_matrix=d["acc_matrix"][:2], control_matrix=d["control_matrix"][:2], metrics={}))),
+    ("report-only-partial", ["report", "{in}"], "no complete result among 1 file(s)", result("r", as_partial)),
     ("report-timings-malformed", ["report", "{in}/r.json"], "timings.experiences must be a list of objects", result("r", lambda d: d["timings"].update(experiences=[{"train": [1]}]))),
     ("publish-claims-published-run-id", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already published (run id", leaderboard_with(result("r", lambda d: (older(d), d.update(run_id=_published_run_id())), method="alpha", hyperparameters={"rank": 99}))),
     ("report-too-many-tasks", ["report", "{in}/r.json", "--plot", "{in}/plots"], "a result holds at most 100 tasks", result("r", lambda d: rehash(_with_tasks(d, 300)))),
@@ -283,7 +283,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("publish-trainable-malformed", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "params.trainable must be a list", leaderboard_with(result("r", lambda d: d["params"].update(trainable={"a": 1}), method="beta"))),
     # ------------------------------------------------------------------ publish
     *[(f"publish-{key}", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], message, leaderboard_with(result("r", edit, method="beta"))) for key, (edit, message) in NAME_EDITS.items()],
-    ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}))),
+    ("publish-partial", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "a partial run cannot be published", result("r", as_partial)),
     ("publish-tampered", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "the file was edited or is corrupt", leaderboard_with(result("r", lambda d: d["metrics"].__setitem__("last", 1.0)))),
     ("publish-duplicate", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "is already in", leaderboard_with(result("r", method="alpha"))),
     ("publish-stream-version", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "cannot share a table with version 1", leaderboard_with(result("r", lambda d: rehash(d["scenario"].update(version="2") or d), method="beta"))),
@@ -293,6 +293,21 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("publish-onto-file", ["publish", "{in}/r.json", "--leaderboard", "{in}/file"], "is not a folder", lambda folder: (result("r")(folder), text_file("file", "x")(folder))),
     ("publish-parent-missing", ["publish", "{in}/r.json", "--leaderboard", "{in}/a/b/lb"], "its parent folder does not exist", result("r")),
     ("publish-missing-file", ["publish", "{in}/none.json", "--leaderboard", "{in}/lb"], "none.json' not found", None),
+    ("publish-nothing-nowhere", ["publish", "--leaderboard", "{in}/lb"], "does not exist: nothing to regenerate", None),
+    ("publish-remove-unknown", ["publish", "--remove", "s_alpha_b_seed0_00000000", "--leaderboard", "{in}/lb"], "no result with this run id is published in", leaderboard_with()),
+    ("publish-remove-and-unknown", ["publish", "--remove", _published_run_id(), "--remove", "nope", "--leaderboard", "{in}/lb"], "--remove 'nope': no result with this run id", leaderboard_with()),
+    ("publish-remove-no-board", ["publish", "--remove", "x", "--leaderboard", "{in}/lb"], "holds no published results", None),
+    ("publish-reported-ours", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "'cl_bench_method' must be a string", leaderboard_with(result("r", method="beta"), reported=json.dumps([{"method": "m", "scenario": "s", "backbone": "b", "source": "x", "cl_bench_method": 5, "metrics": {}}]))),
+    ("publish-verified-broken", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "verified.json: not valid JSON", leaderboard_with(result("r", method="beta"), text_file("lb/verified.json", "{"))),
+    ("publish-verified-shape", ["publish", "{in}/r.json", "--leaderboard", "{in}/lb"], "verified.json: row 0 must hold", leaderboard_with(result("r", method="beta"), text_file("lb/verified.json", json.dumps({"schema": "cl_bench.verified/1", "rows": [{"run_id": 1}]})))),
+    ("validate-outcome-flipped", ["validate", "{in}/r.json"], "but its per-example outcomes give", result("r", lambda d: d["outcomes"]["acc"][1].__setitem__(0, "AAAA"), examples=20)),
+    ("validate-outcomes-missing", ["validate", "{in}/r.json"], "required field 'outcomes' is missing", result("r", lambda d: d.pop("outcomes"))),
+    # ------------------------------------------------------------------ verify
+    ("verify-no-board", ["verify", "{in}/nowhere"], "holds no published results to verify", None),
+    ("verify-empty-board", ["verify", "{in}/empty"], "holds no published results to verify", text_file("empty/header.md", "# x")),
+    ("verify-sample-zero", ["verify", "{in}/lb", "--sample", "0"], "--sample must be at least 1, got 0", leaderboard_with()),
+    ("verify-sample-word", ["verify", "{in}/lb", "--sample", "all"], "argument --sample: invalid int value: 'all'", leaderboard_with()),
+    ("verify-config-missing", ["verify", "{in}/lb"], "is missing: regenerate the pages with clbench publish first", leaderboard_with(lambda folder: [p.unlink() for p in (folder / "lb" / "configs").glob("*.json")])),
     # ------------------------------------------------------------------ sweep
     ("sweep-unknown-method", ["sweep", "--methods", "seq-lora,mooram", "--scenarios", "embedded-dil", "--out", "{tmp}/out"], "unknown method 'mooram'", None),
     ("sweep-unknown-scenario", ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dl", "--out", "{tmp}/out"], "did you mean 'embedded-dil'", None),

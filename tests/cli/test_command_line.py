@@ -17,10 +17,10 @@ from cl_bench.cli import main
 def test_validate_takes_folders_as_report_and_publish_do(tmp_path, capsys):
     for seed in (0, 1):
         (tmp_path / "runs" / "nested").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "runs" / ("nested" if seed else "") / f"r{seed}.json").write_text(json.dumps(result_document([[50.0], [80.0]], [[], []], seed=seed)))
+        (tmp_path / "runs" / ("nested" if seed else "") / f"r{seed}.json").write_text(json.dumps(result_document([[50.0], [80.0]], [[], []], seed=seed, examples=10)))
     assert main(["validate", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(": valid (cl_bench.result/4, complete, 1 tasks" in line for line in lines)
+    assert len(lines) == 2 and all(": valid (cl_bench.result/5, complete, 1 tasks, metrics recomputed, 2 of 2 cells recomputed from their per-example outcomes)" in line for line in lines)
 
 
 class ClosedPipe(io.StringIO):

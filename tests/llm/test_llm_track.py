@@ -213,6 +213,10 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
     result = run(lm_config(tmp_path, method="zeroshot"))
     assert result.acc_matrix[1] == result.acc_matrix[0] == result.acc_matrix[2]
     assert result.metrics["trace_bwt"] == 0.0 and result.metrics["zs_retention"] == 1.0
+    # every text cell keeps each example's score, and the cell is their mean (validate recomputes it)
+    sizes, outcomes = result.data["scenario"]["test_sizes"], result.data["outcomes"]
+    assert all(isinstance(cell, list) and len(cell) == n for row in outcomes["acc"] for cell, n in zip(row, sizes))
+    assert all(isinstance(cell, list) for row in outcomes["control"] for cell in row)
 
 
 @pytest.mark.slow

@@ -73,16 +73,23 @@ def test_every_link_of_both_pages_is_a_file_of_the_folder(board):
     assert "http" not in page and not re.search(r"<(script|link|img)[^>]+src=\"?[a-z]+:", page)
 
 
-def test_rows_are_labelled_and_linked_alike_when_a_method_differs_between_streams(tmp_path):
+def test_row_labels_name_only_what_differs_within_their_table(tmp_path):
+    """alpha runs with note x on one stream, and with notes y and z (and another rank) on the other:
+    the first table's row is plain alpha, the second's name the note alone; each row's config keeps
+    all its settings."""
     files = []
-    for scenario, protocol, note in (("mt", "mtil", "x"), ("ci", "class-il", "y")):
-        document = _result("alpha", 0, scenario, protocol, hyperparameters={"note": note})
-        write_json(tmp_path / f"{scenario}.json", document)
-        files.append(str(tmp_path / f"{scenario}.json"))
+    for scenario, protocol, note in (("mt", "mtil", "x"), ("ci", "class-il", "y"), ("ci", "class-il", "z")):
+        document = _result("alpha", 0, scenario, protocol, hyperparameters={"note": note, "rank": 4})
+        write_json(tmp_path / f"{scenario}-{note}.json", document)
+        files.append(str(tmp_path / f"{scenario}-{note}.json"))
     assert main(["publish", *files, "--leaderboard", str(tmp_path / "lb")]) == 0
-    page = (tmp_path / "lb" / "index.html").read_text()
-    assert "alpha (note=x)" in page and "alpha (note=y)" in page
-    assert json.loads((tmp_path / "lb" / "configs" / "00-ci-alpha.json").read_text())["method_params"] == {"note": "y"}
+    readme = (tmp_path / "lb" / "README.md").read_text()
+    ci, mt = readme.index("## ci (v1, class-il)"), readme.index("## mt (v1, mtil)")
+    assert re.search(r"^\| alpha +\|", readme[mt:], re.M) and "note=" not in readme[mt:]
+    assert "| alpha (note=y) " in readme[ci:mt] and "| alpha (note=z) " in readme[ci:mt] and "rank=" not in readme
+    assert "[alpha (note=y)](configs/00-ci-alpha.json)" in readme and "[alpha](configs/01-mt-alpha.json)" in readme
+    assert json.loads((tmp_path / "lb" / "configs" / "00-ci-alpha-2.json").read_text())["method_params"] == {"note": "z", "rank": 4}
+    assert json.loads((tmp_path / "lb" / "configs" / "01-mt-alpha.json").read_text())["method_params"] == {"note": "x", "rank": 4}
 
 
 def test_a_row_config_repeats_the_row(board):

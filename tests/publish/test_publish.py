@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from toys import rehash, result_document, snapshot
+from toys import as_partial, rehash, result_document, snapshot
 
 from cl_bench.cli import main
 from cl_bench.files import write_json
@@ -53,7 +53,7 @@ def test_publish_copies_results_and_generates_tables_page_and_svg_plots(board):
     "change, message",
     [
         (lambda d: d["metrics"].__setitem__("last", 99.0), "metric 'last' is 99.0 but the accuracy matrix gives"),
-        (lambda d: d.update(status="partial", acc_matrix=ACC[:2], control_matrix=CONTROL[:2], metrics={}), "a partial run cannot be published"),
+        (as_partial, "a partial run cannot be published"),
         (lambda d: d.update(schema="cl_bench.result/9"), "schema is 'cl_bench.result/9'"),
         (lambda d: rehash(d["scenario"].update(version="2") or d), "s version 2 (mtil) cannot share a table with version 1 (mtil)"),
         (lambda d: d["scenario"].update(protocol="x-tail"), "s version 1 (x-tail) cannot share a table with version 1 (mtil)"),
@@ -110,11 +110,11 @@ def test_text_from_result_files_never_becomes_markdown_markup(tmp_path):
     assert "<script" not in page and "javascript:" not in re.sub(r">[^<]*<", "><", page)  # in no tag or attribute
     assert re.findall(r"<img [^>]*>", page) == ['<img src="plots/00-s-accuracy.svg" alt="accuracy over tasks" />']
     assert re.findall(r'href="([^"]*)"', page) == ["plots/00-s-alpha.svg", "plots/00-s-alpha-2.svg", "configs/00-s-alpha.json", "configs/00-s-alpha-2.json"]
-    assert len(re.findall(r"<h2>", page)) == 2 and len(re.findall(r"<table>", page)) == 2
+    assert len(re.findall(r"<h2>", page)) == 2 and len(re.findall(r"<table>", page)) == 3  # ours, paired differences, reported
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>", page, flags=re.S)
     shown = MARKUP.replace("\n", " ")
-    assert [html.unescape(r) for r in rows] == [f"alpha (note={shown})", "alpha (note=plain)", shown]
-    assert all(len(re.findall(r"<td>", row)) == 11 for row in re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)[1:3])
+    assert [html.unescape(r) for r in rows] == [f"alpha (note={shown})", "alpha (note=plain)"] * 2 + [shown]
+    assert all(len(re.findall(r"<td>", row)) == 12 for row in re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)[1:3])
     heading = html.unescape(re.search(r"<h2>(.*?)</h2>", page).group(1))
     assert heading == f"s (v1, mtil, order={shown})"
 
@@ -183,6 +183,6 @@ def test_a_hostile_name_from_a_result_file_is_text_in_every_page(tmp_path):
     parser = _Tags()
     parser.feed(readme)
     assert not {"script", "textarea", "/textarea"} & set(parser.tags) and parser.tags.count("img") == 1
-    assert f"alpha (note={shown})" in parser.text and f"order={shown})" in parser.text and parser.text.count(shown) == 7  # heading, row, 3 reported cells, 2 links
+    assert f"alpha (note={shown})" in parser.text and f"order={shown})" in parser.text and parser.text.count(shown) == 10  # heading, row, its paired differences' row, 3 reported cells, 2 links, the proxy sentence's table and source
     rows = re.findall(r"<tr>(.*?)</tr>", readme, flags=re.S)
-    assert [len(re.findall(r"<t[dh][ >]", row)) for row in rows] == [11, 11, 11, 5, 5]  # the pipes added no cell
+    assert [len(re.findall(r"<t[dh][ >]", row)) for row in rows] == [12, 12, 12, 8, 8, 8, 5, 5]  # the pipes added no cell

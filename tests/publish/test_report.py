@@ -1,4 +1,4 @@
-"""`clbench report`: tables of mean ± std over seeds from synthetic result files with known numbers."""
+"""`clbench report`: tables of means over seeds with 95% intervals from synthetic result files with known numbers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import statistics
 
 import pandas as pd
 import pytest
+import scipy.stats
 from toys import result_document
 
 from cl_bench.cli import main
@@ -48,18 +49,23 @@ def test_means_and_sample_stds_match_a_hand_computation(results_dir):
         assert table.at[method, "seeds"] == len(lasts)
         assert table.at[method, "last"] == pytest.approx(statistics.mean(lasts))
         assert table.at[method, "last_std"] == pytest.approx(statistics.stdev(lasts))  # ddof = 1
+        low, high = scipy.stats.t.interval(0.95, len(lasts) - 1, loc=statistics.mean(lasts), scale=scipy.stats.sem(lasts)) if statistics.stdev(lasts) else (statistics.mean(lasts),) * 2
+        assert table.at[method, "last_low"] == pytest.approx(low) and table.at[method, "last_high"] == pytest.approx(high)
         assert table.at[method, "forgetting"] == pytest.approx(statistics.mean(forgetting))
         assert table.at[method, "trainable"] == 200 and table.at[method, "train_s"] == pytest.approx(12.0)
     assert table.at["a", "zs_retention"] == pytest.approx(0.8) and table.at["a", "zs_retention_std"] == pytest.approx(0.0)
 
 
-def test_markdown_marks_the_best_of_each_column(results_dir):
-    text = render_report(collect([results_dir]), "md", ["last", "forgetting", "transfer"])
+def test_markdown_marks_the_best_of_each_column_and_the_rows_tied_with_it(results_dir):
+    text = render_report(collect([results_dir]), "md", ["last", "forgetting", "plasticity"])
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| a ") or line.startswith("| b ")}
-    # last: a 75 vs b 74; forgetting: a 20 vs b 3 (smaller is better); transfer: both 45, a tie
-    assert rows["a"][1] == "**75.00 ± 3.00**" and rows["b"][1] == "74.00 ± 0.00"
-    assert rows["b"][2] == "**3.00 ± 1.41**" and not rows["a"][2].startswith("**")
-    assert rows["a"][3].startswith("**") and rows["b"][3].startswith("**")
+    # last: a 75 (seeds 75, 78, 72: std 3, half the interval t_2 x 3 / sqrt(3) = 7.45) against b 74: tied
+    assert rows["a"][1] == "**75.00 ± 7.45**" and rows["b"][1] == "**74.00 ± 0.00**"
+    # forgetting (smaller is better): b 3 is best; a's 20 is 17 worse, but 2 and 3 seeds cannot tell (+17 ± 18)
+    assert rows["b"][2] == "**3.00 ± 12.71**" and rows["a"][2] == "**20.00 ± 9.94**"
+    # plasticity: a learns each task to 90 and 80 (85), b to 90 and 60 to 64 (75.5): not tied
+    assert rows["a"][3].startswith("**85.00") and not rows["b"][3].startswith("**")
+    assert "the best of each column and every row statistically tied with it" in text and "over seeds only" in text
 
 
 def test_html_is_a_self_contained_page_with_every_row_and_csv_round_trips(results_dir, tmp_path):
@@ -70,7 +76,7 @@ def test_html_is_a_self_contained_page_with_every_row_and_csv_round_trips(result
     frame = pd.read_csv(io.StringIO(render_report(results, "csv")), index_col="method")
     assert frame.at["a", "last"] == pytest.approx(75.0) and frame.at["b", "seeds"] == 2
     latex = render_report(results, "latex", ["last"])
-    assert r"\textbf{75.00 $\pm$ 3.00}" in latex
+    assert r"\textbf{75.00 $\pm$ 7.45}" in latex
 
 
 def test_partial_runs_are_left_out_and_a_duplicate_counts_once(results_dir):

@@ -62,6 +62,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method
     resumed = run(config(tmp_path / "split", method=method, iters=4, resume=True))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
     assert resumed.metrics == whole.metrics and not list((tmp_path / "split").glob("*.ckpt"))
+    assert resumed.data["outcomes"] == whole.data["outcomes"]  # the per-example outcomes travel through the checkpoint
 
 
 def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, monkeypatch, capsys):
