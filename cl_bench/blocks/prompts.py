@@ -55,6 +55,7 @@ class PromptPool(nn.Module):
 
     used: Tensor  # buffers (register_buffer), declared for the type checker
     history: Tensor
+    key_init: Tensor
 
     def __init__(
         self,

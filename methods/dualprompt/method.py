@@ -181,7 +181,8 @@ class DualPrompt(Method):
         hp = self.hparams
         pool = self.prompts.pool
         if (experience.index + 1) * hp["top_n"] > hp["pool_size"]:
-            raise UserError(f"dualprompt: task {experience.index} needs E-prompts up to {(experience.index + 1) * hp['top_n']}, but method.pool_size is {hp['pool_size']}; raise it to the number of tasks times top_n")
+            needed = (experience.index + 1) * hp["top_n"]
+            raise UserError(f"dualprompt: task {experience.index} needs {needed} E-prompts, but method.pool_size is {hp['pool_size']}; raise it to the number of tasks times top_n")
         self.task = experience.index
         pool.active = True
         if hp["copy_previous"] and self.task > 0:  # shared_prompt_pool (train_continual.py L552-569)

@@ -33,7 +33,7 @@ LM_KEYS = ("prompt-mean", "learned")
 LM_INITS = ("vocab", "uniform")
 
 
-def make(hparams: Mapping[str, Any]) -> Method:
+def make(hparams):  # untyped: the Method protocol's optional hooks read as abstract to mypy
     """The language-model L2P where the backbone kind's defaults name its `keys`; the image one otherwise."""
     if "keys" in hparams:
         return LanguageL2P(hparams)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from cl_bench import Method, PromptPool, UserError, check_prompt_pool
 
+
 def check_pool(size: int, length: int, top_n: int, init: str) -> None:
     """The pool's own limits, checked by the method's factory too (before any work)."""
     check_prompt_pool(size, length, top_n, init)
