@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from toys import ToyPlugin, toy_strategy
+from toys import ToyPlugin, interrupt_at_second_task, toy_strategy
 
 from cl_bench import RunConfig, run
 from cl_bench.config.registry import Registry
@@ -107,3 +107,12 @@ def test_empty_prompts_are_zeroshot_bit_for_bit(tmp_path):
     assert empty.acc_matrix == zeroshot.acc_matrix and empty.control_matrix == zeroshot.control_matrix
     prompted = toy_run(tmp_path / "on", "dualprompt")
     assert prompted.acc_matrix != zeroshot.acc_matrix
+
+
+@pytest.mark.slow
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    settings = {"scenario.tasks": 3}
+    whole = toy_run(tmp_path / "whole", "dualprompt", **settings)
+    interrupt_at_second_task(monkeypatch, lambda: toy_run(tmp_path / "split", "dualprompt", **settings))
+    resumed = toy_run(tmp_path / "split", "dualprompt", resume=True, **settings)
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
