@@ -35,7 +35,7 @@ def test_the_top_n_keys_by_cosine_choose_and_the_pull_is_the_mean_sum_of_one_min
     assert selection.tolist() == chosen
     assert similarity.detach().flatten().tolist() == pytest.approx([c for row in cosines for c in row], abs=1e-6)
     hand = sum(sum(1 - c for c in row) for row in cosines) / 7
-    assert float(PromptPool.pull(similarity)) == pytest.approx(hand, rel=1e-6)
+    assert float(PromptPool.pull(similarity).detach()) == pytest.approx(hand, rel=1e-6)
     tokens = pool.tokens(selection)  # (batch, top_n · length, width), prompts in the order chosen
     assert tokens.shape == (7, 6, 4)
     for b in range(7):
