@@ -16,13 +16,16 @@ the tokenizer's pad token is.
   repeated 3-gram; the original TRACE's: sampling at temperature 0.1, seeded per cell), up to
   the task's `max_new_tokens`; the cell's scorer decodes the outputs to text and applies the
   task's scorer (accuracy, ROUGE-L, ...).
+- Prompts (`set_prefix`): a method may install a function that returns vectors to put before
+  each row's input embeddings (soft prompts: L2P, DualPrompt). Training and generation both see
+  them, with attention mask 1 and positions counted from them; they carry no label.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +44,9 @@ PAD = -1  # the id that marks padding in a batch; never a real token
 IGNORE = -100  # labels the loss skips (PyTorch's and Hugging Face's convention)
 LOSS_WEIGHTINGS = ("example", "token")
 # The keys of a stream's `decoding` that generate() reads, and what each defaults to (greedy, no penalty).
+# A prefix function: (ids, PAD = -1 marking padding; their input embeddings) -> (batch, P, width)
+# vectors put before each row's embeddings (P may be 0: nothing is added).
+Prefix = Callable[[Tensor, Tensor], Tensor]
 DECODING_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
@@ -84,6 +90,7 @@ class CausalLM(Backbone):
         self.max_new_tokens = 16
         self._context: TaskContext | None = None
         self._batches = 0  # batches generated in the current cell (each sampled batch gets its own seed)
+        self.prefix: Prefix | None = None
 
     # ------------------------------------------------------------------ data
 
@@ -154,6 +161,35 @@ class CausalLM(Backbone):
         positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: every row starts at position 0
         return {"input_ids": ids.masked_fill(ids == PAD, self.filler), "attention_mask": mask, "position_ids": positions}
 
+    def set_prefix(self, prefix: Prefix | None) -> None:
+        """Let a method put soft prompts before every row (None removes them).
+
+        `prefix(ids, embeddings)` receives the batch's ids (PAD = -1 where a row is padded) and
+        their input embeddings (batch, length, width) and returns (batch, P, width) vectors. They
+        go before the row, padding included (as TRACE's L2P puts them), with attention mask 1;
+        positions count from the first of them. In training the P prompt positions' logits are
+        dropped, so `forward` returns logits aligned with the ids and the prompts carry no label
+        (as label -100 would); `generate` feeds the prompts to the model's first step. A prefix
+        of 0 vectors leaves the model exactly as without one.
+        """
+        self.prefix = prefix
+
+    def _prefixed(self, ids: Tensor, inputs: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
+        """The inputs with the prefix's vectors before each row, and how many there are."""
+        assert self.prefix is not None
+        embeds = self.lm.get_input_embeddings()(inputs["input_ids"])
+        prompts = self.prefix(ids, embeds)
+        count = prompts.shape[1]
+        if count == 0:
+            return inputs, 0
+        ones = torch.ones(ids.shape[0], count, dtype=inputs["attention_mask"].dtype, device=ids.device)
+        mask = torch.cat([ones, inputs["attention_mask"]], dim=1)
+        return {
+            "inputs_embeds": torch.cat([prompts.to(embeds.dtype), embeds], dim=1),
+            "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp_min(0),
+        }, count
+
     # ------------------------------------------------------------------ layers and towers
 
     def decoder_blocks(self) -> list[nn.Module]:
@@ -215,7 +251,11 @@ class CausalLM(Backbone):
     def forward(self, ids: Tensor) -> Tensor:
         """Logits (batch, length, vocabulary) in training; generated ids (batch, max_new_tokens) in evaluation."""
         if self.training:
-            return self.lm(**self._inputs(ids)).logits
+            inputs = self._inputs(ids)
+            if self.prefix is None:
+                return self.lm(**inputs).logits
+            prefixed, count = self._prefixed(ids, inputs)
+            return self.lm(**prefixed).logits[:, count:]
         return self.generate(ids, self.max_new_tokens)
 
     @torch.no_grad()
@@ -224,6 +264,17 @@ class CausalLM(Backbone):
         (and after an early stop) are PAD. Sampling draws from a generator seeded by the cell's
         seed and the batch's place in the cell, so a run repeats itself, resumed or not."""
         inputs = self._inputs(ids)
+        given: dict[str, Tensor] = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        if self.prefix is not None:
+            prefixed, count = self._prefixed(ids, inputs)
+            if count:
+                # the prompt positions' ids (what repetition penalties see) are BOS, never generated
+                placeholder = torch.full((ids.shape[0], count), self.bos_id, dtype=ids.dtype, device=ids.device)
+                given = {
+                    "input_ids": torch.cat([placeholder, inputs["input_ids"]], dim=1),
+                    "inputs_embeds": prefixed["inputs_embeds"],
+                    "attention_mask": prefixed["attention_mask"],
+                }
         settings = {**DECODING_DEFAULTS, **self.decoding}
         sampling = bool(settings["do_sample"])
         options: dict[str, Any] = {"do_sample": sampling, "num_beams": 1}
@@ -237,8 +288,7 @@ class CausalLM(Backbone):
                 torch.manual_seed(self._sample_seed())
             self._batches += 1
             out = self.lm.generate(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
+                **given,
                 max_new_tokens=max_new_tokens,
                 repetition_penalty=float(settings["repetition_penalty"]),
                 no_repeat_ngram_size=int(settings["no_repeat_ngram_size"]),
@@ -246,7 +296,7 @@ class CausalLM(Backbone):
                 pad_token_id=self.filler,
                 **options,
             )
-        new = out[:, ids.shape[1] :]
+        new = out[:, given["input_ids"].shape[1] :]
         ended = (new == self.eos).long().cumsum(-1) > 0  # the EOS and all after it
         new = new.masked_fill(ended, PAD)
         return F.pad(new, (0, max_new_tokens - new.shape[1]), value=PAD)

@@ -53,6 +53,8 @@ _DEFERRED = {
     "herding_order": "blocks.memory",
     "ReferenceData": "contracts.stream",
     "distillation_loss": "blocks.distillation",
+    "PromptPool": "blocks.prompts",
+    "check_prompt_pool": "blocks.prompts",
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The L2P prompt pool and how it enters open_clip's visual transformer.
+"""How the L2P prompt pool (`cl_bench.PromptPool`) enters open_clip's visual transformer.
 
 open_clip's `VisionTransformer.forward` embeds the patches, prepends the class token, adds the
 position embedding, applies `ln_pre`, runs the blocks and pools the class token (`pool_type
@@ -28,70 +28,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench import Method, UserError
-
-PROMPT_INITS = ("uniform", "zero")
+from cl_bench import Method, PromptPool, UserError, check_prompt_pool
 
 
 def check_pool(size: int, length: int, top_n: int, init: str) -> None:
     """The pool's own limits, checked by the method's factory too (before any work)."""
-    if length < 1:
-        raise ValueError(f"prompt length must be at least 1, not {length}")
-    if not 1 <= top_n <= size:
-        raise ValueError(f"top_n must be between 1 and the pool size {size}, not {top_n}")
-    if init not in PROMPT_INITS:
-        raise ValueError(f"unknown prompt init {init!r}; use uniform or zero")
-
-
-class PromptPool(nn.Module):
-    """M prompts of `length` tokens of width `width`, one key of size `key_dim` each."""
-
-    used: Tensor  # buffers (register_buffer), declared for the type checker
-    history: Tensor
-
-    def __init__(self, size: int, length: int, width: int, key_dim: int, top_n: int, init: str = "uniform") -> None:
-        super().__init__()
-        check_pool(size, length, top_n, init)
-        self.top_n = top_n
-        self.prompts = nn.Parameter(torch.empty(size, length, width))
-        self.keys = nn.Parameter(torch.empty(size, key_dim))
-        if init == "uniform":  # L2P's initialisation for both
-            nn.init.uniform_(self.prompts, -1.0, 1.0)
-            nn.init.uniform_(self.keys, -1.0, 1.0)
-        elif init == "zero":
-            nn.init.zeros_(self.prompts)
-            nn.init.uniform_(self.keys, -1.0, 1.0)
-        # How often each prompt was chosen while training: this task, and all earlier tasks.
-        self.register_buffer("used", torch.zeros(size))
-        self.register_buffer("history", torch.zeros(size))
-        self.diversify = False  # while training: L2P's optional frequency penalty on earlier prompts
-        self.enabled = True  # off during the query pass
-        self.active = False  # off before the first task: row 0 of the matrices is the pre-trained model
-        self.selection: Tensor | None = None  # (batch, top_n) indices of the current forward
-        self.similarity: Tensor | None = None  # (batch, top_n) cosines, differentiable in the keys
-
-    def select(self, query: Tensor) -> tuple[Tensor, Tensor]:
-        """Indices and cosines of the `top_n` keys nearest each query (best first).
-
-        With `diversify`, L2P's section 3.3: the distance 1 - cos is weighted by each prompt's
-        share of the selections in earlier tasks, so prompts no earlier task used come first
-        (ordered by cosine among themselves: the small constant breaks their tie).
-        """
-        cosine = F.normalize(query.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).t()
-        score = cosine.detach()
-        if self.diversify:
-            share = self.history / self.history.sum().clamp_min(1.0)
-            score = -(1.0 - score) * (share + 1e-6)
-        best = score.topk(self.top_n, dim=1).indices
-        return best, cosine.gather(1, best)
-
-    def tokens(self, selection: Tensor) -> Tensor:
-        """(batch, top_n · length, width): the chosen prompts, in the order chosen."""
-        chosen = self.prompts[selection]
-        return chosen.reshape(selection.shape[0], -1, self.prompts.shape[-1])
+    check_prompt_pool(size, length, top_n, init)
 
 
 def attach(visual: Any, pool: PromptPool) -> None:  # visual: an open_clip VisionTransformer (untyped attributes)
@@ -112,7 +56,7 @@ def attach(visual: Any, pool: PromptPool) -> None:  # visual: an open_clip Visio
             pool.enabled = True
         pool.selection, pool.similarity = pool.select(features)
         if module.training:
-            pool.used += torch.bincount(pool.selection.flatten(), minlength=pool.used.numel()).to(pool.used.dtype)
+            pool.record(pool.selection)
 
     def insert(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor] | None:
         if not (pool.enabled and pool.active):
@@ -150,20 +94,19 @@ class L2P(Method):
 
     def after_experience(self, model, experience) -> None:
         assert self.pool is not None  # made by setup(), which runs first
-        self.pool.history += self.pool.used
-        self.pool.used.zero_()
+        self.pool.end_task()
         self.pool.diversify = False  # evaluation picks by cosine alone
 
     def trainable_parameters(self, model):
         assert self.pool is not None  # made by setup(), which runs first
+        assert self.pool.keys is not None  # learned keys
         return [self.pool.prompts, self.pool.keys]
 
     def extra_loss(self, model, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
         assert self.pool is not None  # made by setup(), which runs first
         if self.hparams["pull_weight"] == 0 or self.pool.similarity is None:
             return None
-        pull = (1.0 - self.pool.similarity).sum(dim=1).mean()
-        return self.hparams["pull_weight"] * pull
+        return self.hparams["pull_weight"] * PromptPool.pull(self.pool.similarity)
 
     def state_dict(self) -> dict[str, Any]:
         assert self.pool is not None  # made by setup(), which runs first

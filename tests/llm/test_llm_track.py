@@ -156,7 +156,7 @@ def test_hyper_parameters_follow_the_backbone_kind_and_leave_clip_runs_alone(reg
     ("settings", "message"),
     [
         ({"backbone": "tiny-clip"}, "backbone 'tiny-clip' cannot be scored under the instruct protocol of 'embedded-instruct'; use --backbone hf-causal-lm or tiny-lm"),
-        ({"method": "l2p"}, "method 'l2p' does not run on causal-lm backbones like 'tiny-lm'"),
+        ({"method": "moe-lora"}, "method 'moe-lora' does not run on causal-lm backbones like 'tiny-lm'"),
         ({"scenario": "embedded-mtil"}, "backbone 'tiny-lm' cannot be scored under the mtil protocol"),
         ({"method.schedule": "linear"}, "method.schedule must be one of cosine, constant"),
         ({"backbone": "hf-causal-lm"}, "--pretrained must name a local Hugging Face model folder"),
@@ -220,7 +220,7 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune"])
+@pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune", "l2p", "dualprompt"])
 def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(lm_config(tmp_path / "whole", method=method, iters=4))
     interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method=method, iters=4)))
