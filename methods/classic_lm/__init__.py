@@ -64,4 +64,14 @@ def cl_bench_methods() -> list[MethodSpec]:
             profiles={"tiny-lm": {**TINY_LORA, "directions": 32}},
             supports=LM_ONLY,
         ),
+        MethodSpec(
+            name="icl",
+            factory="cl_bench.methods.classic_lm.icl:ICL",
+            summary="TRACE's FIX row: the frozen model prompted with k=6 demonstrations from each task's training set; trains nothing (language models)",
+            paper="https://arxiv.org/abs/2310.06762",
+            defaults={"k": 6, "max_prompt_tokens": 3584, "demo_max_tokens": 0, "skip_tasks": ["MeetingBank"], "balanced_tasks": ["C-STANCE", "FOMC", "stance"]},
+            # tiny-lm has 256 positions: room for the demonstrations and the answer
+            profiles={"tiny-lm": {"max_prompt_tokens": 200, "demo_max_tokens": 40}},
+            supports=LM_ONLY,
+        ),
     ]

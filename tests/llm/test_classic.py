@@ -198,3 +198,48 @@ def test_a_resumed_classic_run_equals_an_uninterrupted_one(tmp_path, monkeypatch
     interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method=method, iters=3)))
     resumed = run(lm_config(tmp_path / "split", method=method, iters=3, resume=True))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
+
+
+def test_icl_prompts_k_demonstrations_from_the_training_set_only():
+    from cl_bench import TaskContext, TextTask, assemble_text_stream
+    from cl_bench.methods.classic_lm.icl import HEADER, ICL, SEPARATOR
+
+    model = tiny_lm()
+    train = [{"prompt": f"Stance {i}:", "answer": " " + "ABC"[i % 3]} for i in range(12)]
+    test = [{"prompt": f"Query {j}:", "answer": " A"} for j in range(3)]
+    words = [{"prompt": f"Say {w}:", "answer": f" {w}"} for w in ("red", "blue", "green", "red", "gold")]
+    stream = assemble_text_stream(
+        "s", "1", [TextTask("stance", "accuracy", 4, train, test), TextTask("words", "accuracy", 4, words, test), TextTask("MeetingBank", "accuracy", 4, words, test)], encode_examples=model.encode_examples
+    )
+    torch.manual_seed(0)
+    method = ICL({"k": 6, "max_prompt_tokens": 200, "demo_max_tokens": 40, "skip_tasks": ["MeetingBank"], "balanced_tasks": ["stance"]})
+    method.setup(model, stream)
+    tokens = lambda text: model.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    chosen = [train[i] for i in method.chosen[0]]
+    assert len(chosen) == 6 and sorted(e["answer"] for e in chosen) == [" A", " A", " B", " B", " C", " C"]  # balanced, as TRACE
+    expected = tokens(HEADER) + [t for e in chosen for t in tokens(e["prompt"] + e["answer"]) + tokens(SEPARATOR)]
+    assert model.prompt_prefixes[0] == expected
+    assert len({words[i]["answer"] for i in method.chosen[1]}) == len(method.chosen[1]) == 4  # distinct answers: one "red"
+    assert 2 not in model.prompt_prefixes  # MeetingBank: none, as TRACE
+    # at generation, a test prompt of task 0 becomes BOS + header + demonstrations + the prompt
+    seen = {}
+    model.generate = lambda ids, n: seen.setdefault("ids", ids)  # type: ignore[method-assign]
+    model.eval()
+    model.set_task_context(TaskContext("test", 0, "stance", ()))
+    prompts, _ = model.encode_examples(test[:1], "test")
+    model(prompts)
+    assert seen["ids"][0].tolist() == [model.bos_id] + expected + tokens("Query 0:")
+    assert not any("Query" in model.tokenizer.decode(model.prompt_prefixes[t]) for t in model.prompt_prefixes)  # never a test example
+    cut = model.with_prefix(prompts, expected, 10)
+    assert cut[0].tolist() == (expected + tokens("Query 0:"))[-10:]  # cut from the left, no BOS at the limit
+    model.set_task_context(TaskContext("control", 0, "copy", ()))
+    seen.clear()
+    model(prompts)
+    assert torch.equal(seen["ids"], prompts)  # control sets: no demonstrations
+
+
+@pytest.mark.slow
+def test_icl_without_demonstrations_is_zeroshot(tmp_path):
+    reference = run(lm_config(tmp_path / "zs", method="zeroshot", **{"scenario.test_size": 8, "scenario.control_size": 8}))
+    result = run(lm_config(tmp_path / "icl", method="icl", **{"scenario.test_size": 8, "scenario.control_size": 8, "method.k": 0}))
+    assert result.acc_matrix == reference.acc_matrix and result.control_matrix == reference.control_matrix
