@@ -21,6 +21,8 @@ Departures from TRACE's code:
   projection when the slices line up, since B Bᵀ g is taken over the full vector: TRACE's per-slice
   projection is not a projection onto the full basis; ours is).
 - `strength` (1 in OGD and TRACE) scales the projection; 0 turns it off (the base run, bit for bit).
+- Note (not a departure): the optimizer is Adam, as in TRACE, so the step is the projected
+  gradient rescaled per coordinate and with momentum, not exactly orthogonal (OGD is an SGD method).
 """
 
 from __future__ import annotations
