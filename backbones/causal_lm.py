@@ -91,6 +91,8 @@ class CausalLM(Backbone):
         self._context: TaskContext | None = None
         self._batches = 0  # batches generated in the current cell (each sampled batch gets its own seed)
         self.prefix: Prefix | None = None
+        self.prompt_prefixes: dict[int, list[int]] = {}  # in-context demonstrations per task (set_prompt_prefixes)
+        self.prefixed_prompt_tokens = max_prompt_tokens
 
     # ------------------------------------------------------------------ data
 
@@ -256,7 +258,31 @@ class CausalLM(Backbone):
                 return self.lm(**inputs).logits
             prefixed, count = self._prefixed(ids, inputs)
             return self.lm(**prefixed).logits[:, count:]
+        context = self._context
+        if context is not None and context.split == "test" and self.prompt_prefixes.get(context.task):
+            ids = self.with_prefix(ids, self.prompt_prefixes[context.task], self.prefixed_prompt_tokens)
         return self.generate(ids, self.max_new_tokens)
+
+    def set_prompt_prefixes(self, prefixes: Mapping[int, Sequence[int]], max_prompt_tokens: int) -> None:
+        """Token ids put before every test prompt of a task (a method's in-context demonstrations,
+        `icl`), keyed by task index; the prefixed prompts are cut to `max_prompt_tokens` (see
+        `with_prefix`). Control sets are never prefixed."""
+        self.prompt_prefixes = {int(k): list(v) for k, v in prefixes.items()}
+        self.prefixed_prompt_tokens = int(max_prompt_tokens)
+
+    def with_prefix(self, ids: Tensor, prefix: Sequence[int], limit: int) -> Tensor:
+        """Each prompt row (left-padded, BOS first where it has one) as BOS + prefix + the prompt's
+        own tokens, cut from the left to `limit` tokens with BOS only under it (TRACE's collator
+        with its ICL prompt, MoRAM TRACE/utils/data/data_collator.py:177-193), left-padded again."""
+        rows = []
+        for row in ids.tolist():
+            tokens = [t for t in row if t != PAD]
+            if tokens and tokens[0] == self.bos_id:
+                tokens = tokens[1:]
+            tokens = (list(prefix) + tokens)[-limit:]
+            rows.append(([self.bos_id] if len(tokens) < limit else []) + tokens)
+        width = max(len(r) for r in rows)
+        return torch.tensor([[PAD] * (width - len(r)) + r for r in rows], dtype=ids.dtype, device=ids.device)
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int) -> Tensor:

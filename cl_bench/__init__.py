@@ -51,6 +51,7 @@ _DEFERRED = {
     "Teacher": "blocks.teacher",
     "EpisodicMemory": "blocks.memory",
     "herding_order": "blocks.memory",
+    "pad_left": "blocks.memory",
     "ReferenceData": "contracts.stream",
     "distillation_loss": "blocks.distillation",
     "PromptPool": "blocks.prompts",

@@ -16,6 +16,11 @@ Quota: `budget // groups` each; the remainder goes to the earliest groups (one m
 the memory is full whenever it holds enough examples. A budget of 0 keeps nothing, and a method
 whose memory is empty must then run exactly as its base method does (the built-ins test this).
 
+Examples of different lengths (a language model's token ids and labels, whose width differs
+from task to task) are kept as given and padded on the left to a common width when stacked
+(`tensors`, `sample`), if the memory is made with `pad=(input_fill, target_fill)` (a causal
+language model's: `(-1, -100)`, its padding id and the ignored label).
+
 The memory is saved with the method's state (`state_dict`: tensors and plain values only), so a
 resumed run holds, and later draws, exactly what an uninterrupted one does.
 """
@@ -61,17 +66,26 @@ def herding_order(features: Tensor, count: int) -> Tensor:
     return torch.tensor(chosen, dtype=torch.long)
 
 
+def pad_left(parts: list[Tensor], fill: int) -> Tensor:
+    """Tensors of shape (n_i, ..., w_i) stacked along the first dimension, each padded on the left
+    of its last dimension with `fill` to the widest w_i (1-D tensors are concatenated as they are)."""
+    if not parts or parts[0].dim() < 2:
+        return torch.cat(parts)
+    width = max(part.shape[-1] for part in parts)
+    return torch.cat([torch.nn.functional.pad(part, (width - part.shape[-1], 0), value=fill) for part in parts])
+
+
 class EpisodicMemory:
     """At most `budget` examples kept across tasks (see the module docstring for the rules)."""
 
-    def __init__(self, budget: int, rule: str = "herding", group_by: str = "class") -> None:
+    def __init__(self, budget: int, rule: str = "herding", group_by: str = "class", pad: tuple[int, int] | None = None) -> None:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
             raise ValueError(f"memory budget must be an integer >= 0, got {budget!r}")
         if rule not in MEMORY_RULES:
             raise ValueError(f"memory rule must be one of {', '.join(MEMORY_RULES)}, got {rule!r}")
         if group_by not in MEMORY_GROUPS:
             raise ValueError(f"memory group_by must be one of {', '.join(MEMORY_GROUPS)}, got {group_by!r}")
-        self.budget, self.rule, self.group_by = budget, rule, group_by
+        self.budget, self.rule, self.group_by, self.pad = budget, rule, group_by, pad
         # Per group, in priority order: inputs, targets, tasks. Reservoir keeps one group, key -1.
         self._groups: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         self.seen = 0  # examples offered so far (the reservoir's counter)
@@ -96,6 +110,10 @@ class EpisodicMemory:
         if not self._groups:
             return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
         parts = list(self._groups.values())
+        if self.pad is not None:
+            inputs = pad_left([part[0] for part in parts], self.pad[0])
+            targets = pad_left([part[1] for part in parts], self.pad[1])
+            return inputs, targets, torch.cat([part[2] for part in parts])
         return tuple(torch.cat([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -155,6 +173,9 @@ class EpisodicMemory:
     def _reservoir(self, inputs: Tensor, targets: Tensor, tasks: Tensor, generator: torch.Generator) -> None:
         held = self._groups.get(-1)
         kept = [held[i] for i in range(3)] if held is not None else [inputs[:0], targets[:0], tasks[:0]]
+        if self.pad is not None:  # one width for the slots held and the examples offered
+            kept[0], inputs = pad_left([kept[0], inputs], self.pad[0]).split([len(kept[0]), len(inputs)])
+            kept[1], targets = pad_left([kept[1], targets], self.pad[1]).split([len(kept[1]), len(targets)])
         slots: list[int] = []  # memory slot each new example takes (-1: not kept), decided in order
         size = len(kept[1])
         for _ in range(len(targets)):

@@ -40,6 +40,11 @@ class Method(Protocol):
         """Learn the task in closed form (a ridge regression, class means, ...): called in place of
         the optimizer steps when `trainable_parameters` is empty; the default learns nothing."""
 
+    def before_update(self, model: Backbone, params: list[nn.Parameter]) -> None:
+        """Change the step's gradients (`p.grad` of `params`, the trainable parameters) in place
+        after backward (and after every micro-batch's, with gradient accumulation), before the
+        optimizer steps: gradient projection (GEM, OGD). Called only where a method overrides it."""
+
     def make_optimizer(self, params: list[nn.Parameter], hparams: Mapping[str, Any]) -> torch.optim.Optimizer | None:
         """A custom optimiser over `params`, or None for AdamW(lr, weight_decay)."""
         return None
@@ -55,7 +60,7 @@ class Method(Protocol):
         """Restore what `state_dict` returned; the model is restored after this call."""
 
 
-METHOD_HOOKS = ("setup", "before_experience", "trainable_parameters", "extra_loss", "fit", "make_optimizer", "after_experience", "state_dict", "load_state_dict")
+METHOD_HOOKS = ("setup", "before_experience", "trainable_parameters", "extra_loss", "before_update", "fit", "make_optimizer", "after_experience", "state_dict", "load_state_dict")
 
 
 def as_method(candidate: Any, name: str) -> Method:

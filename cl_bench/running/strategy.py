@@ -9,6 +9,8 @@ What it changes in the template, and why:
   answer tokens for a language model) plus `method.extra_loss`; none in evaluation, where the
   model's scorer fills the cells. The strategy uses only the model contract (`cl_bench.model`), so any
   backbone kind trains through it.
+- `method.before_update(model, params)` after backward and before the optimizer step, only for
+  methods that override it (gradient projection: GEM, OGD); other methods step as before.
 - Method hooks at Avalanche's experience boundaries; seeding per experience, so a resumed run
   repeats an uninterrupted one exactly.
 - Small in-memory streams are served as tensor batches (no per-sample dataset indexing), and
@@ -130,6 +132,7 @@ class ClStrategy(SupervisedTemplate):
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and self.device.type == "cuda" else None
         self.trainable: list[torch.nn.Parameter] = []
         self._extra_loss = getattr(type(method), "extra_loss", None) not in (None, Method.extra_loss)
+        self._projects = getattr(type(method), "before_update", None) not in (None, Method.before_update)
         self._tensor_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._listeners: dict[str, list] = {}
         self._bar = None
@@ -329,6 +332,10 @@ class ClStrategy(SupervisedTemplate):
             self.loss.backward()
 
     def optimizer_step(self):
+        if self._projects:  # gradient projection (GEM, OGD): on the true, unscaled gradients
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            self.method.before_update(self.model, self.trainable)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
