@@ -133,7 +133,7 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
     path = folder / "reported.json"
     if not path.is_file():
         return []
-    expected = "a list of {method, scenario, backbone, source: strings; protocol: optional string; metrics: {name: number}} entries"
+    expected = "a list of {method, scenario, backbone, source: strings; protocol, note: optional strings; metrics: {name: number}} entries"
     try:
         entries = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda name: math.nan)
     except (ValueError, RecursionError) as exc:
@@ -149,6 +149,8 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
                 raise UserError(f"{where}: '{key}' must be a string")
         if not isinstance(entry.get("protocol", ""), str):
             raise UserError(f"{where}: 'protocol' must be a string (class-il, domain-il, mtil or x-tail)")
+        if not isinstance(entry.get("note", ""), str):
+            raise UserError(f"{where}: 'note' must be a string (a caveat about the numbers, shown beside them)")
         for name, value in entry["metrics"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > 1e6:
                 raise UserError(f"{where}: metric {shown(name)} must be a finite number, not {shown(value)}")
@@ -162,8 +164,16 @@ def reported_table(entries: list[dict[str, Any]], fmt: str) -> str:
     if not entries:
         return ""
     text = escape.markdown if fmt == "md" else str  # tabulate's html format escapes by itself
+    noted = any(e.get("note") for e in entries)  # the note column only where some entry has one
     rows = [
-        {"method": text(e["method"]), "stream": text(e["scenario"]), "backbone": text(e["backbone"]), **{text(k): v for k, v in e["metrics"].items()}, "source": text(e["source"])}
+        {
+            "method": text(e["method"]),
+            "stream": text(e["scenario"]),
+            "backbone": text(e["backbone"]),
+            **{text(k): v for k, v in e["metrics"].items()},
+            "source": text(e["source"]),
+            **({"note": text(e.get("note", ""))} if noted else {}),
+        }
         for e in entries
     ]
     frame = pd.DataFrame(rows).set_index("method")
