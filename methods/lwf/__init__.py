@@ -28,6 +28,7 @@ CLIP_DEFAULTS: dict[str, Any] = {
     "weight": 1.0,
     "temperature": 2.0,
     "distill_space": "protocol",
+    "distill_texts": "teacher",
 }
 # tiny-clip: finetune's tiny-clip profile (lr 3e-4, 200 iterations, no smoothing, no warm-up).
 TINY_CLIP_PROFILE: dict[str, Any] = {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}

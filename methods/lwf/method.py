@@ -13,7 +13,8 @@ smoothing, every weight of the chosen towers, the logit scale frozen):
 The first KD runs, for each image, a softmax over the classes (image -> text); the second, for each
 class, a softmax over the batch's images (text -> image). Both score the current image features
 against the *teacher's* text features, so the distillation trains the image tower only (the text
-tower learns from the cross-entropy), as in ZSCL's code. The teacher is the model as the previous
+tower learns from the cross-entropy), as in ZSCL's code (`distill_texts="student"` changes that,
+below). The teacher is the model as the previous
 task left it, taken in `before_experience` (the pre-trained model for the first task); a resumed
 run takes it again from the checkpoint's model, so it is never saved.
 
@@ -32,6 +33,10 @@ Departures from ZSCL's code, and why:
 - A class's text feature is the normalised mean over its prompts (the stream's templates), as
   the model scores classes everywhere here; ZSCL embeds one template for training.
 - `weight` scales both directions together (ZSCL adds each with weight 1; the default 1 is that).
+- `distill_texts="student"` (not ZSCL's; the default "teacher" is) scores the current images against
+  the current model's own class text features, Z_s = s · f(x) g(classes)ᵀ, as the original LwF
+  distils the whole model's outputs: the distillation then also holds the text tower, whose
+  features of earlier classes the cross-entropy over the new ones otherwise moves freely.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from cl_bench import Teacher, distillation_loss
 from ..finetune import FineTune
 
 DISTILL_SPACES = ("protocol", "task")
+DISTILL_TEXTS = ("teacher", "student")
 
 
 def check_clip_towers(name: str, hparams: dict[str, Any]) -> None:
@@ -88,6 +94,9 @@ class LwF(FineTune):
         if hparams["distill_space"] not in DISTILL_SPACES:
             raise ValueError(f"method.distill_space must be one of {', '.join(DISTILL_SPACES)}, not {hparams['distill_space']!r}")
         self.distill_space = hparams["distill_space"]
+        if hparams["distill_texts"] not in DISTILL_TEXTS:
+            raise ValueError(f"method.distill_texts must be one of {', '.join(DISTILL_TEXTS)}, not {hparams['distill_texts']!r}")
+        self.student_texts = hparams["distill_texts"] == "student"
         self.teacher: Teacher | None = None
         self.classes: list[int] = []
         self.text: Tensor | None = None  # the teacher's text features of `classes`, computed on first use
@@ -105,6 +114,10 @@ class LwF(FineTune):
         if not self.weight or self.teacher is None:
             return loss
         images = batch[0]
+        if self.student_texts:  # both sides score with their own towers: s · f(x) g(classes)ᵀ
+            student, teacher = model.scores(images, self.classes), self.teacher.scores(images, self.classes)
+            distill = self.weight * (distillation_loss(student, teacher, self.temperature) + distillation_loss(student.t(), teacher.t(), self.temperature))
+            return distill if loss is None else loss + distill
         teacher_images = self.teacher.features(images)  # moves the teacher to the images' device
         if self.text is None:
             with torch.no_grad():
