@@ -20,7 +20,7 @@ templates differ. The rule here keeps those prompts and makes the names unique:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +82,10 @@ def data_set_stream(
     image_size: int,
     distinct_prompts: bool,
     metadata: dict[str, Any],
+    reference: Callable[[], Any] | None = None,
 ):
-    """A `Stream` with one task per data set (train and test splits as given)."""
+    """A `Stream` with one task per data set (train and test splits as given); `reference` loads
+    its reference data (see `reference_data`)."""
     from cl_bench import DEFAULT_TEMPLATES, StreamTask, assemble_stream
 
     class_names, class_templates = disambiguate(domains, distinct_prompts)
@@ -114,4 +116,5 @@ def data_set_stream(
         preload=False,
         metadata=record,
         params=params,
+        reference=reference,
     )

@@ -46,6 +46,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
     from . import coop_data
     from .coop_names import MTIL_ORDERS, MTIL_TEMPLATES, mtil_name
     from .domains import data_set_stream
+    from .reference_data import imagenet_cc
 
     order = str(params["order"]).upper()
     shots = params["shots"]
@@ -54,6 +55,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
         return mtil_name(source.layout.key, label, source.raw_names[label], source.folders[label])
 
     tasks = coop_data.read_tasks(context.data_root, MTIL_ORDERS[order], shots, MTIL_TEMPLATES, name_of)
+    reference = imagenet_cc(context.data_root, context.image_size)  # read only when a method asks (zscl)
     metadata = {
         "order": order,
         "shots": shots,
@@ -62,7 +64,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
             "class_names_and_templates": "ZSCL MTIL (MoE-Adapters4CL mtil/src/datasets), mapped onto CoOp's labels",
         },
     }
-    return data_set_stream("mtil", VERSION, "mtil", tasks, {**params, "order": order}, context.image_size, distinct_prompts=False, metadata=metadata)
+    return data_set_stream("mtil", VERSION, "mtil", tasks, {**params, "order": order}, context.image_size, distinct_prompts=False, metadata=metadata, reference=reference)
 
 
 @hookimpl

@@ -40,6 +40,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
     from . import coop_data
     from .coop_names import XTAIL_ORDER, XTAIL_TEMPLATES, xtail_name
     from .domains import data_set_stream
+    from .reference_data import imagenet_cc
 
     shots = params["shots"]
 
@@ -47,6 +48,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
         return xtail_name(source.layout.key, source.raw_names[label])
 
     tasks = coop_data.read_tasks(context.data_root, XTAIL_ORDER, shots, XTAIL_TEMPLATES, name_of)
+    reference = imagenet_cc(context.data_root, context.image_size)  # read only when a method asks (zscl)
     metadata = {
         "shots": shots,
         "sources": {
@@ -55,7 +57,7 @@ def build(params: dict[str, Any], context: ScenarioContext):
             "duplicate_names": "bracketed data set title in class_names; reference prompts kept unless two are identical",
         },
     }
-    return data_set_stream("xtail", VERSION, "x-tail", tasks, params, context.image_size, distinct_prompts=True, metadata=metadata)
+    return data_set_stream("xtail", VERSION, "x-tail", tasks, params, context.image_size, distinct_prompts=True, metadata=metadata, reference=reference)
 
 
 @hookimpl

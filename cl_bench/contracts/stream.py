@@ -64,8 +64,9 @@ class ReferenceData:
     pre-training distribution, in the paper ImageNet images and Conceptual Captions texts).
 
     `dataset` yields (input, label) pairs whose label indexes `texts` (the sentences a text tower
-    encodes for them); `source` says where it comes from. A stream never supplies its test or
-    control data as reference data.
+    encodes for them), or is -1 where images and texts are not paired (ZSCL's ImageNet images
+    with Conceptual Captions texts); `source` says where it comes from. A stream never supplies
+    its test or control data as reference data.
     """
 
     name: str

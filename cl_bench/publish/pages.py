@@ -156,7 +156,7 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
     path = folder / "reported.json"
     if not path.is_file():
         return []
-    expected = "a list of {method, scenario, backbone, source: strings; protocol, cl_bench_method: optional strings; metrics: {name: number}} entries"
+    expected = "a list of {method, scenario, backbone, source: strings; protocol, cl_bench_method, note: optional strings; metrics: {name: number}} entries"
     try:
         entries = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda name: math.nan)
     except (ValueError, RecursionError) as exc:
@@ -174,6 +174,8 @@ def read_reported(folder: Path) -> list[dict[str, Any]]:
             raise UserError(f"{where}: 'protocol' must be a string (class-il, domain-il, mtil or x-tail)")
         if not isinstance(entry.get("cl_bench_method", ""), str):
             raise UserError(f"{where}: 'cl_bench_method' must be a string (the name of our method that the entry reports)")
+        if not isinstance(entry.get("note", ""), str):
+            raise UserError(f"{where}: 'note' must be a string (a caveat about the numbers, shown beside them)")
         for name, value in entry["metrics"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > 1e6:
                 raise UserError(f"{where}: metric {shown(name)} must be a finite number, not {shown(value)}")
@@ -187,6 +189,7 @@ def reported_table(entries: list[dict[str, Any]], fmt: str) -> str:
     if not entries:
         return ""
     text = escape.markdown if fmt == "md" else str  # tabulate's html format escapes by itself
+    noted = any(e.get("note") for e in entries)  # the note column only where some entry has one
     rows = [
         {
             "method": text(e["method"]),
@@ -195,6 +198,7 @@ def reported_table(entries: list[dict[str, Any]], fmt: str) -> str:
             **{text(k): v for k, v in e["metrics"].items()},
             "source": text(e["source"]),
             **({"ours": text(e["cl_bench_method"])} if "cl_bench_method" in e else {}),
+            **({"note": text(e.get("note", ""))} if noted else {}),
         }
         for e in entries
     ]

@@ -469,3 +469,11 @@ def test_ls_shows_protocol_task_count_and_presence_of_each_real_stream(root, tmp
         assert row[1:4] == [expected[name][0], str(expected[name][1]), "tasks"] and row[4:6] == ["data:", "present"], row
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "empty"))
     assert {name: row[5] for name, row in rows().items()} == dict.fromkeys(expected, "MISSING")
+
+
+@pytest.mark.parametrize("name", ["mtil", "xtail"])
+def test_mtil_and_xtail_read_zscl_reference_data_from_the_root_only_when_asked(registry, root, name):
+    stream = build(registry, name, root)  # the fake root has no ImageNet: building does not look
+    with pytest.raises(UserError, match="reference data missing") as info:
+        stream.reference()
+    assert "ImageNet" in str(info.value) and "\n" not in str(info.value)
