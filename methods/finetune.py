@@ -17,6 +17,11 @@ from cl_bench import Method, MethodSpec, Supports, UserError, hookimpl
 # ZSCL's fine-tuning baseline (ZSCL mtil/src/main.py and its MTIL scripts): ls 0.2, warmup 100.
 ZSCL_LABEL_SMOOTHING = 0.2
 ZSCL_WARMUP_ITERS = 100
+# What `finetune` trains with on ViT-B/16 (ZSCL's MTIL fine-tuning: AdamW lr 1e-5, 1000 iterations,
+# batch 64) and its tiny-clip profile; the methods built on it (lwf, zscl, icarl, wise-ft) start
+# from the same two.
+ZSCL_TRAINING = {"lr": 1e-5, "iters": 1000, "weight_decay": 0.0, "towers": "both", "label_smoothing": ZSCL_LABEL_SMOOTHING, "warmup_iters": ZSCL_WARMUP_ITERS}
+TINY_CLIP_TRAINING = {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}
 
 TOWER_CHOICES = {"both": ("image", "text"), "image": ("image",), "text": ("text",), "decoder": ("decoder",)}
 
@@ -63,12 +68,12 @@ def cl_bench_methods() -> list[MethodSpec]:
             factory=FineTune,
             summary="baseline: full fine-tuning of both towers through all tasks (the forgetting reference)",
             paper="https://arxiv.org/abs/2303.06628",
-            defaults={"lr": 1e-5, "iters": 1000, "weight_decay": 0.0, "towers": "both", "label_smoothing": ZSCL_LABEL_SMOOTHING, "warmup_iters": ZSCL_WARMUP_ITERS},
+            defaults=ZSCL_TRAINING,
             # Language models: every weight (the decoder tower) as MoRAM's TRACE code trains its `base`
             # row: Adam betas (0.9, 0.95), constant, no decay (TRACE/training/main.py:607-626), lr 1e-5
             # (TreeLoRA's scripts/full_grad_methods/base.sh). `betas` exists on these runs only.
             kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5, "betas": [0.9, 0.95]}},  # the rest: the backbone's method_defaults
-            profiles={"tiny-clip": {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
+            profiles={"tiny-clip": TINY_CLIP_TRAINING, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
             supports=Supports(backbone_kinds=("clip", "causal-lm")),
             version="1",
         )

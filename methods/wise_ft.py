@@ -27,7 +27,7 @@ from typing import Any
 
 from cl_bench import MethodSpec, Supports, hookimpl
 
-from .finetune import ZSCL_LABEL_SMOOTHING, ZSCL_WARMUP_ITERS, FineTune
+from .finetune import TINY_CLIP_TRAINING, ZSCL_TRAINING, FineTune
 
 ANCHORS = ("previous", "zeroshot")
 # ZSCL's continual WiSE-FT merges with weight 0.8 on the fine-tuned model (`--wise_ft_alpha 0.8`).
@@ -35,7 +35,7 @@ ZSCL_ALPHA = 0.8
 # finetune's tiny-clip profile (the fine-tuning it interpolates is the same run), with α 0.5 (the
 # original WiSE-FT's): at 200 iterations of lr 3e-4 tiny-clip moves far from its starting weights,
 # and α 0.8 keeps too much of each task's move (the sweep is in docs/methods.md#wise-ft).
-TINY_CLIP_PROFILE = {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0, "alpha": 0.5}
+TINY_CLIP_PROFILE = {**TINY_CLIP_TRAINING, "alpha": 0.5}
 
 
 def snapshot(module: Any, params: Iterable[Any]) -> dict[str, Any]:
@@ -111,16 +111,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             summary="baseline: full fine-tuning, then after each task the weights interpolated with the task's starting (or the pre-trained) weights",
             paper="https://arxiv.org/abs/2109.01903",
             # ZSCL's WiSE_finetune.sh: its fine-tuning settings and α 0.8 against the previous task's weights.
-            defaults={
-                "lr": 1e-5,
-                "iters": 1000,
-                "weight_decay": 0.0,
-                "towers": "both",
-                "label_smoothing": ZSCL_LABEL_SMOOTHING,
-                "warmup_iters": ZSCL_WARMUP_ITERS,
-                "alpha": ZSCL_ALPHA,
-                "anchor": "previous",
-            },
+            defaults={**ZSCL_TRAINING, "alpha": ZSCL_ALPHA, "anchor": "previous"},
             profiles={"tiny-clip": TINY_CLIP_PROFILE},
             supports=Supports(protocols=("class-il", "domain-il", "mtil", "x-tail"), backbone_kinds=("clip",)),
             version="1",

@@ -28,18 +28,15 @@ from typing import Any
 
 from cl_bench import IMAGE_PROTOCOLS, MethodSpec, Supports, hookimpl
 
+from ..finetune import TINY_CLIP_TRAINING, ZSCL_TRAINING
+
 # ViT-B/16: ZSCL's MTIL settings. Training as `finetune` (AdamW lr 1e-5, 1000 iterations, batch
 # 64, label smoothing 0.2, 100 warm-up iterations); memory 10,000 images in all (ZSCL's
 # --memory_size), one share per data set; KD at T = 2 with weights 1 and 1 (ZSCL's --image_loss
 # --text_loss, which its committed script leaves out: see docs/methods.md); herding over at most
 # 30,000 training images of a task (ZSCL's reading cap).
 CLIP_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-5,
-    "iters": 1000,
-    "weight_decay": 0.0,
-    "towers": "both",
-    "label_smoothing": 0.2,
-    "warmup_iters": 100,
+    **ZSCL_TRAINING,
     "memory": 10000,
     "group_by": "task",
     "classifier": "text",
@@ -51,7 +48,7 @@ CLIP_DEFAULTS: dict[str, Any] = {
 
 # tiny-clip: finetune's profile (lr 3e-4, 200 iterations, no smoothing, no warm-up) and 200
 # exemplars in all (embedded-cil holds 3,000 training images: 20 per class at the end).
-TINY_CLIP_PROFILE: dict[str, Any] = {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0, "memory": 200}
+TINY_CLIP_PROFILE: dict[str, Any] = {**TINY_CLIP_TRAINING, "memory": 200}
 
 
 @hookimpl

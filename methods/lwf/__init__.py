@@ -14,24 +14,19 @@ from typing import Any
 
 from cl_bench import IMAGE_PROTOCOLS, MethodSpec, Supports, hookimpl
 
-from ..finetune import ZSCL_LABEL_SMOOTHING, ZSCL_WARMUP_ITERS
+from ..finetune import TINY_CLIP_TRAINING, ZSCL_TRAINING
 
 # ViT-B/16: ZSCL's lwf.sh (ls 0.2, 1000 iterations, lr 1e-5, batch 64, 100 warm-up iterations,
 # both distillation directions with weight 1, T = 2 from its args.py).
 CLIP_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-5,
-    "iters": 1000,
-    "weight_decay": 0.0,
-    "warmup_iters": ZSCL_WARMUP_ITERS,
-    "towers": "both",
-    "label_smoothing": ZSCL_LABEL_SMOOTHING,
+    **ZSCL_TRAINING,
     "weight": 1.0,
     "temperature": 2.0,
     "distill_space": "protocol",
     "distill_texts": "teacher",
 }
 # tiny-clip: finetune's tiny-clip profile (lr 3e-4, 200 iterations, no smoothing, no warm-up).
-TINY_CLIP_PROFILE: dict[str, Any] = {"lr": 3e-4, "iters": 200, "label_smoothing": 0.0, "warmup_iters": 0}
+TINY_CLIP_PROFILE: dict[str, Any] = dict(TINY_CLIP_TRAINING)
 
 
 @hookimpl
