@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cl_bench import Method, PromptPool, UserError, check_prompt_pool
+from cl_bench import PromptPool, UserError, check_prompt_pool
 
 from .pool import L2P
 
@@ -61,7 +61,10 @@ def adam_betas(hparams: Mapping[str, Any]) -> tuple[float, float] | None:
     return float(betas[0]), float(betas[1])
 
 
-class LanguageL2P(Method):
+class LanguageL2P(L2P):
+    """L2P on a causal language model: the pool's prompts go before the input embeddings. The pull
+    term and the checkpointed state are the image L2P's."""
+
     def __init__(self, hparams: Mapping[str, Any]) -> None:
         hp = dict(hparams)
         if hp["keys"] not in LM_KEYS:
@@ -113,17 +116,3 @@ class LanguageL2P(Method):
         if self.betas is None:
             return None
         return torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], betas=self.betas)
-
-    def extra_loss(self, model, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
-        assert self.pool is not None  # made by setup(), which runs first
-        if self.hparams["pull_weight"] == 0 or self.pool.similarity is None:
-            return None
-        return self.hparams["pull_weight"] * PromptPool.pull(self.pool.similarity)
-
-    def state_dict(self) -> dict[str, Any]:
-        assert self.pool is not None  # made by setup(), which runs first
-        return {"active": self.pool.active}  # prompts (and keys) are in the model's state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        assert self.pool is not None  # made by setup(), which runs first
-        self.pool.active = bool(state["active"])
