@@ -111,6 +111,23 @@ class PromptPool(nn.Module):
         mean = self.prompts.mean(dim=1)
         return self.key_init + (mean - mean.detach())
 
+    def frozen_features(self, tower: nn.Module, inputs: Tensor) -> Tensor | None:
+        """`tower`'s output for `inputs` with this pool's prompts switched off and no autograd: the
+        query the frozen pre-trained model gives (L2P, DualPrompt). None during that pass itself
+        (the tower's own hook calls back here) and before the first task, when no prompt is chosen
+        (`selection` and `similarity` are then cleared)."""
+        if not self.enabled:  # the query pass itself
+            return None
+        if not self.active:  # before the first task: the pre-trained model, no prompts
+            self.selection = self.similarity = None
+            return None
+        self.enabled = False
+        try:
+            with torch.no_grad():
+                return tower(inputs)
+        finally:
+            self.enabled = True
+
     def select(self, query: Tensor, force: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Indices and cosines of the `top_n` keys nearest each query (best first).
 

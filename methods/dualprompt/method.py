@@ -121,18 +121,9 @@ class DualPrompt(Method):
         prompts = self.prompts
 
         def query(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            if not pool.enabled:  # the query pass itself
-                return
-            if not pool.active:
-                pool.selection = pool.similarity = None
-                return
-            pool.enabled = False
-            try:
-                with torch.no_grad():
-                    features = module(args[0])
-            finally:
-                pool.enabled = True
-            self._choose(features, module.training)
+            features = pool.frozen_features(module, args[0])
+            if features is not None:
+                self._choose(features, module.training)
 
         visual.register_forward_pre_hook(query)
         for index, block in enumerate(blocks):

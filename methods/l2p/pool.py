@@ -43,17 +43,9 @@ def attach(visual: Any, pool: PromptPool) -> None:  # visual: an open_clip Visio
     visual.add_module("prompt_pool", pool)
 
     def query(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        if not pool.enabled:  # the query pass itself
+        features = pool.frozen_features(module, args[0])
+        if features is None:
             return
-        if not pool.active:  # before the first task: the pre-trained model, no prompts
-            pool.selection = pool.similarity = None
-            return
-        pool.enabled = False
-        try:
-            with torch.no_grad():
-                features = module(args[0])
-        finally:
-            pool.enabled = True
         pool.selection, pool.similarity = pool.select(features)
         if module.training:
             pool.record(pool.selection)
