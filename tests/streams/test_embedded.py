@@ -20,7 +20,7 @@ def targets(experience):
 
 def test_mtil_stream_structure(registry):
     stream = build(registry, "embedded-mtil")
-    assert stream.protocol == "mtil" and stream.task_names == ["letters", "digits", "fashion"]
+    assert stream.protocol == "mtil" and stream.task_names == ["letters", "pixelated digits", "faded fashion"]
     assert [len(c) for c in stream.task_classes] == [26, 10, 10]
     assert len(set(stream.class_names)) == len(stream.class_names) == 56
     trained = {c for classes in stream.task_classes for c in classes}
@@ -30,6 +30,27 @@ def test_mtil_stream_structure(registry):
     assert [len(e.dataset) for e in stream.benchmark.streams["train"]] == [26 * 80, 10 * 80, 10 * 300]
     assert stream.test_sizes() == stream.describe()["test_sizes"] == [26 * 40, 10 * 50, 10 * 100]  # what the pooled metrics weigh by
     assert stream.prompts()[0] == ["a photo of a letter A."]
+
+
+def test_shifted_tasks_are_the_digits_pixelated_and_fashion_faded(registry):
+    # What embedded-mtil and embedded-xtail train and test on: the same images as the unshifted
+    # domains, pixelated in 4x4 blocks (each block its top-left pixel) and faded to 35 % contrast
+    # over grey 80 (rounded), recorded in each split's provenance.
+    stream = build(registry, "embedded-mtil")
+    digits, fashion = embedded.digits().splits["test"], embedded.fashion().splits["test"]
+    pixelated, faded = (stream.benchmark.streams["test"][t].dataset for t in (1, 2))
+    image = digits.images[7].astype(np.float32) / 255
+    block = image[8:12, 12:16]
+    assert np.array_equal(pixelated[7][0][0, 8:12, 12:16].numpy(), np.full((4, 4), image[8, 12], dtype=np.float32))
+    assert not np.array_equal(block, np.full((4, 4), image[8, 12]))  # the block did change
+    value = int(fashion.images[3, 14, 14])
+    assert round(float(faded[3][0][0, 14, 14]) * 255) == int(np.floor(value * 0.35 + 80 + 0.5))
+    assert faded[3][0].max() <= (255 * 0.35 + 80) / 255 + 1e-6 and int(faded[3][1]) == int(fashion.labels[3]) + 36
+    record = stream.metadata["domains"]
+    assert record["pixelated digits"]["test"]["provenance"]["transform"] == "pixelated in 4x4 blocks"
+    assert record["faded fashion"]["train"]["provenance"]["transform"] == "faded to 0.35 contrast over grey 80"
+    assert "pretrain" not in record["faded fashion"]  # tiny-clip never saw the shifted images
+    assert registry.scenarios()["embedded-mtil"].version == registry.scenarios()["embedded-xtail"].version == embedded.SHIFTED_VERSION == "2"
 
 
 def test_cil_stream_has_no_class_leak_between_tasks(registry):
@@ -61,7 +82,7 @@ def test_dil_domains_share_one_label_space_and_differ_in_images(registry):
 
 def test_xtail_trains_on_few_shots_and_scores_over_the_union(registry):
     stream = build(registry, "embedded-xtail")
-    assert stream.protocol == "x-tail" and stream.task_names == ["letters", "digits", "fashion"]
+    assert stream.protocol == "x-tail" and stream.task_names == ["letters", "pixelated digits", "faded fashion"]
     union = list(range(46))
     assert len(set(stream.class_names[:46])) == 46 and sorted(c for t in stream.task_classes for c in t) == union
     for t, classes in enumerate(stream.task_classes):
@@ -72,7 +93,7 @@ def test_xtail_trains_on_few_shots_and_scores_over_the_union(registry):
     assert [len(e.dataset) for e in stream.benchmark.streams["test"]] == [len(e.dataset) for e in full_test]  # test untouched
     assert stream.metadata["shots"] == 16 and stream.metadata["domains"]["letters"]["train"]["size"] == 26 * 16
     again = build(registry, "embedded-xtail")  # the shots are a fixed draw, not the run seed's
-    assert stream.metadata["domains"]["digits"]["train"]["sha256"] == again.metadata["domains"]["digits"]["train"]["sha256"]
+    assert stream.metadata["domains"]["pixelated digits"]["train"]["sha256"] == again.metadata["domains"]["pixelated digits"]["train"]["sha256"]
     assert len(build(registry, "embedded-xtail", shots=0).benchmark.streams["train"][0].dataset) == 26 * 80
     with pytest.raises(UserError, match="exceeds the 80 training images per class of letters"):
         build(registry, "embedded-xtail", shots=81)
