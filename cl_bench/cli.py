@@ -172,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         check_writable_folder(args.plot, "--plot")
     results = collect(args.paths)
-    text = render_report(results, args.format, metrics, differences=args.differences)
+    text = render_report(results, args.format, metrics, differences=args.differences, reference=args.reference)
     if args.plot:
         written = write_plots(results, args.plot)
         print(f"clbench: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
     report.add_argument("--differences", action="store_true", help="also print each stream's paired differences with the best row of each column, with 95%% intervals")
+    report.add_argument("--reference", metavar="ROW", help="the row of the untouched model (e.g. zeroshot): each table then says how far its best row is above it and how the rows spread against the seed noise")
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 

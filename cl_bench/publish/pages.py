@@ -241,16 +241,38 @@ def regenerate(folder: str | Path) -> None:
     beside = {protocol: [e for e in reported if e.get("protocol") == protocol] for protocol in protocols}
     rest = [e for e in reported if e.get("protocol") not in protocols]
     proxies = {page.label: [rank.sentence() for rank in proxy_ranks(tables[page.label], beside[page.protocol])] for page in pages}
-    markdown = markdown_page(header, pages, tables, beside, rest, proxies, verified)
+    reference = read_settings(folder).get("reference")
+    markdown = markdown_page(header, pages, tables, beside, rest, proxies, verified, reference)
     write_atomic(folder / "README.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    page = html_page(pages, tables, beside, rest, proxies, verified)
+    page = html_page(pages, tables, beside, rest, proxies, verified, reference)
     write_atomic(folder / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
 DIFFERENCES_TITLE = "Paired differences with the best of each column (row minus best, ± half the 95% interval)"
 
 
-def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str]) -> str:
+SETTINGS = {"reference": "the row label of the untouched model, which each stream's headroom is measured against (a string)"}
+
+
+def read_settings(folder: Path) -> dict[str, Any]:
+    """`settings.json` of a leaderboard (none without the file): {"reference": ROW}; a bad one is a one-line error."""
+    path = folder / "settings.json"
+    if not path.is_file():
+        return {}
+    expected = "an object with optional keys " + "; ".join(f"{key}: {meaning}" for key, meaning in SETTINGS.items())
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({clip(str(exc))}); it must hold {expected}") from None
+    if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
+        raise UserError(f"{path}: it must hold {expected}")
+    reference = settings.get("reference")
+    if reference is not None and (not isinstance(reference, str) or not reference or len(reference) > MAX_SEGMENT):
+        raise UserError(f"{path}: 'reference' must be a row label (a non-empty string of at most {MAX_SEGMENT} characters), not {shown(reference)}")
+    return settings
+
+
+def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str], reference: str | None = None) -> str:
     """README.md from templates/leaderboard.md.j2; `header` is header.md's Markdown, placed as it is."""
     streams = [
         {
@@ -258,7 +280,7 @@ def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], 
             "protocol": page.protocol,
             "note": protocol_note(page.protocol, "md"),
             "table": MarkdownText(render_table(display_frame(tables[page.label], SUMMARY_METRICS, "md"), "md")),
-            "notes": [MarkdownText(note) for note in table_notes(tables[page.label], "md")],  # escaped by table_notes
+            "notes": [MarkdownText(note) for note in table_notes(tables[page.label], "md", reference)],  # escaped by table_notes
             "differences": MarkdownText(render_table(differences_frame(tables[page.label], SUMMARY_METRICS, "md"), "md")),
             "reported": MarkdownText(reported_table(beside[page.protocol], "md")),
             "proxies": proxies[page.label],
@@ -278,7 +300,7 @@ def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], 
     return render("leaderboard.md.j2", streams=streams, **context).rstrip() + "\n"
 
 
-def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str]) -> str:
+def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str], reference: str | None = None) -> str:
     """index.html from templates/leaderboard.html.j2, with templates/leaderboard.js inlined."""
     streams = [
         {
@@ -286,7 +308,7 @@ def html_page(pages: list[StreamPage], tables: dict[str, Any], beside: dict[str,
             "protocol": page.protocol,
             "note": protocol_note(page.protocol, "html"),
             "table": board_table(page, tables[page.label]),
-            "notes": [Markup(note) for note in table_notes(tables[page.label], "html")],  # escaped by table_notes
+            "notes": [Markup(note) for note in table_notes(tables[page.label], "html", reference)],  # escaped by table_notes
             "differences": Markup(render_table(differences_frame(tables[page.label], SUMMARY_METRICS, "html"), "unsafehtml")),  # cells escaped by the frame
             "reported": Markup(reported_table(beside[page.protocol], "html")),  # tabulate's html format escapes the cells
             "proxies": proxies[page.label],

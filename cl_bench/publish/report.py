@@ -332,9 +332,11 @@ def differences_frame(table, metrics: Sequence[str], fmt: str):
     return out
 
 
-def table_notes(table, fmt: str = "text") -> list[str]:
+def table_notes(table, fmt: str = "text", reference: str | None = None) -> list[str]:
     """What a table's marks mean: where its intervals come from and the smallest difference its
-    seeds can detect (each note one line of plain text, escaped for `fmt`)."""
+    seeds can detect, and, given the `reference` row (the untouched model), how far the best row
+    is above it and how the rows spread against the seed noise (each note one line of plain text,
+    escaped for `fmt`)."""
     from cl_bench.publish.intervals import BASIS_EXAMPLES
 
     stats = table.attrs.get("stats")
@@ -356,10 +358,43 @@ def table_notes(table, fmt: str = "text") -> list[str]:
     if detectable:
         seeds = f"{counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1 else "these seeds"
         notes.append(f"Smallest difference with the best that {seeds} can detect (5% level, 80% power; the median over the rows): {', '.join(detectable)}.")
+    headroom = headroom_note(table, reference)
+    if headroom:
+        notes.append(headroom)
     return [text(note) for note in notes]
 
 
-def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False) -> str:
+def headroom_note(table, reference: str | None) -> str | None:
+    """How well the table's stream separates methods, on its first metric (`last`, or `op` for
+    text): the best row against the `reference` row (the untouched model), and the spread of the
+    rows' means (max - min) against the seed noise (the median over rows of the standard deviation
+    over seeds). None without the reference row in the table or a best row."""
+    stats = table.attrs.get("stats")
+    metric = table.attrs["metrics"][0]
+    if stats is None or reference is None or reference not in table.index or metric not in stats.best:
+        return None
+    best = stats.best[metric]
+    # The paired difference (on the seeds both rows share) where there is one, as the table of
+    # differences shows it; else the difference of the means.
+    versus = stats.versus_best.get(metric, {}).get(reference) if best != reference else None
+    gap = -versus.value if versus is not None else float(table.at[best, metric] - table.at[reference, metric])
+    half = versus.half_width if versus is not None else None
+    interval = f" ± {half:.2f}" if half is not None else ""
+    means = table[metric].astype(float)
+    noise = table[f"{metric}_std"].astype(float).dropna()
+    spread = float(means.max() - means.min())
+    sentence = (
+        f"Headroom on {metric}: the best row ({best}, {table.at[best, metric]:.2f}) is {gap:.2f}{interval} points above the untouched model "
+        f"({reference}, {table.at[reference, metric]:.2f}); the rows' means span {spread:.2f} points (max − min)"
+    )
+    if noise.empty:
+        return sentence + "; no row has two seeds, so there is no seed noise to set it against."
+    median = float(noise.median())
+    relation = "larger than" if spread > median else "not larger than"
+    return sentence + f", {relation} the seed noise of {median:.2f} (the median over rows of the standard deviation over seeds)."
+
+
+def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False, reference: str | None = None) -> str:
     """Every scenario's table in one format; `html` is a self-contained page."""
     from cl_bench.errors import UserError
 
@@ -370,7 +405,7 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
         from cl_bench.errors import unknown_name
 
         raise unknown_name("metric", unknown[0], [*METRICS, *INSTRUCT_METRICS])
-    tables = render_tables(results, fmt, metrics, differences=differences)
+    tables = render_tables(results, fmt, metrics, differences=differences, reference=reference)
     if not tables:
         raise UserError("no complete runs among the result files (partial runs are not reported)")
     if fmt == "html":
@@ -388,12 +423,19 @@ def render_report(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
     return "\n\n".join(parts)
 
 
-def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False) -> dict[str, str]:
+def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Sequence[str] = SUMMARY_METRICS, *, differences: bool = False, reference: str | None = None) -> dict[str, str]:
     """One rendered table per stream label (see `summary_frames`), without titles, followed by its
-    notes and, with `differences`, the table of paired differences with the best."""
+    notes (with a `reference` row, the headroom over it: `headroom_note`) and, with `differences`,
+    the table of paired differences with the best."""
     rendered = {}
     raw = {"latex": "latex_raw", "html": "unsafehtml"}.get(fmt, fmt)
-    for scenario, table in summary_frames(results, metrics).items():
+    frames = summary_frames(results, metrics)
+    rows = sorted({str(row) for table in frames.values() for row in table.index})
+    if reference is not None and reference not in rows:
+        from cl_bench.errors import unknown_name
+
+        raise unknown_name("row for --reference", reference, rows)
+    for scenario, table in frames.items():
         if fmt == "csv":
             rendered[scenario] = table.assign(scenario=scenario).to_csv()
             continue
@@ -402,7 +444,7 @@ def render_tables(results: list[dict[str, Any]], fmt: str = "text", metrics: Seq
             title = "Paired differences with the best of each column (row minus best, ± half the 95% interval):"
             parts.append({"latex": f"% {title}", "html": f"<p>{title}</p>"}.get(fmt, title))
             parts.append(render_table(differences_frame(table, metrics, fmt), raw))
-        notes = table_notes(table, fmt)
+        notes = table_notes(table, fmt, reference)
         parts += {"latex": [f"% {note}" for note in notes], "html": [f"<p>{note}</p>" for note in notes]}.get(fmt, notes)
         rendered[scenario] = "\n\n".join(parts)
     return rendered

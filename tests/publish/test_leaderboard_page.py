@@ -109,6 +109,31 @@ def test_reported_numbers_sit_beside_the_streams_of_their_protocol(board):
     assert "average incremental accuracy" in readme[class_il:mtil] and "average incremental accuracy" not in readme[mtil:]
 
 
+def test_settings_name_the_untouched_row_each_stream_states_its_headroom_over(tmp_path):
+    files = []
+    for method in ("alpha", "beta"):
+        for seed in (0, 1, 2):
+            files.append(tmp_path / "in" / f"{method}-{seed}.json")
+            write_json(files[-1], _result(method, seed, "mt", "mtil"))
+    board = tmp_path / "lb"
+    board.mkdir()
+    (board / "settings.json").write_text(json.dumps({"reference": "alpha"}))
+    assert main(["publish", *map(str, files), "--leaderboard", str(board)]) == 0
+    # last = (LAST + seed + 85) / 2: beta 87.5 + seed / 2, alpha 77.5 + seed / 2; paired: 10 every seed
+    line = "Headroom on last: the best row (beta, 88.00) is 10.00 ± 0.00 points above the untouched model (alpha, 78.00)"
+    assert line in (board / "README.md").read_text() and line in (board / "index.html").read_text()
+    assert "span 10.00 points (max − min), larger than the seed noise of 0.50" in (board / "README.md").read_text()
+    before = (board / "README.md").read_bytes()
+    from cl_bench.errors import UserError
+    from cl_bench.publish.pages import regenerate
+
+    for bad, says in (("[1]", "it must hold an object"), ('{"reference": 3}', "'reference' must be a row label"), ('{"ref": "a"}', "it must hold an object"), ("{", "not valid JSON")):
+        (board / "settings.json").write_text(bad)
+        with pytest.raises(UserError, match=re.escape(f"settings.json: {says}")):
+            regenerate(board)
+        assert (board / "README.md").read_bytes() == before  # nothing half-written
+
+
 # ---------------------------------------------------------------------------------- in a browser
 
 
