@@ -226,7 +226,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # The flags that belong to one engine (given with another, they would be silently ignored).
 _ENGINE_FLAGS = {
     "ray": ("address",),
-    "slurm": ("partition", "account", "time", "mem", "array_parallelism", "sbatch", "no_wait"),
+    "slurm": ("partition", "account", "time", "mem", "array_parallelism", "sbatch", "no_wait", "slurm_config"),
 }
 
 
@@ -254,6 +254,7 @@ def _slurm_options(args: argparse.Namespace):
         array_parallelism=args.array_parallelism,
         sbatch=args.sbatch or [],
         wait=not args.no_wait,
+        config=args.slurm_config,
     )
 
 
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--mem", help="with --engine slurm: memory per run, e.g. 16G (default by backbone)")
     sweep.add_argument("--array-parallelism", dest="array_parallelism", type=int, help="with --engine slurm: at most this many runs of an array at once (default: no limit)")
     sweep.add_argument("--sbatch", action="append", metavar="KEY[=VALUE]", help="with --engine slurm: another sbatch option, e.g. constraint=a100, qos=high, exclusive; repeatable")
+    sweep.add_argument("--slurm-config", dest="slurm_config", metavar="FILE", help="with --engine slurm: a TOML, YAML or JSON file whose slurm section sets these options (the command line wins)")
     sweep.add_argument("--no-wait", dest="no_wait", action="store_true", help="with --engine slurm: submit, print the job ids and return (rerun the sweep later for the report)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")

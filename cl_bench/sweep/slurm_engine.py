@@ -103,6 +103,7 @@ class SlurmOptions:
     array_parallelism: int | None = None
     sbatch: Sequence[str] = ()  # extra sbatch flags: KEY=VALUE, or KEY alone for a flag without value
     wait: bool = True
+    config: str | None = None  # a file whose `slurm` section fills what the command line left unset
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.,+-]+")  # a partition (or comma-separated list) or account name
@@ -216,6 +217,8 @@ class Checked:
 
 def check_options(options: SlurmOptions) -> Checked:
     """Every option checked before anything is submitted; a bad one is one line."""
+    if options.config is not None:
+        options = with_file(options.config, replace(options, config=None))
     for flag, name in (("--partition", options.partition), ("--account", options.account)):
         if name is not None and not _NAME.fullmatch(name):
             raise UserError(f"{flag} must be a Slurm name (letters, digits, '_', '.', '-', commas between partitions), got {shown(name)}")
@@ -230,6 +233,61 @@ def check_options(options: SlurmOptions) -> Checked:
         mem_gb=None if options.mem is None else parse_mem(options.mem),
         array_parallelism=options.array_parallelism,
         sbatch=sbatch_flags(options.sbatch),
+    )
+
+
+# The `slurm` section of a --slurm-config file: its keys, and the types each takes.
+FILE_KEYS: dict[str, tuple[type, ...]] = {
+    "partition": (str,),
+    "account": (str,),
+    "time": (str, int),
+    "cpus": (int,),
+    "gpus": (int,),
+    "mem": (str,),
+    "array_parallelism": (int,),
+    "sbatch": (dict,),
+}
+
+
+def with_file(path: str, given: SlurmOptions) -> SlurmOptions:
+    """The `slurm` section of a TOML, YAML or JSON file, under `given` (the command line wins field by field;
+    `--sbatch` items are added to the file's, a key given on both taking the command line's value)."""
+    from cl_bench.config.loading import load_config_file
+    from cl_bench.errors import unknown_name
+
+    data = load_config_file(path)
+    if not isinstance(data, dict) or set(data) != {"slurm"} or not isinstance(data["slurm"], dict):
+        raise UserError(f"--slurm-config {path}: the file must hold one section, slurm, a table of {', '.join(FILE_KEYS)}")
+    section = data["slurm"]
+    for key, value in section.items():
+        if key not in FILE_KEYS:
+            raise unknown_name(f"key of {path}'s slurm section:", key, FILE_KEYS)
+        if isinstance(value, bool) or not isinstance(value, FILE_KEYS[key]):
+            raise UserError(f"--slurm-config {path}: slurm.{key} must be {' or '.join(t.__name__ for t in FILE_KEYS[key])}, got {shown(value)}")
+    sbatch = []
+    for key, value in section.get("sbatch", {}).items():
+        if value is True:
+            sbatch.append(str(key))
+        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+            sbatch.append(f"{key}={value}")
+        else:
+            raise UserError(f"--slurm-config {path}: slurm.sbatch.{key} must be a string, a number or true, got {shown(value)}")
+
+    def pick(field: str, key: str) -> Any:
+        mine = getattr(given, field)
+        return mine if mine is not None else section.get(key)
+
+    time = pick("time", "time")
+    return replace(
+        given,
+        partition=pick("partition", "partition"),
+        account=pick("account", "account"),
+        time=None if time is None else str(time),
+        cpus=pick("cpus", "cpus"),
+        gpus=pick("gpus", "gpus"),
+        mem=pick("mem", "mem"),
+        array_parallelism=pick("array_parallelism", "array_parallelism"),
+        sbatch=[*sbatch, *given.sbatch],
     )
 
 

@@ -97,6 +97,18 @@ def test_extra_sbatch_flags_pass_with_or_without_a_value():
     assert sbatch_flags(["constraint=a100", "--qos=high", "exclusive"]) == {"constraint": "a100", "qos": "high", "exclusive": True}
 
 
+def test_a_slurm_config_file_fills_what_the_command_line_leaves_unset(tmp_path):
+    config = tmp_path / "cluster.toml"
+    config.write_text('[slurm]\npartition = "gpu"\ntime = 90\nmem = "8G"\ncpus = 4\n[slurm.sbatch]\nconstraint = "a100"\nexclusive = true\n')
+    checked = check_options(SlurmOptions(time="30", sbatch=["constraint=h100"], config=str(config)))
+    assert (checked.partition, checked.time_min, checked.mem_gb, checked.cpus) == ("gpu", 30, 8, 4)
+    assert checked.sbatch == {"constraint": "h100", "exclusive": True}  # the command line's value wins
+    yaml_config = tmp_path / "cluster.yaml"
+    yaml_config.write_text("slurm:\n  account: proj1\n  array_parallelism: 3\n")
+    checked = check_options(SlurmOptions(config=str(yaml_config)))
+    assert (checked.account, checked.array_parallelism, checked.time_min) == ("proj1", 3, None)
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 GRID = ["sweep", "--methods", "zeroshot", "--scenarios", "embedded-dil", "--seeds", "0", "--quiet"]
@@ -116,6 +128,13 @@ BAD = [
     ("sbatch-submitit", ["--sbatch", "output=/tmp/x"], "the Slurm engine sets this one itself"),
     ("sbatch-key", ["--sbatch", "Bad Key=1"], "--sbatch takes KEY=VALUE or KEY"),
     ("sbatch-newline", ["--sbatch", "comment=a\nb"], "the value must be non-empty and on one line"),
+    ("config-missing", ["--slurm-config", "{tmp}/none.toml"], "none.toml' not found"),
+    ("config-unknown-key", ["--slurm-config", "{tmp}/c.toml"], "unknown key of {tmp}/c.toml's slurm section: 'partiton'; did you mean 'partition'?", '[slurm]\npartiton = "gpu"\n'),
+    ("config-type", ["--slurm-config", "{tmp}/c.toml"], "slurm.cpus must be int, got '4'", '[slurm]\ncpus = "4"\n'),
+    ("config-bool", ["--slurm-config", "{tmp}/c.toml"], "slurm.gpus must be int, got True", "[slurm]\ngpus = true\n"),
+    ("config-other-section", ["--slurm-config", "{tmp}/c.toml"], "the file must hold one section, slurm", '[slurm]\npartition = "gpu"\n[run]\nseed = 1\n'),
+    ("config-bad-value", ["--slurm-config", "{tmp}/c.toml"], "--mem must be a size with a unit", '[slurm]\nmem = "16"\n'),
+    ("config-sbatch-owned", ["--slurm-config", "{tmp}/c.toml"], "--sbatch gres: use --gpus-per-run instead", '[slurm.sbatch]\ngres = "gpu:2"\n'),
 ]
 
 
@@ -136,10 +155,13 @@ def expect_one_line_error(tmp_path, monkeypatch, capsys, argv, message):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize(("extra", "message"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
-def test_bad_slurm_settings_are_one_line_before_anything_is_submitted(tmp_path, monkeypatch, capsys, extra, message):
+@pytest.mark.parametrize(("extra", "message", "config"), [(*case[1:], None)[:3] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_slurm_settings_are_one_line_before_anything_is_submitted(tmp_path, monkeypatch, capsys, extra, message, config):
     monkeypatch.setenv(CLUSTER_VARIABLE, "local")
-    expect_one_line_error(tmp_path, monkeypatch, capsys, [*GRID, "--out", str(tmp_path / "out"), "--engine", "slurm", *extra], message)
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config)
+    extra = [part.replace("{tmp}", str(tmp_path)) for part in extra]
+    expect_one_line_error(tmp_path, monkeypatch, capsys, [*GRID, "--out", str(tmp_path / "out"), "--engine", "slurm", *extra], message.replace("{tmp}", str(tmp_path)))
 
 
 @pytest.mark.parametrize(
