@@ -29,6 +29,7 @@ import re
 import shutil
 import socket
 import sys
+import traceback
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -348,6 +349,9 @@ class RunJob:
             except UserError as exc:
                 print(f"clbench: error: {exc}")
                 return "failed"
+            except Exception:  # a crash: its stack in the run's log, which the sweep names; the job fails
+                traceback.print_exc()
+                raise
         return "complete"
 
     def checkpoint(self, settings: dict[str, Any], cwd: str, log: str, resume: bool):

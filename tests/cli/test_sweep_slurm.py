@@ -325,3 +325,19 @@ def test_a_job_preempted_mid_run_is_requeued_and_resumes_to_the_uninterrupted_ma
     assert "requeued to resume" in log and re.search(r"resuming \S+ from \S+ at task [2-9]", log), log
     assert len(re.findall(r"slurm: job \S+ on ", log)) == 2  # the first attempt, and the requeued one
     assert matrices(out) == matrices(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_named_with_its_log(tmp_path, monkeypatch, capsys, registry):
+    from cl_bench.running.runner import check
+
+    monkeypatch.setenv(CLUSTER_VARIABLE, "local")
+    out = tmp_path / "slurm"
+    out.mkdir()
+    path = check(RunConfig(method="seq-lora", scenario="embedded-dil", seed=0, iters=1, out=str(out)), registry)
+    path.with_suffix(".ckpt").write_bytes(b"not a checkpoint")  # the job's resume refuses it
+    assert main(["sweep", "--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "1", "--engine", "slurm", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 failed" in err and f"failed: seq-lora on embedded-dil, seed 0 (log: {out / 'logs' / path.stem}.log)" in err
+    log = (out / "logs" / f"{path.stem}.log").read_text()
+    assert "clbench: error: " in log and "cannot be read" in log and not path.is_file()
