@@ -29,6 +29,7 @@ import re
 import shutil
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
@@ -278,12 +279,12 @@ def with_file(path: str, given: SlurmOptions) -> SlurmOptions:
         mine = getattr(given, field)
         return mine if mine is not None else section.get(key)
 
-    time = pick("time", "time")
+    limit = pick("time", "time")
     return replace(
         given,
         partition=pick("partition", "partition"),
         account=pick("account", "account"),
-        time=None if time is None else str(time),
+        time=None if limit is None else str(limit),
         cpus=pick("cpus", "cpus"),
         gpus=pick("gpus", "gpus"),
         mem=pick("mem", "mem"),
@@ -387,6 +388,7 @@ def submit(todo: Sequence, options: SlurmOptions, *, force: bool = False) -> tup
         job = RunJob()
         out = runs[0].result_path.parent
         existed = {p for p in (out, *out.rglob("*")) if p.exists()} if out.exists() else set()
+        appended: list[tuple[Path, int]] = []
         try:
             # submitit prints sbatch's complaint as well as raising it: said once, in the error below
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
@@ -396,10 +398,18 @@ def submit(todo: Sequence, options: SlurmOptions, *, force: bool = False) -> tup
                     settings["threads"] = planned.config.threads or resources.cpus
                     log = _log_of(planned)
                     log.parent.mkdir(parents=True, exist_ok=True)
-                    log.write_text("", encoding="utf-8")  # this sweep's attempts, appended by the jobs
+                    # Appended, not replaced: a job of an earlier sweep may still be writing here.
+                    size = log.stat().st_size if log.is_file() else 0
+                    appended.append((log, size))
+                    separator = "\n" if size else ""
+                    with open(log, "a", encoding="utf-8") as handle:
+                        handle.write(f"{separator}sweep: submitted {time.strftime('%Y-%m-%d %H:%M:%S')} ({resources.describe()})\n")
                     pending.append((executor.submit(job, settings, cwd, str(log), not force), planned))
         except (submitit.core.utils.FailedJobError, OSError) as exc:
-            _remove_new(out, existed)  # the refused array's logs and submitit's files for it
+            _remove_new(out, existed)  # the refused array's new logs and submitit's files for it
+            for log, size in appended:  # and what was added to the logs that were there
+                with contextlib.suppress(OSError):
+                    os.truncate(log, size)
             lines = [line for line in str(exc).splitlines() if line.strip()]
             earlier = f"; job array(s) {', '.join(sorted({str(j.job_id).split('_')[0] for j, _ in submitted}))} were submitted before and run on" if submitted else ""
             raise UserError(f"sbatch refused the jobs ({resources.describe()}): {clip(lines[-1] if lines else type(exc).__name__)}{earlier}") from None

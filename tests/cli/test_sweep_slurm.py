@@ -206,7 +206,14 @@ def fake_slurm(folder: Path, sbatch: str) -> Path:
     return folder
 
 
-def test_sbatch_refusing_the_array_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("earlier_log", [False, True])
+def test_sbatch_refusing_the_array_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, registry, earlier_log):
+    from cl_bench.running.runner import check
+
+    if earlier_log:  # an earlier sweep's log of this run is left as it was
+        stem = check(RunConfig(method="zeroshot", scenario="embedded-dil", seed=0, out=str(tmp_path / "out")), registry).stem
+        (tmp_path / "out" / "logs").mkdir(parents=True)
+        (tmp_path / "out" / "logs" / f"{stem}.log").write_text("an earlier sweep's output\n")
     bin_folder = fake_slurm(tmp_path.parent / f"{tmp_path.name}-bin", 'echo "sbatch: error: invalid partition specified: gpu" >&2; exit 1')
     monkeypatch.delenv(CLUSTER_VARIABLE, raising=False)
     monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
