@@ -56,7 +56,7 @@ class Resources:
     time_min: int
 
     def describe(self) -> str:
-        return f"{self.cpus} CPUs, {self.gpus} GPUs, {self.mem_gb} GB, {self.time_min} min"
+        return f"{self.cpus} CPU{'s' * (self.cpus != 1)}, {self.gpus} GPU{'s' * (self.gpus != 1)}, {self.mem_gb} GB, {self.time_min} min"
 
 
 GB = 2**30
