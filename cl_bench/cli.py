@@ -198,6 +198,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    _check_engine_flags(args)
     methods, registry = _names(args.methods, "--methods"), _registry()
     args.set, per_method = split_settings(args.set or [], methods, registry.all("method"))
     args.method = args.scenario = args.seed = args.config = None
@@ -207,8 +208,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         runs = sum(1 for p in grid if p.config.method == method)
         shown_settings = ", ".join(f"{key}={value}" for key, value in settings)
         print(f"sweep: {method}'s settings {shown_settings} apply to its {runs} run(s)", file=sys.stderr)
-    ray_options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
-    ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet, engine=args.engine, ray_options=ray_options)
+    ray_options = {"address": args.address, "cpus_per_run": 1.0 if args.cpus_per_run is None else args.cpus_per_run, "gpus_per_run": args.gpus_per_run or 0.0}
+    slurm_options = _slurm_options(args)
+    ran, skipped, failed = execute(grid, jobs=args.jobs, force=args.force, progress=not args.quiet, engine=args.engine, ray_options=ray_options, slurm_options=slurm_options)
+    if slurm_options is not None and not slurm_options.wait:
+        print(f"sweep: {len(grid)} runs: {len(skipped)} already complete, {len(grid) - len(skipped)} submitted; rerun this command when they end (it skips complete runs and reports)", file=sys.stderr)
+        return 0
     print(f"sweep: {len(grid)} runs: {len(ran)} ran, {len(skipped)} already complete, {len(failed)} failed", file=sys.stderr)
     for planned, log in failed:
         print(f"sweep: failed: {planned.name} (log: {log})", file=sys.stderr)
@@ -216,6 +221,41 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if finished:
         print(render_report(finished, args.format))
     return 1 if failed else 0
+
+
+# The flags that belong to one engine (given with another, they would be silently ignored).
+_ENGINE_FLAGS = {
+    "ray": ("address",),
+    "slurm": ("partition", "account", "time", "mem", "array_parallelism", "sbatch", "no_wait", "slurm_config"),
+}
+
+
+def _check_engine_flags(args: argparse.Namespace) -> None:
+    for engine, flags in _ENGINE_FLAGS.items():
+        for flag in flags:
+            if args.engine != engine and getattr(args, flag) not in (None, False, []):
+                raise UserError(f"--{flag.replace('_', '-')} is an option of --engine {engine}, not of --engine {args.engine}")
+    if args.engine == "local" and (args.cpus_per_run is not None or args.gpus_per_run is not None):
+        raise UserError("--cpus-per-run and --gpus-per-run are options of --engine ray and slurm; the local engine shares this machine's cores (--jobs, --threads)")
+
+
+def _slurm_options(args: argparse.Namespace):
+    if args.engine != "slurm":
+        return None
+    from cl_bench.sweep.slurm_engine import SlurmOptions
+
+    return SlurmOptions(
+        partition=args.partition,
+        account=args.account,
+        time=args.time,
+        cpus=args.cpus_per_run,
+        gpus=args.gpus_per_run,
+        mem=args.mem,
+        array_parallelism=args.array_parallelism,
+        sbatch=args.sbatch or [],
+        wait=not args.no_wait,
+        config=args.slurm_config,
+    )
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -308,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 
-    sweep = commands.add_parser("sweep", help="run a grid of methods x scenarios x seeds as local processes or Ray tasks, then report")
+    sweep = commands.add_parser("sweep", help="run a grid of methods x scenarios x seeds as local processes, Ray tasks or Slurm jobs, then report")
     sweep.add_argument("--methods", required=True, help="comma-separated method names")
     sweep.add_argument("--scenarios", required=True, help="comma-separated stream names")
     sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
@@ -316,10 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--force", action="store_true", help="redo runs whose complete result exists")
     add_run_settings(sweep, every=" for every run", threads="CPU threads per run (default: half the usable cores with --jobs 1, else the cores divided by --jobs)")
     sweep.add_argument("--out", help="folder for result files, checkpoints and logs/ (default runs)")
-    sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local child processes (default) or Ray tasks (pip install -e '.[ray]')")
+    sweep.add_argument(
+        "--engine", choices=("local", "ray", "slurm"), default="local", help="local child processes (default), Ray tasks (pip install -e '.[ray]') or Slurm job arrays (pip install -e '.[slurm]')"
+    )
     sweep.add_argument("--address", help="with --engine ray: a running cluster's address (ray start --head); default: start Ray here")
-    sweep.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, default=1.0, help="with --engine ray: CPUs per run (also its threads; default 1)")
-    sweep.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, default=0.0, help="with --engine ray: GPUs per run (default 0)")
+    sweep.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, help="with --engine ray or slurm: CPUs per run (also its threads; default 1, by backbone under slurm)")
+    sweep.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, help="with --engine ray or slurm: GPUs per run (default 0 under ray, by backbone under slurm)")
+    sweep.add_argument("--partition", help="with --engine slurm: the partition(s) to submit to (default: the cluster's)")
+    sweep.add_argument("--account", help="with --engine slurm: the account to charge (default: yours)")
+    sweep.add_argument("--time", help="with --engine slurm: time limit per run, minutes or D-HH:MM:SS (default by backbone); a run out of time is requeued and resumes")
+    sweep.add_argument("--mem", help="with --engine slurm: memory per run, e.g. 16G (default by backbone)")
+    sweep.add_argument("--array-parallelism", dest="array_parallelism", type=int, help="with --engine slurm: at most this many runs of an array at once (default: no limit)")
+    sweep.add_argument("--sbatch", action="append", metavar="KEY[=VALUE]", help="with --engine slurm: another sbatch option, e.g. constraint=a100, qos=high, exclusive; repeatable")
+    sweep.add_argument("--slurm-config", dest="slurm_config", metavar="FILE", help="with --engine slurm: a TOML, YAML or JSON file whose slurm section sets these options (the command line wins)")
+    sweep.add_argument("--no-wait", dest="no_wait", action="store_true", help="with --engine slurm: submit, print the job ids and return (rerun the sweep later for the report)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--format", choices=("text", "md"), default="text", help="format of the final table")
     sweep.set_defaults(handler=cmd_sweep, resume=False)

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from cl_bench.config.registry import Registry
 from cl_bench.config.run_config import RunConfig, default_threads
@@ -27,7 +28,7 @@ from cl_bench.errors import UserError
 from cl_bench.files import write_json
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
-from cl_bench.running.plan import plan
+from cl_bench.running.plan import RunPlan, plan
 from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_with, python_module
 
 
@@ -35,6 +36,7 @@ from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_wit
 class Planned:
     config: RunConfig
     result_path: Path
+    plan: RunPlan | None = field(default=None, compare=False, repr=False)  # the Slurm engine sizes a run's job from it
 
     @property
     def name(self) -> str:
@@ -92,7 +94,8 @@ def plan_grid(
                     config.set(f"method.{key}", value, source=f"--set {method}.{key}")
                 planned = Planned(config, Path())
                 try:
-                    planned.result_path = plan(config, registry).result_path
+                    planned.plan = plan(config, registry)
+                    planned.result_path = planned.plan.result_path
                 except UserError as exc:
                     hint = ""
                     if "unknown method parameter" in str(exc) and base.method_params:
@@ -214,20 +217,32 @@ def _note_exit(log: Path, code: int) -> None:
 
 
 def execute(
-    grid: Sequence[Planned], jobs: int = 1, force: bool = False, progress: bool = True, engine: str = "local", ray_options: dict | None = None
+    grid: Sequence[Planned],
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    engine: str = "local",
+    ray_options: dict | None = None,
+    slurm_options: Any = None,
 ) -> tuple[list[Planned], list[Planned], list[tuple[Planned, Path]]]:
     """Run what the grid still needs; returns (ran, skipped, failed with their log files).
 
     `engine` "local" runs child processes here (`jobs` at once); "ray" runs each run as a Ray task
-    (see sweep_ray.py, `ray_options`: address, cpus_per_run, gpus_per_run). The skip, redo and
-    --force rules are the same for both.
+    (see ray_engine.py, `ray_options`: address, cpus_per_run, gpus_per_run); "slurm" submits
+    Slurm job arrays (see slurm_engine.py, `slurm_options`: a SlurmOptions; with its `wait` off,
+    nothing is reported ran or failed). The skip, redo and --force rules are the same for all.
     """
     from tqdm.auto import tqdm
 
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
-    if engine not in ("local", "ray"):
-        raise UserError(f"unknown --engine {engine!r}: use local or ray")
+    if engine not in ("local", "ray", "slurm"):
+        raise UserError(f"unknown --engine {engine!r}: use local, ray or slurm")
+    if engine == "slurm":  # checked before a result is deleted under --force
+        from cl_bench.sweep.slurm_engine import SlurmOptions, preflight
+
+        slurm_options = slurm_options or SlurmOptions()
+        preflight(slurm_options)
     todo = [p for p in grid if force or not is_complete(p.result_path)]
     skipped = [p for p in grid if p not in todo]
     for planned in todo:
@@ -239,6 +254,11 @@ def execute(
         from cl_bench.sweep.ray_engine import run_on_ray
 
         outcomes = run_on_ray(todo, force=force, **(ray_options or {}))
+    elif engine == "slurm":
+        from cl_bench.sweep.slurm_engine import run_on_slurm
+
+        outcomes = run_on_slurm(todo, slurm_options, force=force)
+        progress = progress and slurm_options.wait
     else:
         outcomes = _run_locally(todo, jobs)
     ran, failed = [], []
