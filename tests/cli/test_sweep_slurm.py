@@ -260,26 +260,6 @@ def test_the_sbatch_script_asks_for_the_given_resources_as_one_array(tmp_path, m
 
 
 @pytest.mark.slow
-@pytest.mark.cli
-def test_local_jobs_give_clbench_runs_numbers_and_follow_the_skip_rules(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(CLUSTER_VARIABLE, "local")
-    settings = ["--scenarios", "embedded-dil", "--seeds", "0", "--iters", "2", "--threads", "1", "--quiet"]
-    for method in ("zeroshot", "seq-lora"):
-        assert main(["run", "--method", method, "--scenario", "embedded-dil", "--seed", "0", "--iters", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")]) == 0
-    capsys.readouterr()
-    out = tmp_path / "slurm"
-    assert main(["sweep", "--methods", "zeroshot,seq-lora", *settings, "--engine", "slurm", "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "submitted 2 run(s) as local job(s)" in err and "2 runs: 2 ran, 0 already complete, 0 failed" in err
-    reference = matrices(tmp_path / "run")
-    assert len(reference) == 2 and matrices(out) == reference
-    assert sorted(p.name for p in out.glob("*.json")) == sorted(p.name for p in (tmp_path / "run").glob("*.json"))
-    assert list((out / "logs" / "slurm").glob("*_log.out"))  # submitit's own logs, under the sweep's
-    assert main(["sweep", "--methods", "zeroshot,seq-lora", *settings, "--engine", "slurm", "--out", str(out)]) == 0
-    assert "2 runs: 0 ran, 2 already complete" in capsys.readouterr().err
-
-
-@pytest.mark.slow
 def test_checkpoint_resubmits_the_call_with_resume_on_and_ends_as_uninterrupted(tmp_path, monkeypatch):
     from cl_bench.running.runner import run
 
@@ -303,23 +283,23 @@ def test_checkpoint_resubmits_the_call_with_resume_on_and_ends_as_uninterrupted(
 
 @pytest.mark.slow
 @pytest.mark.cli
-def test_a_job_preempted_mid_run_is_requeued_and_resumes_to_the_uninterrupted_matrix(tmp_path):
-    settings = ["--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "6", "--threads", "1", "--quiet"]
+def test_local_jobs_give_clbench_runs_numbers_a_preempted_one_resumes_and_reruns_skip(tmp_path, monkeypatch, capsys):
+    # One sweep of two jobs on submitit's local executor (a child process, as a user starts it):
+    # seq-lora's job is preempted (SIGUSR2, as Slurm signals) after its first checkpoint, requeued
+    # and resumed; both end with `clbench run`'s numbers, and a second sweep skips both.
+    settings = ["--scenarios", "embedded-dil", "--seeds", "0", "--iters", "6", "--threads", "1", "--quiet"]
+    for method in ("zeroshot", "seq-lora"):
+        assert main(["run", "--method", method, "--scenario", "embedded-dil", "--seed", "0", "--iters", "6", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
     env = {**os.environ, CLUSTER_VARIABLE: "local"}
-    reference = subprocess.run(
-        [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "6", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert reference.returncode == 0, reference.stderr[-2000:]
     out = tmp_path / "slurm"
-    sweep = subprocess.Popen([sys.executable, "-m", "cl_bench", "sweep", *settings, "--engine", "slurm", "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "cl_bench", "sweep", "--methods", "zeroshot,seq-lora", *settings, "--engine", "slurm", "--out", str(out)]
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     signalled = None
     deadline = time.time() + 300
     while signalled is None and time.time() < deadline and sweep.poll() is None:
-        if list(out.glob("*.ckpt")):  # task 1 is done and checkpointed: preempt the job, as Slurm would with SIGUSR2
-            header = re.search(r"process (\d+)", next((out / "logs").glob("*.log")).read_text())
+        if list(out.glob("*seq-lora*.ckpt")):  # task 1 is done and checkpointed: preempt the job
+            header = re.search(r"process (\d+)", next((out / "logs").glob("*seq-lora*.log")).read_text())
             assert header
             signalled = int(header.group(1))
             os.kill(signalled, signal.SIGUSR2)
@@ -327,11 +307,16 @@ def test_a_job_preempted_mid_run_is_requeued_and_resumes_to_the_uninterrupted_ma
     stdout, stderr = sweep.communicate(timeout=300)
     assert signalled, f"the job never checkpointed: {stderr[-2000:]}"
     assert sweep.returncode == 0, stderr[-2000:]
-    assert "1 ran, 0 already complete, 0 failed" in stderr
-    log = next((out / "logs").glob("*.log")).read_text()
+    assert "submitted 2 run(s) as local job(s)" in stderr and "2 runs: 2 ran, 0 already complete, 0 failed" in stderr
+    log = next((out / "logs").glob("*seq-lora*.log")).read_text()
     assert "requeued to resume" in log and re.search(r"resuming \S+ from \S+ at task [2-9]", log), log
     assert len(re.findall(r"slurm: job \S+ on ", log)) == 2  # the first attempt, and the requeued one
-    assert matrices(out) == matrices(tmp_path / "run")
+    reference = matrices(tmp_path / "run")
+    assert len(reference) == 2 and matrices(out) == reference
+    assert list((out / "logs" / "slurm").glob("*_log.out"))  # submitit's own logs, under the sweep's
+    monkeypatch.setenv(CLUSTER_VARIABLE, "local")
+    assert main(["sweep", "--methods", "zeroshot,seq-lora", *settings, "--engine", "slurm", "--out", str(out)]) == 0
+    assert "2 runs: 0 ran, 2 already complete" in capsys.readouterr().err
 
 
 @pytest.mark.slow
