@@ -122,7 +122,7 @@ def test_settings_name_the_untouched_row_each_stream_states_its_headroom_over(tm
     # last = (LAST + seed + 85) / 2: beta 87.5 + seed / 2, alpha 77.5 + seed / 2; paired: 10 every seed
     line = "Headroom on last: the best row (beta, 88.00) is 10.00 ± 0.00 points above the untouched model (alpha, 78.00)"
     assert line in (board / "README.md").read_text() and line in (board / "index.html").read_text()
-    assert "span 10.00 points (max − min), larger than the seed noise of 0.50" in (board / "README.md").read_text()
+    assert "span 10.00 points (max − min), larger than the seed noise of 0.50 (the largest standard deviation over seeds, alpha's)." in (board / "README.md").read_text()
     before = (board / "README.md").read_bytes()
     from cl_bench.errors import UserError
     from cl_bench.publish.pages import regenerate

@@ -122,12 +122,12 @@ def test_headroom_over_the_reference_row_and_the_spread_against_seed_noise(resul
     # With b's third seed (finals 84, 64): last per seed a = 75, 78, 72 (mean 75, sd 3), b = 74,
     # 74, 74 (sd 0). Best: a. Against b the paired differences are 1, 4, -2: mean 1.0, a 95%
     # interval of Student's t with 2 degrees of freedom; the means span 1.0 points, against a
-    # seed noise of median(3, 0) = 1.5.
+    # seed noise of max(3, 0) = 3 (a's).
     write_json(results_dir / "b" / "2.json", result_document(matrix(84.0, 64.0), [[90.0], [85.0], [81.0]], method="b", seed=2, trainable=[100, 300]))
     half = scipy.stats.t.ppf(0.975, 2) * statistics.stdev([1.0, 4.0, -2.0]) / 3**0.5
     text = render_report(collect([results_dir]), "text", ["last"], reference="b")
     assert f"Headroom on last: the best row (a, 75.00) is 1.00 ± {half:.2f} points above the untouched model (b, 74.00)" in text
-    assert "the rows' means span 1.00 points (max − min), not larger than the seed noise of 1.50" in text
+    assert "the rows' means span 1.00 points (max − min), not larger than the seed noise of 3.00 (the largest standard deviation over seeds, a's)." in text
     assert "Headroom" not in render_report(collect([results_dir]), "text", ["last"])  # no reference, no claim
     assert main(["report", str(results_dir), "--metrics", "last", "--reference", "a"]) == 0
     assert "the best row (a, 75.00) is 0.00 points above the untouched model (a, 75.00)" in capsys.readouterr().out
