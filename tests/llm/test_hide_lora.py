@@ -112,3 +112,23 @@ def test_a_resumed_hide_lora_run_equals_an_uninterrupted_one(tmp_path, monkeypat
     interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method="hide-lora", **settings)))
     resumed = run(lm_config(tmp_path / "split", method="hide-lora", resume=True, **settings))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
+
+
+def test_a_tasks_centroid_is_the_mean_prompt_embedding_of_its_training_examples():
+    from types import SimpleNamespace
+
+    from torch.utils.data import TensorDataset
+
+    from cl_bench.contracts.stream import Experience
+
+    embedding = nn.Embedding(5, 2)
+    with torch.no_grad():
+        embedding.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [9.0, 9.0]]))
+    model = SimpleNamespace(lm=SimpleNamespace(get_input_embeddings=lambda: embedding))
+    # row 0: PAD, prompt 1 2, answer 4 (labelled); row 1: prompt 3 1 1, answer 4
+    ids = torch.tensor([[-1, 1, 2, 4], [3, 1, 1, 4]])
+    labels = torch.tensor([[-100, -100, -100, 4], [-100, -100, -100, 4]])
+    method = HiDeLoRA({"rank": 2, "alpha": 4.0, "layers": ["q"], "task_inference": "nearest-mean", "contrast": "earlier", "contrast_weight": 0.5, "l2_weight": 0.0})
+    method.after_experience(model, Experience(index=0, name="t0", classes=[], dataset=TensorDataset(ids, labels), stream=None))
+    # row means (0.5, 0.5) and (4/3, 2/3); their mean
+    assert torch.allclose(method.centroids[0], torch.tensor([(0.5 + 4 / 3) / 2, (0.5 + 2 / 3) / 2]))
