@@ -129,3 +129,15 @@ def test_a_resumed_treelora_run_equals_an_uninterrupted_one(tmp_path, monkeypatc
     interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method="treelora", **settings)))
     resumed = run(lm_config(tmp_path / "split", method="treelora", resume=True, **settings))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["treelora", "hide-lora"])
+def test_both_run_on_the_trace_stream(tmp_path, method):
+    from lm_toys import fake_trace
+
+    fake_trace(tmp_path / "data")
+    config = lm_config(tmp_path / "out", method=method, iters=2, scenario="trace", data_root=str(tmp_path / "data"))
+    config.scenario_params = {"order": "C-STANCE,Py150"}
+    result = run(config)
+    assert len(result.acc_matrix) == 3 and all(len(row) == 2 for row in result.acc_matrix)
