@@ -188,6 +188,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("run-eblora-threshold", [*RUN, "--method", "eblora", "--set", "method.energy_threshold=2"], "energy_threshold must be in (0, 1]", None),
     ("run-codyra-sparsity", [*RUN, "--method", "codyra", "--set", "method.sparsity=-0.1"], "method.sparsity must be at least 0", None),
     ("run-codyra-threshold", [*RUN, "--method", "codyra", "--set", "method.threshold=hard"], "method.threshold must be one of paper, code", None),
+    ("run-hide-lora-inference", [*RUN, "--backbone", "tiny-lm", "--scenario", "embedded-instruct", "--method", "hide-lora", "--set", "method.task_inference=oracle"], "method.task_inference must be one of nearest-mean, latest", None),
+    ("run-treelora-reg", [*RUN, "--backbone", "tiny-lm", "--scenario", "embedded-instruct", "--method", "treelora", "--set", "method.reg=-1"], "method.reg must be 0 or more", None),
     ("run-finetune-towers", [*RUN, "--method", "finetune", "--set", "method.towers=none"], "method.towers must be one of", None),
     ("run-seed-2-64", [*RUN, "--seed", str(2**64)], "seed must be between 0 and 4294967295", None),
     ("run-seed-2-63", [*RUN, "--seed", str(2**63)], "seed must be between 0 and 4294967295", None),
