@@ -119,8 +119,8 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
     from cl_bench.running import checkpoint as checkpoints
 
-    torch.save({"format": "cl_bench.checkpoint/1", "identity": "{}", "next_task": 1}, checkpoint)
-    with pytest.raises(UserError, match="is not a cl_bench.checkpoint/2 checkpoint"):
+    torch.save({"format": "cl_bench.checkpoint/2", "identity": "{}", "next_task": 1}, checkpoint)
+    with pytest.raises(UserError, match=r"is not a cl_bench.checkpoint/3 checkpoint \(an older cl_bench wrote it with torch.save\)"):
         run(cfg)
     checkpoints.save(checkpoint, run_id="x", identity="{}", next_task=1, progress={}, model={}, method={})
     with pytest.raises(UserError, match="another configuration"):
