@@ -65,6 +65,32 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method
     assert resumed.data["outcomes"] == whole.data["outcomes"]  # the per-example outcomes travel through the checkpoint
 
 
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_grad_scale_of_the_uninterrupted_one(tmp_path, monkeypatch):
+    """fp16's grad scaler is the strategy's one state that outlives an experience. fp16 needs CUDA,
+    so the strategy gets the CPU scaler here, doubling its scale every step (growth_interval 1):
+    a resume that restarted it would end 2 steps x 1 task = 4 doublings short."""
+    import functools
+
+    import torch
+
+    scalers = []
+    made = ClStrategy.__init__
+
+    @functools.wraps(made)  # Avalanche checks the keyword arguments against the signature
+    def with_a_scaler(self, **kwargs):
+        made(self, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=16.0, growth_interval=1)
+        scalers.append(self.scaler)
+
+    monkeypatch.setattr(ClStrategy, "__init__", with_a_scaler)
+    whole = run(config(tmp_path / "whole", method="seq-lora", iters=2))
+    interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path / "split", method="seq-lora", iters=2)))
+    resumed = run(config(tmp_path / "split", method="seq-lora", iters=2, resume=True))
+    assert scalers[0].get_scale() == 16.0 * 2**6 and scalers[-1].get_scale() == scalers[0].get_scale()
+    assert resumed.acc_matrix == whole.acc_matrix
+
+
 def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, monkeypatch, capsys):
     first = run(config(tmp_path, method="zeroshot", resume=True))
     assert "starting from the first task" in capsys.readouterr().err  # nothing to resume yet
