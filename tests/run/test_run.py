@@ -53,7 +53,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora", "o-lora", "codyra"])  # codyra restarts its adapters per task; moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
+@pytest.mark.parametrize("method", ["seq-lora", "moram", "mora", "moe-lora", "l2p", "eblora", "o-lora", "codyra", "finetune", "zeroshot"])  # codyra restarts its adapters per task; moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F; finetune stores every weight, zeroshot none
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
     interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path / "split", method=method, iters=4)))
