@@ -26,6 +26,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,12 @@ def fingerprint(tensor: Any) -> Fingerprint:
 
 def fingerprints(state: Mapping[str, Any]) -> dict[str, Fingerprint]:
     """The fingerprint of every tensor of a model's `state_dict()`: taken once the run is built, it
-    is what later checkpoints reference instead of copying (and what a resume checks against)."""
-    return {name: fingerprint(tensor) for name, tensor in state.items()}
+    is what later checkpoints reference instead of copying (and what a resume checks against).
+    Hashed on the run's CPU threads at once (hashlib lets go of the GIL while it hashes)."""
+    import torch
+
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        return dict(zip(state, pool.map(fingerprint, state.values())))
 
 
 def digest(manifest: Mapping[str, Any]) -> str:
@@ -123,12 +128,11 @@ def save(
     reference = reference or {}
     entries: dict[str, dict[str, Any]] = {}
     stored: dict[str, Any] = {}
-    for name, tensor in model.items():
-        now = fingerprint(tensor)
+    for name, now in fingerprints(model).items():
         where = REFERENCE if reference.get(name) == now else STORED
         entries[f"model/{name}"] = now.record(where)
         if where == STORED:
-            stored[f"model/{name}"] = tensor
+            stored[f"model/{name}"] = model[name]
     method_tree = encode(method, "method", stored)
     strategy_tree = encode(dict(strategy or {}), "strategy", stored)
     for name, tensor in stored.items():
