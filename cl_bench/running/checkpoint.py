@@ -43,6 +43,7 @@ _DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloa
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TAGS = ("tensor", "float", "list", "tuple", "dict")  # how the JSON of method and strategy state marks its values
 _FIX = "delete it to start over"
+MAX_MANIFEST_BYTES = 256 << 20  # four times a result file's limit: it holds a result's outcomes and a line per tensor
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,8 @@ def decode(tree: Any, tensors: Mapping[str, Any]) -> Any:
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest as JSON, or a one-line error (an older torch.save checkpoint is named as such)."""
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise UserError(f"checkpoint {path} is over {MAX_MANIFEST_BYTES:,} bytes: not a {FORMAT} manifest; {_FIX}")
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}); {_FIX}") from None

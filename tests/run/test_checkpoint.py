@@ -177,3 +177,12 @@ def test_a_strategy_without_a_scaler_saves_nothing_of_it():
         scaler = None
 
     assert strategy_state(Strategy()) == {}
+
+
+def test_an_oversized_manifest_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    save(path, built(), None)
+    monkeypatch.setattr(checkpoint, "MAX_MANIFEST_BYTES", 1 << 10)
+    with pytest.raises(UserError, match=r"run.ckpt is over 1,024 bytes: not a cl_bench.checkpoint/3 manifest"):
+        load(path, {})
+    assert checkpoint.recorded_identity(path) is None
