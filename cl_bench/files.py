@@ -30,15 +30,18 @@ def write_atomic(path: Path, write) -> None:
         if full:
             raise UserError(
                 f"no space left on the device of {path.parent} while writing {path.name} (nothing was half-written); free space and rerun"
-                + (" with --resume" if path.suffix == ".ckpt" else "")
+                + (" with --resume" if ".ckpt" in path.suffixes else "")  # a checkpoint's manifest or its tensors file
             ) from None
         raise
 
 
 def _out_of_space(exc: BaseException, folder: Path) -> bool:
-    """Whether a failed write ran out of disk (torch.save reports it as a RuntimeError without errno)."""
+    """Whether a failed write ran out of disk (torch.save reports it as a RuntimeError without errno,
+    safetensors as its own error quoting Rust's "os error N")."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if f"(os error {errno.ENOSPC})" in str(exc) or f"(os error {errno.EDQUOT})" in str(exc):
+        return True  # safetensors, which has removed what it wrote by now
     if not isinstance(exc, RuntimeError):
         return False
     try:

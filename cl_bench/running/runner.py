@@ -61,6 +61,7 @@ class _Run:
         self.params: dict[str, Any] = {"backbone": 0, "trainable": [], "added": [], "final": 0}
         self.elapsed_before = 0.0  # time spent before a resume
         self.execution_id = uuid.uuid4().hex  # this execution; run_id names the configuration
+        self.built: dict[str, checkpoint.Fingerprint] = {}  # the model as built: what checkpoints reference instead of copying
 
     # ---------------------------------------------------------------- pieces of the result
 
@@ -134,7 +135,7 @@ class _Run:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def save_checkpoint(self, next_task: int, model, method) -> None:
+    def save_checkpoint(self, next_task: int, model, method, strategy) -> None:
         progress = {
             "acc": self.acc_rows,
             "control": self.control_rows,
@@ -145,15 +146,25 @@ class _Run:
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
         }
         checkpoint.save(
-            self.checkpoint_path, run_id=self.run_id, identity=self.plan.identity_json(), next_task=next_task, progress=progress, model=model.state_dict(), method=method.state_dict()
+            self.checkpoint_path,
+            run_id=self.run_id,
+            identity=self.plan.identity_json(),
+            next_task=next_task,
+            progress=progress,
+            model=model.state_dict(),
+            method=method.state_dict(),
+            reference=self.built,
+            strategy=strategy_state(strategy),
         )
 
-    def load_checkpoint(self, model, method, stream) -> int:
+    def load_checkpoint(self, model, method, stream, strategy) -> int:
         path = self.checkpoint_path
-        saved = checkpoint.load(path, identity=self.plan.identity_json(), num_tasks=stream.num_tasks, num_controls=len(stream.control_names))
+        saved = checkpoint.load(path, identity=self.plan.identity_json(), num_tasks=stream.num_tasks, num_controls=len(stream.control_names), reference=self.built)
         try:
             method.load_state_dict(saved.method)
-            model.load_state_dict(saved.model, strict=True)
+            checkpoint.restore_model(model, saved)
+            if strategy.scaler is not None and "grad_scaler" in saved.strategy:
+                strategy.scaler.load_state_dict(saved.strategy["grad_scaler"])
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
             raise UserError(f"checkpoint {path} does not fit this run ({clip(str(exc))}); delete it to start over") from None
         progress = saved.progress
@@ -186,6 +197,13 @@ class _Run:
                 why = "another configuration: " + "; ".join(differ[:4]) if differ else "another cl_bench version"
             notes.append(f"{other.name} ({why})")
         return notes
+
+
+def strategy_state(strategy) -> dict[str, Any]:
+    """What of the strategy outlives an experience: only fp16's grad scaler (its scale carries over
+    from task to task). The optimizer and its schedule are made anew and every RNG reseeded at
+    each experience (strategy.py), so checkpoints, written between experiences, need neither."""
+    return {"grad_scaler": strategy.scaler.state_dict()} if strategy.scaler is not None else {}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -286,9 +304,10 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     parts = build(state.plan, plugins=[losses])
     model, stream, method, strategy, plugin = parts.model, parts.stream, parts.method, parts.strategy, parts.matrix
     state.params["backbone"] = parts.backbone_size
+    state.built = checkpoint.fingerprints(model.state_dict())
     first_task = 0
     if config.resume and state.checkpoint_path.is_file():
-        first_task = state.load_checkpoint(model, method, stream)
+        first_task = state.load_checkpoint(model, method, stream, strategy)
         # Said also under --quiet (which silences progress bars only): a resume changes what runs.
         print(f"clbench: resuming {state.run_id} from {state.checkpoint_path.name} at task {first_task + 1} of {stream.num_tasks}", file=sys.stderr)
         model.to(parts.strategy.device)
@@ -327,14 +346,14 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
             {"task": stream.task_names[task], "train": round(trained, 3), "eval": round(time.perf_counter() - began, 3), "iters": iters}
         )
         if task + 1 < stream.num_tasks:
-            state.save_checkpoint(task + 1, model, method)
+            state.save_checkpoint(task + 1, model, method, strategy)
             write_result(state.result_path, state.document("partial", stream, model))
         emit(registry, "cl_bench_experience_end", **ids, task=task, row=task + 1, acc_row=acc, control_row=control, timings=state.timings["experiences"][-1], losses=losses.take())
 
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)
     write_result(state.result_path, document)
-    state.checkpoint_path.unlink(missing_ok=True)
+    checkpoint.remove(state.checkpoint_path)
     emit(registry, "cl_bench_run_end", **ids, path=str(state.result_path), result=document)
     return RunResult(document, state.result_path)
 

@@ -28,6 +28,7 @@ from cl_bench.errors import UserError
 from cl_bench.files import write_json
 from cl_bench.paths import SWEEP_LOGS
 from cl_bench.results.validation import load_valid
+from cl_bench.running import checkpoint
 from cl_bench.running.plan import RunPlan, plan
 from cl_bench.sweep.warm import PARENT_VARIABLE, WarmWorker, WorkerGone, die_with, python_module
 
@@ -247,7 +248,7 @@ def execute(
     skipped = [p for p in grid if p not in todo]
     for planned in todo:
         if force:  # redo from the first task
-            planned.result_path.with_suffix(".ckpt").unlink(missing_ok=True)
+            checkpoint.remove(planned.result_path.with_suffix(".ckpt"))
         if force or result_status(planned.result_path) is None:  # a broken or tampered result is redone
             planned.result_path.unlink(missing_ok=True)
     if engine == "ray":

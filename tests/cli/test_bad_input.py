@@ -399,55 +399,82 @@ def interrupted(tmp_path_factory) -> Path:
 
 
 def rewrite(edit: Callable[[dict], None], recompute: bool = True) -> Callable[[Path], None]:
-    """Edit a checkpoint's state; with `recompute`, its sha256 is made to match again (a careful forger)."""
+    """Edit a checkpoint's manifest; with `recompute`, its sha256 is made to match again (a careful forger)."""
 
     def tamper(path: Path) -> None:
         from cl_bench.running import checkpoint
 
-        state = torch.load(path, weights_only=True)
-        edit(state)
+        manifest = json.loads(path.read_text())
+        edit(manifest)
         if recompute:
-            state["sha256"] = checkpoint.digest(state)
-        torch.save(state, path)
+            manifest["sha256"] = checkpoint.digest(manifest)
+        path.write_text(json.dumps(manifest))
 
     return tamper
 
 
 def progress_edit(edit: Callable[[dict], None]) -> Callable[[dict], None]:
-    def apply(state: dict) -> None:
-        progress = json.loads(state["progress"])
-        edit(progress)
-        state["progress"] = json.dumps(progress)
+    return lambda manifest: edit(manifest["progress"])
 
-    return apply
+
+def tensors_file(path: Path) -> Path:
+    (found,) = path.parent.glob(f"{path.name}.*.safetensors")
+    return found
 
 
 def flip_tensor_bytes(path: Path) -> None:
-    """Random bytes inside the largest stored tensor of the zip archive, the archive itself intact."""
-    state = torch.load(path, weights_only=True)
-    name = max(state["model"], key=lambda k: state["model"][k].numel())
-    state["model"][name].view(-1)[:64] = torch.rand(64)
-    torch.save(state, path)  # the stored sha256 is the old one
+    """Random bytes inside the largest stored tensor of the safetensors file, its header intact."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tensors_file(path)), "pt") as stored:
+        tensors = {name: stored.get_tensor(name) for name in stored.keys()}  # noqa: SIM118 (safe_open is no dict)
+    name = max(tensors, key=lambda k: tensors[k].numel())
+    tensors[name].view(-1)[:64] = torch.rand(64)
+    save_file(tensors, str(tensors_file(path)))  # the manifest's sha256s are the old ones
 
 
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def first_referenced(manifest: dict) -> str:
+    return next(name for name, entry in manifest["tensors"].items() if entry["in"] == "reference")
+
+
+def other_sha256(manifest: dict) -> None:
+    """The run's manifest as if the backbone it was trained from had other weights than this run builds."""
+    manifest["tensors"][first_referenced(manifest)]["sha256"] = "0" * 64
+
+
+def old_format(path: Path) -> None:
+    """What cl_bench.checkpoint/2 wrote: one torch.save file (never opened now: it may pickle)."""
+    torch.save({"format": "cl_bench.checkpoint/2", "identity": "{}", "next_task": 1}, path)
+
+
 CHECKPOINT_CASES = [
-    ("tensor-bytes", flip_tensor_bytes, "fails its sha256 check (corrupt or edited)"),
+    ("tensor-bytes", flip_tensor_bytes, "fails its sha256 check (model/"),
+    ("tensors-file-truncated", lambda p: truncate(tensors_file(p)), "cannot be read (its tensors file"),
+    ("tensors-file-missing", lambda p: tensors_file(p).unlink(), "cannot be read (its tensors file"),
+    ("tensors-file-elsewhere", rewrite(lambda s: s.update(tensors_file="../elsewhere.safetensors")), "names its tensors file '../elsewhere.safetensors'"),
     ("progress-edited-digest-kept", rewrite(progress_edit(lambda p: p["acc"][1].__setitem__(0, 99.0)), recompute=False), "fails its sha256 check"),
     ("missing-acc", rewrite(progress_edit(lambda p: p.pop("acc"))), "progress 'acc' must hold 2 rows"),
     ("next-task-99", rewrite(lambda s: s.update(next_task=99)), "next_task is 99, not a task between 1 and 2"),
     ("next-task-negative", rewrite(lambda s: s.update(next_task=-1)), "next_task is -1"),
+    ("next-task-true", rewrite(lambda s: s.update(next_task=True)), "next_task is True"),
     ("accuracy-150", rewrite(progress_edit(lambda p: p["acc"][1].__setitem__(0, 150.0))), "rows must hold 3 accuracies in [0, 100]"),
     ("control-row-short", rewrite(progress_edit(lambda p: p["control"][0].clear())), "progress 'control' rows must hold 1 accuracies"),
     ("elapsed-negative", rewrite(progress_edit(lambda p: p.update(elapsed=-5))), "progress 'elapsed' must be a number of seconds"),
-    ("progress-not-json", rewrite(lambda s: s.update(progress="{")), "its progress is not JSON"),
-    ("model-missing-tensor", rewrite(lambda s: s["model"].pop(next(iter(s["model"])))), "does not fit this run"),
+    ("progress-not-object", rewrite(lambda s: s.update(progress="{")), "its progress is not an object"),
+    ("model-missing-tensor", rewrite(lambda s: s["tensors"].pop(first_referenced(s))), "does not fit this run (it neither stores nor references clip."),
+    ("referenced-tensor-differs", rewrite(other_sha256), "is not the one the checkpoint references"),
+    ("tensor-entry-malformed", rewrite(lambda s: s["tensors"][first_referenced(s)].update(dtype="pickle")), "its tensor list is malformed"),
+    ("method-state-untagged", rewrite(lambda s: s.update(method={"a": 1, "b": 2})), "its method or strategy state holds an untagged value"),
     ("truncated", truncate, "cannot be read"),
-    ("old-format", rewrite(lambda s: s.update(format="cl_bench.checkpoint/1")), "is not a cl_bench.checkpoint/2 checkpoint"),
-    ("other-configuration", rewrite(lambda s: s.update(identity="{}")), "was written by a run with another configuration"),
+    ("not-json", lambda p: p.write_bytes(b"\x80not json"), "cannot be read (UnicodeDecodeError)"),
+    ("old-format", old_format, "is not a cl_bench.checkpoint/3 checkpoint (an older cl_bench wrote it with torch.save)"),
+    ("format-2", rewrite(lambda s: s.update(format="cl_bench.checkpoint/2")), "is not a cl_bench.checkpoint/3 checkpoint (format 'cl_bench.checkpoint/2')"),
+    ("other-configuration", rewrite(lambda s: s.update(identity={})), "was written by a run with another configuration"),
 ]
 
 
@@ -515,14 +542,14 @@ def test_a_spec_with_an_unsafe_name_is_reported_and_the_rest_still_load(monkeypa
 
 
 def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_is_left(tmp_path, monkeypatch, capsys):
-    """On a 1 MiB file system the first checkpoint does not fit (tiny-clip's state is 14 MB)."""
+    """On a 1 MiB file system the first checkpoint does not fit (finetune trains, hence stores, all 14 MB of tiny-clip)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        argv = ["run", "--method", "zeroshot", "--quiet", "--out", str(disk / "runs")]
+        argv = ["run", "--method", "finetune", "--iters", "1", "--quiet", "--out", str(disk / "runs")]
         expect_one_line_error(tmp_path, monkeypatch, capsys, argv, f"no space left on the device of {disk / 'runs'} while writing")
         assert list(disk.iterdir()) == []
     finally:

@@ -2,7 +2,7 @@
 
 A publish killed anywhere leaves the leaderboard byte for byte as before or exactly as a whole
 publish makes it, and the next publish cleans what the killed one left. A run killed mid-training,
-mid-checkpoint-write or between its checkpoint and its partial result resumes to the same
+mid-checkpoint-write (before or after its tensors file is in place) or between its checkpoint and its partial result resumes to the same
 accuracy matrix as an uninterrupted run, with no temporary file left.
 """
 
@@ -60,8 +60,10 @@ elif point == "publish-fallback":  # no atomic exchange: killed between the two 
     kill_at(os, "rename", 1)
 elif point == "run-training":  # the first iteration of the second task (iters=2)
     kill_at(ClStrategy, "_after_training_iteration", 3)
-elif point == "run-checkpoint-write":  # the second checkpoint's temporary file written, not renamed
-    kill_at(files.os, "replace", 3, before=True)
+elif point == "run-tensors-write":  # the second checkpoint's tensors file written, not renamed
+    kill_at(files.os, "replace", 4, before=True)  # (renames: tensors, manifest, partial result per task)
+elif point == "run-checkpoint-write":  # the second checkpoint's tensors file in place, its manifest written, not renamed
+    kill_at(files.os, "replace", 5, before=True)
 elif point == "run-before-partial":  # the second checkpoint written, its partial result not
     kill_at(runner, "write_result", 2, before=True)
 from cl_bench.cli import main
@@ -179,14 +181,16 @@ def uninterrupted(tmp_path_factory) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("point", ["run-training", "run-checkpoint-write", "run-before-partial"])
+@pytest.mark.parametrize("point", ["run-training", "run-tensors-write", "run-checkpoint-write", "run-before-partial"])
 def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path, uninterrupted, point):
     out = tmp_path / "out"
     killed = child(tmp_path, point, *RUN, "--out", str(out))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert list(out.glob("*.ckpt"))
-    if point == "run-checkpoint-write":
+    if point in ("run-tensors-write", "run-checkpoint-write"):
         assert list(out.glob(".*.tmp"))  # the half-written checkpoint the kill left behind
+    if point == "run-checkpoint-write":
+        assert len(list(out.glob("*.safetensors"))) == 2  # the first checkpoint's tensors, still named by its manifest, and the second's
     resumed = child(tmp_path, "none", *RUN, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     (path,) = out.glob("*.json")

@@ -53,7 +53,7 @@ def test_finetune_moves_backbone_weights_and_shows_in_the_matrix(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq-lora", "moram", "moe-lora", "l2p", "eblora", "o-lora", "codyra"])  # codyra restarts its adapters per task; moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F
+@pytest.mark.parametrize("method", ["seq-lora", "moram", "mora", "moe-lora", "l2p", "eblora", "o-lora", "codyra", "finetune", "zeroshot"])  # codyra restarts its adapters per task; moram regrows atoms; o-lora its frozen per-task LoRAs; moe-lora restores frozen experts and selectors; l2p its active pool; eblora its protected bases F; finetune stores every weight, zeroshot none
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(config(tmp_path / "whole", method=method, iters=4))
     interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path / "split", method=method, iters=4)))
@@ -63,6 +63,32 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method
     assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
     assert resumed.metrics == whole.metrics and not list((tmp_path / "split").glob("*.ckpt"))
     assert resumed.data["outcomes"] == whole.data["outcomes"]  # the per-example outcomes travel through the checkpoint
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_grad_scale_of_the_uninterrupted_one(tmp_path, monkeypatch):
+    """fp16's grad scaler is the strategy's one state that outlives an experience. fp16 needs CUDA,
+    so the strategy gets the CPU scaler here, doubling its scale every step (growth_interval 1):
+    a resume that restarted it would end 2 steps x 1 task = 4 doublings short."""
+    import functools
+
+    import torch
+
+    scalers = []
+    made = ClStrategy.__init__
+
+    @functools.wraps(made)  # Avalanche checks the keyword arguments against the signature
+    def with_a_scaler(self, **kwargs):
+        made(self, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=16.0, growth_interval=1)
+        scalers.append(self.scaler)
+
+    monkeypatch.setattr(ClStrategy, "__init__", with_a_scaler)
+    whole = run(config(tmp_path / "whole", method="seq-lora", iters=2))
+    interrupt_at_second_task(monkeypatch, lambda: run(config(tmp_path / "split", method="seq-lora", iters=2)))
+    resumed = run(config(tmp_path / "split", method="seq-lora", iters=2, resume=True))
+    assert scalers[0].get_scale() == 16.0 * 2**6 and scalers[-1].get_scale() == scalers[0].get_scale()
+    assert resumed.acc_matrix == whole.acc_matrix
 
 
 def test_resuming_a_finished_run_returns_its_result_without_training(tmp_path, monkeypatch, capsys):
@@ -119,8 +145,8 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
     from cl_bench.running import checkpoint as checkpoints
 
-    torch.save({"format": "cl_bench.checkpoint/1", "identity": "{}", "next_task": 1}, checkpoint)
-    with pytest.raises(UserError, match="is not a cl_bench.checkpoint/2 checkpoint"):
+    torch.save({"format": "cl_bench.checkpoint/2", "identity": "{}", "next_task": 1}, checkpoint)
+    with pytest.raises(UserError, match=r"is not a cl_bench.checkpoint/3 checkpoint \(an older cl_bench wrote it with torch.save\)"):
         run(cfg)
     checkpoints.save(checkpoint, run_id="x", identity="{}", next_task=1, progress={}, model={}, method={})
     with pytest.raises(UserError, match="another configuration"):
