@@ -1,5 +1,5 @@
 """Multi-process runs (`--nproc N`): one run trained data-parallel across N processes
-(docs/running.md, Multi-process runs).
+(docs/multi-process.md).
 
 The clbench process plans and checks the run, takes its lock, and starts N worker processes with
 `torch.multiprocessing.start_processes` (spawn), one per rank; they meet through a file in a fresh
