@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_bench.blocks.data_parallel import gather_batch
+
 PROMPT_INITS = ("uniform", "zero")
 
 
@@ -164,6 +166,7 @@ class PromptPool(nn.Module):
 
     def record(self, selection: Tensor) -> None:
         """Count a training batch's choices (for `diversify` in later tasks)."""
+        selection = gather_batch(selection)  # a multi-process run counts every process's share
         self.used += torch.bincount(selection.flatten(), minlength=self.used.numel()).to(self.used.dtype)
 
     def end_task(self) -> None:

@@ -38,6 +38,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from cl_bench.blocks.data_parallel import sharded_steps
 from cl_bench.contracts.method import Method
 from cl_bench.contracts.model import Backbone, TaskContext
 from cl_bench.contracts.stream import Stream
@@ -200,7 +201,8 @@ class ClStrategy(SupervisedTemplate):
                 self.method.fit(self.model, self.stream.experience(self.task))
             self.model.train()
             return
-        super()._train_exp(experience, eval_streams, **kwargs)
+        with sharded_steps(self.world is not None):  # what cl_bench.gather_batch and batch_share see
+            super()._train_exp(experience, eval_streams, **kwargs)
 
     def _after_training_exp(self, **kwargs):
         if self._bar is not None:

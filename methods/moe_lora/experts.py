@@ -138,7 +138,7 @@ class ExpertPool(nn.Module):
             # sums over the batch: a multi-process run adds up its processes' shares
             importance, load = (gather_batch(x.unsqueeze(0)).sum(0) for x in (importance, load))
             self.balance = cv_squared(importance) + cv_squared(load)
-            self.selected += torch.bincount(index.flatten(), minlength=self.num_experts).to(self.selected.dtype)
+            self.selected += torch.bincount(gather_batch(index).flatten(), minlength=self.num_experts).to(self.selected.dtype)
         return index, weights
 
     def forward(self, residual: Tensor) -> Tensor:
