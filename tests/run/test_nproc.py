@@ -143,3 +143,25 @@ def test_nproc_is_an_execution_setting_not_part_of_the_run_id(registry, tmp_path
 
     assert plan(config(tmp_path, method="seq-lora", nproc=2), registry).run_id == plan(config(tmp_path, method="seq-lora"), registry).run_id
     assert "nproc" in RunConfig.EXECUTION_FIELDS
+
+
+@pytest.mark.slow
+def test_gathered_terms_and_averaged_gradients_equal_one_process(tmp_path):
+    import torch
+    import torch.multiprocessing as mp
+    from nproc_toys import coupled_loss, coupled_problem, coupled_step
+
+    mp.start_processes(coupled_step, args=(str(tmp_path / "rendezvous"), str(tmp_path / "grad.pt")), nprocs=2, start_method="spawn")
+    weight, inputs = coupled_problem()
+    coupled_loss(weight, inputs, lambda x: x).backward()
+    two = torch.load(tmp_path / "grad.pt", weights_only=True)["grad"]
+    assert torch.allclose(two, weight.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_the_batch_helpers_change_nothing_in_one_process():
+    import torch
+
+    from cl_bench import batch_share, gather_batch, process_count
+
+    x = torch.arange(6.0)
+    assert gather_batch(x) is x and process_count() == 1 and batch_share(7) == slice(0, 7)
