@@ -25,7 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import logging
 import os
+import signal
 import sys
 import tempfile
 import types
@@ -205,24 +207,41 @@ def launch(config: RunConfig, devices: list[str], registry: Registry, log_folder
         pickle.dumps(portable)
     except Exception as exc:  # noqa: BLE001 - any failure to pickle is the same problem for the user
         raise UserError(f"--nproc {len(devices)}: a plugin object of this run cannot be sent to the worker processes ({clip(str(exc))}); register it by entry point or module") from None
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)  # its "terminating process ..." lines: the one-line error below says it
     with tempfile.TemporaryDirectory(prefix="clbench-nproc-") as folder:
         rendezvous = Path(folder) / "rendezvous"
+        processes = mp.start_processes(
+            _worker, args=(devices, config, portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=False, start_method="spawn"
+        )
         try:
-            mp.start_processes(_worker, args=(devices, config, portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=True, start_method="spawn")
+            while not processes.join():
+                pass
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            message = None
-            while not errors.empty():
-                rank, text = errors.get()
-                message = message or f"process {rank} of {len(devices)}: {text}"
-            if message is not None:
-                raise UserError(message) from None
-            if isinstance(exc, mp.ProcessExitedException):
-                how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
-                raise UserError(
-                    f"process {exc.error_index} of {len(devices)} (pid {exc.error_pid}) {how}; the other processes were stopped "
-                    f"(--resume continues from the last checkpoint in {config.out})"
-                ) from None
-            raise RuntimeError(f"process {exc.error_index} of {len(devices)} failed:\n{exc.msg}") from None
+            raise _failure(exc, processes.processes, errors, len(devices), config.out) from None
+        finally:
+            spawn_log.setLevel(level)
+
+
+def _failure(exc: Any, processes: list[Any], errors, nproc: int, out: str) -> Exception:
+    """The one line that says why a multi-process run stopped: a rank's cl_bench error, else a rank
+    killed by a signal (the others then fail in their collectives: effects, not the cause), else
+    the first failure's traceback (a bug)."""
+    if not errors.empty():
+        rank, text = errors.get()
+        return UserError(f"process {rank} of {nproc}: {text}")
+    killed = [(rank, p) for rank, p in enumerate(processes) if p.exitcode is not None and p.exitcode < 0 and p.exitcode != -signal.SIGTERM]
+    if killed:
+        rank, process = killed[0]
+        return UserError(
+            f"process {rank} of {nproc} (pid {process.pid}) was killed by {signal.Signals(-process.exitcode).name}; "
+            f"the other processes were stopped (--resume continues from the last checkpoint in {out})"
+        )
+    code = getattr(exc, "exit_code", None)
+    if code is not None:
+        return UserError(f"process {exc.error_index} of {nproc} exited with code {code}; the other processes were stopped (--resume continues from the last checkpoint in {out})")
+    return RuntimeError(f"process {getattr(exc, 'error_index', '?')} of {nproc} failed:\n{getattr(exc, 'msg', exc)}")
 
 
 def _worker(rank: int, devices: list[str], config: RunConfig, plugins: list[object], entry_points: bool, rendezvous: str, errors, log_folder: Path | None) -> None:
