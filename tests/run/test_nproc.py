@@ -85,10 +85,10 @@ def _workers_of(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_a_killed_rank_stops_the_run_and_resume_completes_it(tmp_path):
-    settings = {"method": "seq-lora", "iters": 40, "batch_size": 8}
+    settings = {"method": "seq-lora", "iters": 20, "batch_size": 8}
     whole = run(config(tmp_path / "whole", **settings, nproc=2))
     out = tmp_path / "split"
-    argv = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--iters", "40", "--batch-size", "8", "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--iters", "20", "--batch-size", "8", "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
