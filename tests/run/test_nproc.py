@@ -165,3 +165,15 @@ def test_the_batch_helpers_change_nothing_in_one_process():
 
     x = torch.arange(6.0)
     assert gather_batch(x) is x and process_count() == 1 and batch_share(7) == slice(0, 7)
+
+
+def test_run_and_sweep_take_nproc_and_a_sweep_child_gets_it():
+    from cl_bench.cli import build_config, build_parser
+
+    for argv in (["run", "--nproc", "2"], ["sweep", "--methods", "seq-lora", "--scenarios", "embedded-mtil", "--nproc", "2"], ["run", "--set", "nproc=2"]):
+        args = build_parser().parse_args(argv)
+        if argv[0] == "sweep":  # as cmd_sweep leaves them: the grid's own settings come from the grid
+            args.method = args.scenario = args.seed = args.config = None
+        assert build_config(args).nproc == 2
+    # a sweep's child runs from its configuration as a file (sweep/local.py): nproc travels in it
+    assert RunConfig.from_dict(json.loads(json.dumps(RunConfig(nproc=2).to_dict()))).nproc == 2
