@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench import gather_batch
+from cl_bench import gather_batch, process_count
 
 EXPERT_KINDS = ("lora", "adapter")
 
@@ -135,8 +135,8 @@ class ExpertPool(nn.Module):
                 load = prob_in_top_k(clean.float(), logits.float(), noise_std.float(), top_values.float(), self.top_k).sum(0)
             else:
                 load = torch.full_like(importance, float(len(index)))
-            # sums over the batch: a multi-process run adds up its processes' shares
-            importance, load = (gather_batch(x.unsqueeze(0)).sum(0) for x in (importance, load))
+            if process_count() > 1:  # sums over the batch: a multi-process run adds up its processes' shares
+                importance, load = (gather_batch(x.unsqueeze(0)).sum(0) for x in (importance, load))
             self.balance = cv_squared(importance) + cv_squared(load)
             self.selected += torch.bincount(gather_batch(index).flatten(), minlength=self.num_experts).to(self.selected.dtype)
         return index, weights
