@@ -124,12 +124,6 @@ class World:
             model.to(self.device)
         return True
 
-    def wait_for_leader(self) -> None:
-        """Ranks other than 0 wait here while rank 0 evaluates (under the long timeout)."""
-        import torch.distributed as dist
-
-        dist.barrier(group=self.waiting)
-
 
 _WORLD: World | None = None
 
