@@ -42,3 +42,39 @@ def coupled_loss(weight, inputs, gather):
     across_batch = -torch.log_softmax(scores, dim=0)[:, 0].sum()  # couples the examples
     per_example = (inputs @ weight).square().mean()
     return per_example + across_batch + weight.square().sum()  # the last: a replicated regulariser
+
+
+class _Memory:
+    """A method's state: one tensor, restored by `load_state_dict`."""
+
+    def __init__(self, values) -> None:
+        self.values = values
+
+    def state_dict(self):
+        return {"values": self.values}
+
+    def load_state_dict(self, state) -> None:
+        self.values = state["values"].clone()
+
+
+def sync_step(rank: int, rendezvous: str, out: str) -> None:
+    """Rank 1 holds another model and method state than rank 0; `World.sync_state` twice."""
+    import torch
+    import torch.distributed as dist
+
+    from cl_bench.running.distributed import World
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        world = World(rank, 2, "cpu", dist.new_group(backend="gloo"))
+        torch.manual_seed(0)
+        model, method = torch.nn.Linear(3, 2), _Memory(torch.zeros(4))
+        if rank == 1:
+            with torch.no_grad():
+                model.weight.add_(1.0)
+            method.values = torch.ones(4)
+        first = world.sync_state(model, method)
+        second = world.sync_state(model, method)
+        torch.save({"first": first, "second": second, "weight": model.weight.detach(), "values": method.values}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()

@@ -158,6 +158,18 @@ def test_gathered_terms_and_averaged_gradients_equal_one_process(tmp_path):
     assert torch.allclose(two, weight.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
+def test_a_rank_that_differs_takes_rank_0s_state(tmp_path):
+    import torch
+    import torch.multiprocessing as mp
+    from nproc_toys import sync_step
+
+    mp.start_processes(sync_step, args=(str(tmp_path / "rendezvous"), str(tmp_path / "state")), nprocs=2, start_method="spawn")
+    zero, one = (torch.load(tmp_path / f"state.{rank}", weights_only=True) for rank in (0, 1))
+    assert zero["first"] and one["first"] and not zero["second"] and not one["second"]  # once equal, nothing travels
+    assert torch.equal(one["weight"], zero["weight"]) and torch.equal(one["values"], torch.zeros(4))
+
+
 def test_the_batch_helpers_change_nothing_in_one_process():
     import torch
 
