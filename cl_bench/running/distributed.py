@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,8 +187,9 @@ def _restored(plugins: list[object]) -> list[object]:
     return [importlib.import_module(p[1]) if isinstance(p, tuple) and len(p) == 2 and p[0] == "module" else p for p in plugins]
 
 
-def launch(config: RunConfig, devices: list[str], registry: Registry, log_folder: Path | None) -> None:
-    """Run `config` in len(devices) processes and wait for them; a rank's failure is a one-line error."""
+def launch(run: Callable[..., Any], config: RunConfig, devices: list[str], registry: Registry, log_folder: Path | None) -> None:
+    """`run(config, registry=..., log_folder=...)` in len(devices) processes (the runner's `run`,
+    which finds its rank in `current()`); waits for them; a rank's failure is a one-line error."""
     import pickle
 
     import torch.multiprocessing as mp
@@ -207,7 +208,7 @@ def launch(config: RunConfig, devices: list[str], registry: Registry, log_folder
     with tempfile.TemporaryDirectory(prefix="clbench-nproc-") as folder:
         rendezvous = Path(folder) / "rendezvous"
         processes = mp.start_processes(
-            _worker, args=(devices, config, portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=False, start_method="spawn"
+            _worker, args=(run, devices, config, portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=False, start_method="spawn"
         )
         try:
             while not processes.join():
@@ -238,7 +239,7 @@ def _failure(exc: Any, processes: list[Any], errors, nproc: int, out: str) -> Ex
     return RuntimeError(f"process {getattr(exc, 'error_index', '?')} of {nproc} failed:\n{getattr(exc, 'msg', exc)}")
 
 
-def _worker(rank: int, devices: list[str], config: RunConfig, plugins: list[object], entry_points: bool, rendezvous: str, errors, log_folder: Path | None) -> None:
+def _worker(rank: int, run: Callable[..., Any], devices: list[str], config: RunConfig, plugins: list[object], entry_points: bool, rendezvous: str, errors, log_folder: Path | None) -> None:
     global _WORLD
     import torch
     import torch.distributed as dist
@@ -246,7 +247,6 @@ def _worker(rank: int, devices: list[str], config: RunConfig, plugins: list[obje
     # Avalanche builds a logger when imported, which it refuses to do in a rank other than 0 once
     # torch.distributed is initialised: import it first.
     import cl_bench.running.strategy  # noqa: F401
-    from cl_bench.running.runner import run
 
     device = devices[rank]
     cuda = device.startswith("cuda")
