@@ -28,7 +28,10 @@ IMAGE_METHODS = [
 ]  # fmt: skip
 # The largest cell difference (accuracy points) two processes may show against one, per method:
 # measured (docs/multi-process.md); methods not named match bit for bit.
-TOLERANCE: dict[str, float] = {}
+TOLERANCE: dict[str, float] = {
+    "moe-lora": 0.2,  # measured 0.2: its noisy gating and dropout draw one number per example (each process for its share)
+    "ewc tiny-lm": 0.05,  # measured 0.05 (one text score): every weight fine-tuned; not shown to be only rounding
+}
 
 
 def config(out: Path, **kwargs) -> RunConfig:
