@@ -44,8 +44,8 @@ def largest_cell_difference(one, two) -> float:
 
 
 # codyra: exact with method.text_to_image_weight=0, but with its gathered text-to-image term two
-# processes' weights after two steps differ from one process's by about the learning rate, which
-# is no rounding; not resolved yet (docs/multi-process.md).
+# processes' weights after one step differ from one process's by about the learning rate; the
+# cause is not confirmed (docs/multi-process.md).
 KNOWN_DIFFERENT = {"codyra"}
 
 
