@@ -64,7 +64,7 @@ def test_two_processes_train_what_one_trains(tmp_path, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq-lora", "ewc"])
+@pytest.mark.parametrize("method", ["seq-lora", "ewc", "replay"])
 def test_two_processes_train_a_language_model_as_one(tmp_path, method):
     settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "method_params": {"dropout": 0.0} if method == "seq-lora" else {}}
     one = run(config(tmp_path / "one", **settings))
