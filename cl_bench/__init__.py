@@ -56,6 +56,9 @@ _DEFERRED = {
     "distillation_loss": "blocks.distillation",
     "PromptPool": "blocks.prompts",
     "check_prompt_pool": "blocks.prompts",
+    "gather_batch": "blocks.data_parallel",
+    "batch_share": "blocks.data_parallel",
+    "process_count": "blocks.data_parallel",
 }
 
 __all__ = [

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_bench.blocks.data_parallel import gather_batch
+
 PROMPT_INITS = ("uniform", "zero")
 
 
@@ -147,8 +149,8 @@ class PromptPool(nn.Module):
             share = self.history / self.history.sum().clamp_min(1.0)
             score = -(1.0 - score) * (share + 1e-6)
         best = score.topk(self.top_n, dim=1).indices
-        if self.batchwise:  # the batch's most frequent choices, for every input (ties: lower index)
-            counts = torch.bincount(best.flatten(), minlength=self.size).double() - torch.arange(self.size, device=best.device) * 1e-6
+        if self.batchwise:  # the batch's most frequent choices, for every input (ties: lower index; a multi-process run's whole batch)
+            counts = torch.bincount(gather_batch(best).flatten(), minlength=self.size).double() - torch.arange(self.size, device=best.device) * 1e-6
             best = counts.topk(self.top_n).indices.unsqueeze(0).expand(cosine.shape[0], -1)
         return best, cosine.gather(1, best)
 
@@ -164,6 +166,7 @@ class PromptPool(nn.Module):
 
     def record(self, selection: Tensor) -> None:
         """Count a training batch's choices (for `diversify` in later tasks)."""
+        selection = gather_batch(selection)  # a multi-process run counts every process's share
         self.used += torch.bincount(selection.flatten(), minlength=self.used.numel()).to(self.used.dtype)
 
     def end_task(self) -> None:

@@ -65,6 +65,8 @@ class Registry:
         self._pm.add_hookspecs(hookspecs)
         self.errors: list[PluginError] = []
         self._distributions: dict[str, str] = {}  # plugin name -> "distribution version"
+        plugins = tuple(plugins)
+        self.given = (plugins, entry_points)  # how to make this registry again (a multi-process run's workers)
         if entry_points:
             self._load_entry_points()
         for plugin in plugins:

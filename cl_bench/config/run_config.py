@@ -38,6 +38,7 @@ class RunConfig:
     eval_batch_size: int = 256
     num_workers: int = 0
     threads: int | None = None  # CPU threads of this run; None: half the usable cores (see default_threads)
+    nproc: int = 1  # processes training the run data-parallel (cl_bench.running.distributed)
     method_params: dict[str, Any] = field(default_factory=dict)
     scenario_params: dict[str, Any] = field(default_factory=dict)
     backbone_params: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +48,7 @@ class RunConfig:
 
     # Fields that name where and how a run executes, not what it computes (the run id comes from
     # the resolved plan, `cl_bench.running.plan`, where these have no part either).
-    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log")
+    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log", "nproc")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +76,7 @@ class RunConfig:
             known = [f for f in fields] + ["method.<param>", "scenario.<param>", "backbone.<param>"]
             raise unknown_name("setting", key, known, hint=f"(in {source})")
         default = fields[key].default
-        if key in ("iters", "batch_size", "threads"):
+        if key in ("iters", "batch_size", "threads", "nproc"):
             setattr(self, key, None if value is None else coerce(key, value, 1))
         elif key in ("data_root", "pretrained"):
             setattr(self, key, None if value in (None, "") else coerce(key, value, ""))
@@ -97,6 +98,8 @@ class RunConfig:
             raise UserError(f"num_workers must be 0 or more, got {self.num_workers}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise UserError(f"unknown device {shown(self.device)}: use auto, cpu, cuda or cuda:N")
+        if not 1 <= self.nproc <= MAX_THREADS:
+            raise UserError(f"nproc must be between 1 and {MAX_THREADS}, got {shown(self.nproc)}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:  # iters and batch_size are method.<key>: checked there
             raise UserError(f"threads must be between 1 and {MAX_THREADS}, got {shown(self.threads)}")
 

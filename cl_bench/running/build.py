@@ -28,12 +28,13 @@ class RunParts:
     backbone_size: int  # parameters of the backbone before the method added any
 
 
-def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: bool | None = None) -> RunParts:
+def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: bool | None = None, world: Any = None) -> RunParts:
     """Model, stream, method and strategy for `plan`, seeded with the plan's seed, on the plan's
     CPU threads (`torch.set_num_threads(plan.threads)`: the process keeps that setting).
 
     `method` replaces the plan's method object (tests and benchmarks that drive a hand-made one);
-    `plugins` are extra Avalanche plugins for the strategy (clocks, probes).
+    `plugins` are extra Avalanche plugins for the strategy (clocks, probes); `world` is this
+    process's place in a multi-process run (`distributed.World`).
     """
     import torch
 
@@ -73,6 +74,7 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
         num_workers=plan.config.num_workers,
         plugins=[matrix, *plugins],
         progress=plan.config.progress if progress is None else progress,
+        world=world,
     )
     return RunParts(model, stream, method, strategy, matrix, backbone_size)
 

@@ -242,6 +242,11 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         backbone_given[backbone_spec.weights_param] = config.pretrained
     backbone = _resolved(registry, "backbone", config.backbone, backbone_spec.resolve(backbone_given))
 
+    if config.nproc > 1:  # each rank's shard of every (micro-)batch must be equal: the mean of their means is then the batch's
+        batch, accum = int(method.params["batch_size"]), int(method.params.get("grad_accum", 1))
+        if batch % (config.nproc * accum):
+            split = f"{config.nproc} processes" + (f" x {accum} micro-batches (method.grad_accum)" if accum > 1 else "")
+            raise UserError(f"--nproc {config.nproc}: the batch size {batch} does not split into {split} of equal size; choose a batch size divisible by {config.nproc * accum}")
     data_root = data_root_or_env(config.data_root)
     problem = scenario_spec.check_data(data_root) if scenario_spec.check_data else None
     if problem:
@@ -265,7 +270,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         seed=config.seed,
         device=device,
         precision=precision,
-        threads=config.threads or default_threads(),
+        threads=config.threads or default_threads(config.nproc),
         data_root=data_root,
         out=Path(config.out),
         run_id=run_id_of(identity),

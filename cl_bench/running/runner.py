@@ -45,14 +45,15 @@ def quiet_third_party_warnings() -> None:
 class _Run:
     """The state of one run, shared by the steps below: its plan and what it has measured so far."""
 
-    def __init__(self, plan: RunPlan, registry: Registry, log_folder: Path | None = None) -> None:
+    def __init__(self, plan: RunPlan, registry: Registry, log_folder: Path | None = None, *, writes: bool = True) -> None:
         self.plan = plan
         self.config = plan.config
         self.started = time.perf_counter()
         self.run_id = plan.run_id
         self.result_path = plan.result_path
         self.checkpoint_path = plan.checkpoint_path
-        self.loggers = build_loggers(registry, plan.config.log, log_folder or plan.out / SWEEP_LOGS)
+        self.writes = writes  # False: a multi-process run's rank other than 0 (it trains, rank 0 writes)
+        self.loggers = build_loggers(registry, plan.config.log, log_folder or plan.out / SWEEP_LOGS) if writes else []
         self.acc_rows: list[list[float]] = []
         self.control_rows: list[list[float]] = []
         self.outcome_rows: list[dict[str, Any]] = []  # per row: its cells' per-example outcomes and evaluation batch size
@@ -251,8 +252,18 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     `log_folder` is where experiment trackers keep their local stores (default `<out>/logs`; the
     Ray engine's workers stage results elsewhere but log where the sweep's `--out` says)."""
     quiet_third_party_warnings()
+    from cl_bench.running import distributed
+
     registry = registry or Registry(plugins)
-    state = _Run(plan(config, registry), registry, log_folder)
+    world = distributed.current()
+    if world is not None:  # a rank of a multi-process run: its launcher holds the lock and checked the folder
+        import dataclasses
+
+        state = _Run(dataclasses.replace(plan(config, registry), device=world.device), registry, log_folder, writes=world.leader)
+        with registry.attached(state.loggers):
+            return _execute(state, registry, world)
+    state = _Run(plan(config, registry), registry, log_folder, writes=config.nproc == 1)
+    devices = distributed.rank_devices(state.plan.device, config.nproc) if config.nproc > 1 else []
     import torch
 
     lock = state.result_path.with_name(f".{state.run_id}.lock")
@@ -262,7 +273,7 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with locks.held(lock, wait=False), registry.attached(state.loggers):
-            return _execute(state, registry)
+            return _launch(state, registry, devices, log_folder) if devices else _execute(state, registry)
     except locks.Busy:
         raise UserError(
             f"another clbench process is running this configuration into {lock.parent} (it holds {lock.name}); wait for it or stop it"
@@ -276,8 +287,8 @@ def run(config: RunConfig, *, registry: Registry | None = None, plugins: Iterabl
         torch.set_num_threads(threads_before)  # a caller's process keeps its own setting
 
 
-def _execute(state: _Run, registry: Registry) -> RunResult:
-    """The run itself, under its lock: nothing else writes this configuration's files meanwhile."""
+def _prepare(state: _Run) -> RunResult | None:
+    """Before any work, under the lock: the run's finished result if `--resume` has nothing left to do."""
     config = state.config
     for path in (state.result_path, state.checkpoint_path):
         if path.is_dir():  # found now, not when the first task has trained and its checkpoint cannot be written
@@ -293,7 +304,29 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
             print(f"clbench: --resume left alone {note}", file=sys.stderr)
     elif not config.resume and state.checkpoint_path.is_file():
         print(f"clbench: starting over; {state.checkpoint_path} will be replaced (pass --resume to continue it)", file=sys.stderr)
+    return None
 
+
+def _launch(state: _Run, registry: Registry, devices: list[str], log_folder: Path | None) -> RunResult:
+    """A multi-process run: its processes train it and rank 0 writes its result, read back here."""
+    from cl_bench.running import distributed
+
+    finished = _prepare(state)
+    if finished is not None:
+        return finished
+    distributed.launch(run, state.config, devices, registry, log_folder)
+    return load_valid(state.result_path)
+
+
+def _execute(state: _Run, registry: Registry, world=None) -> RunResult:
+    """The run itself, under its lock: nothing else writes this configuration's files meanwhile.
+    `world`: this process's rank in a multi-process run (None: the run's only process)."""
+    if world is None:
+        finished = _prepare(state)
+        if finished is not None:
+            return finished
+    config = state.config
+    leader = world is None or world.leader
     import torch
 
     from cl_bench.running.build import build
@@ -301,7 +334,7 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     from cl_bench.running.strategy import LossRecorder
 
     losses = LossRecorder()
-    parts = build(state.plan, plugins=[losses])
+    parts = build(state.plan, plugins=[losses], progress=config.progress and leader, world=world)
     model, stream, method, strategy, plugin = parts.model, parts.stream, parts.method, parts.strategy, parts.matrix
     state.params["backbone"] = parts.backbone_size
     state.built = checkpoint.fingerprints(model.state_dict())
@@ -309,21 +342,27 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
     if config.resume and state.checkpoint_path.is_file():
         first_task = state.load_checkpoint(model, method, stream, strategy)
         # Said also under --quiet (which silences progress bars only): a resume changes what runs.
-        print(f"clbench: resuming {state.run_id} from {state.checkpoint_path.name} at task {first_task + 1} of {stream.num_tasks}", file=sys.stderr)
+        if leader:
+            print(f"clbench: resuming {state.run_id} from {state.checkpoint_path.name} at task {first_task + 1} of {stream.num_tasks}", file=sys.stderr)
         model.to(parts.strategy.device)
         for row, (acc, control) in enumerate(zip(state.acc_rows, state.control_rows)):
             plugin.acc[row], plugin.control[row] = acc, control
     state.timings["setup"] = round(time.perf_counter() - state.started, 3)
     ids = {"run_id": state.run_id, "execution_id": state.execution_id}
-    emit(registry, "cl_bench_run_start", **ids, config=config.to_dict(), plan={**state.plan.record(), "first_task": first_task})
+    if leader:
+        emit(registry, "cl_bench_run_start", **ids, config=config.to_dict(), plan={**state.plan.record(), "first_task": first_task})
 
     if first_task == 0:
         began = time.perf_counter()
-        acc, control = evaluate_row(strategy, plugin, 0)
-        state.acc_rows, state.control_rows = [acc], [control]
-        state.record_row(plugin, 0)
+        if leader:
+            acc, control = evaluate_row(strategy, plugin, 0)
+            state.acc_rows, state.control_rows = [acc], [control]
+            state.record_row(plugin, 0)
+        if world is not None:
+            world.sync_state(model, method)
         state.timings["eval_before"] = round(time.perf_counter() - began, 3)
-        emit(registry, "cl_bench_before_training", **ids, row=0, acc_row=acc, control_row=control, timings={"eval": state.timings["eval_before"]})
+        if leader:
+            emit(registry, "cl_bench_before_training", **ids, row=0, acc_row=acc, control_row=control, timings={"eval": state.timings["eval_before"]})
 
     train_stream = stream.benchmark.streams["train"]
     for task in range(first_task, stream.num_tasks):
@@ -337,7 +376,13 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
         state.params["trainable"].append(sum(p.numel() for p in strategy.trainable))
         state.params["added"].append(sum(p.numel() for p in model.parameters()) - before)
         began = time.perf_counter()
+        if world is not None and not leader:  # rank 0 evaluates (also what it may change in the state), then the ranks agree
+            world.sync_state(model, method)
+            losses.take()
+            continue
         acc, control = evaluate_row(strategy, plugin, task + 1)
+        if world is not None:
+            world.sync_state(model, method)
         state.acc_rows.append(acc)
         state.control_rows.append(control)
         state.record_row(plugin, task + 1)
@@ -350,6 +395,8 @@ def _execute(state: _Run, registry: Registry) -> RunResult:
             write_result(state.result_path, state.document("partial", stream, model))
         emit(registry, "cl_bench_experience_end", **ids, task=task, row=task + 1, acc_row=acc, control_row=control, timings=state.timings["experiences"][-1], losses=losses.take())
 
+    if not leader:
+        return RunResult({}, None)
     state.params["final"] = sum(p.numel() for p in model.parameters())
     document = state.document("complete", stream, model)
     write_result(state.result_path, document)

@@ -38,6 +38,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from cl_bench.blocks.data_parallel import sharded_steps
 from cl_bench.contracts.method import Method
 from cl_bench.contracts.model import Backbone, TaskContext
 from cl_bench.contracts.stream import Stream
@@ -105,6 +106,7 @@ class ClStrategy(SupervisedTemplate):
         num_workers: int = 0,
         plugins: Sequence[BasePlugin] = (),
         progress: bool = True,
+        world: Any = None,
     ) -> None:
         with warnings.catch_warnings():  # an evaluator without loggers is what we want here
             warnings.simplefilter("ignore")
@@ -128,6 +130,7 @@ class ClStrategy(SupervisedTemplate):
         self.precision = precision
         self.num_workers = num_workers
         self.progress = progress
+        self.world = world  # a multi-process run's `distributed.World`: train on this rank's shard of each batch
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and self.device.type == "cuda" else None
         self.trainable: list[torch.nn.Parameter] = []
@@ -158,6 +161,11 @@ class ClStrategy(SupervisedTemplate):
             self._bar.update(1)
             if self._bar.n % 25 == 0 or self._bar.n == self._bar.total:
                 self._bar.set_postfix(loss=f"{float(self.loss.detach()):.3f}", refresh=False)
+
+    def _check_distributed_training_compatibility(self):
+        """Avalanche's own distributed mode is not used (it would print every plugin as
+        unsupported): a multi-process run shards and averages itself (`world`)."""
+        return True
 
     def _before_eval(self, **kw):
         self._refresh_listeners()
@@ -193,7 +201,8 @@ class ClStrategy(SupervisedTemplate):
                 self.method.fit(self.model, self.stream.experience(self.task))
             self.model.train()
             return
-        super()._train_exp(experience, eval_streams, **kwargs)
+        with sharded_steps(self.world is not None):  # what cl_bench.gather_batch and batch_share see
+            super()._train_exp(experience, eval_streams, **kwargs)
 
     def _after_training_exp(self, **kwargs):
         if self._bar is not None:
@@ -278,6 +287,11 @@ class ClStrategy(SupervisedTemplate):
 
     # ------------------------------------------------------------------ one iteration
 
+    def _unpack_minibatch(self):
+        super()._unpack_minibatch()
+        if self.world is not None and self.is_training:
+            self.mbatch = [self.world.shard(part) for part in self.mbatch]
+
     def _autocast(self):
         if self.precision in ("bf16", "fp16") and (self.device.type == "cuda" or self.precision == "bf16"):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -324,12 +338,10 @@ class ClStrategy(SupervisedTemplate):
         return total
 
     def backward(self):
-        if self.accumulating:
-            return
-        if self.scaler is not None:
-            self.scaler.scale(self.loss).backward()
-        else:
-            self.loss.backward()
+        if not self.accumulating:
+            (self.scaler.scale(self.loss) if self.scaler is not None else self.loss).backward()
+        if self.world is not None:  # the global batch's gradients and loss, on every rank
+            self.loss = self.world.average_gradients(self.trainable, self.loss)
 
     def optimizer_step(self):
         if self._projects:  # gradient projection (GEM, OGD): on the true, unscaled gradients

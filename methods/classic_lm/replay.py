@@ -6,7 +6,9 @@ joined by round(n · `replay_ratio`) examples drawn uniformly (with replacement)
 and the step's loss is the mean over the joined batch of each example's loss (the per-example
 weighting of the backbone's loss): (n · L_current + m · L_memory) / (n + m). The memory examples
 run in a forward of their own (their width differs from the current batch's), which gives the
-same gradient as one joined batch (tested).
+same gradient as one joined batch (tested). In a multi-process run the memory examples are drawn
+for the whole batch and each process replays its share (`cl_bench.batch_share`), so the step is
+one process's.
 
 Departure from TRACE (BeyonderXX/TRACE `training/replay.py`, copied in MoRAM's `TRACE/`): there,
 after each task's epochs, one extra epoch runs over the first 10 % (file order) of every earlier
@@ -22,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from cl_bench import batch_share, process_count
 
 from .memory import WithMemory
 
@@ -46,13 +50,18 @@ class Replay(WithMemory):
         if self.generator is None:
             return None
         inputs, targets = batch
+        processes = process_count()  # in a multi-process run this batch is one process's share
         n = len(targets)
-        m = self.replay_count(n)
-        if m == 0:
+        m_all = self.replay_count(n * processes)  # drawn for the whole batch, as in one process
+        if m_all == 0:
             return None
-        old_inputs, old_targets = self.memory.sample(m, self.generator)
+        old_inputs, old_targets = self.memory.sample(m_all, self.generator)
+        share = batch_share(m_all)  # every process draws the same examples and replays its share
+        old_inputs, old_targets = old_inputs[share], old_targets[share]
+        m = len(old_targets)
         device = targets.device
         current = model.loss(outputs, targets)
-        replayed = model.loss(model(old_inputs.to(device)), old_targets.to(device))
-        # the strategy adds this to `current`: the sum is the joined batch's mean
-        return (n * current + m * replayed) / (n + m) - current
+        replayed = model.loss(model(old_inputs.to(device)), old_targets.to(device)) if m else current * 0.0
+        # the strategy adds this to `current`: the sum is the joined batch's mean (over the
+        # processes, once their gradients are averaged)
+        return processes * (n * current + m * replayed) / (n * processes + m_all) - current

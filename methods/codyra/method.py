@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_bench import LoRALinear, Method, UserError, check_lora_rank
+from cl_bench import LoRALinear, Method, UserError, check_lora_rank, gather_batch
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,10 @@ class CoDyRA(Method):
         if not weight:
             return None
         space = model.label_space
-        logits = outputs[:, space].float().t()  # s·E v̂ᵀ over the current classes: (classes, batch)
-        targets = (space.unsqueeze(1) == batch[1].unsqueeze(0)).float()
+        # s·E v̂ᵀ over the current classes: (classes, batch); a softmax across the batch, so a
+        # multi-process run's share of it is gathered into the whole batch (the term counts once)
+        logits = gather_batch(outputs[:, space].float()).t()
+        targets = (space.unsqueeze(1) == gather_batch(batch[1]).unsqueeze(0)).float()
         seen = sum(self.task_sizes[: self.task + 1])
         return weight * F.cross_entropy(logits, targets, reduction="sum") / seen
 

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cl_bench import Teacher, distillation_loss
+from cl_bench import Teacher, distillation_loss, gather_batch
 
 from ..finetune import FineTune
 
@@ -115,14 +115,15 @@ class LwF(FineTune):
             return loss
         images = batch[0]
         if self.student_texts:  # both sides score with their own towers: s · f(x) g(classes)ᵀ
-            student, teacher = model.scores(images, self.classes), self.teacher.scores(images, self.classes)
+            # the text -> image direction softmaxes across the batch: a multi-process run's share is gathered
+            student, teacher = gather_batch(model.scores(images, self.classes)), gather_batch(self.teacher.scores(images, self.classes))
             distill = self.weight * (distillation_loss(student, teacher, self.temperature) + distillation_loss(student.t(), teacher.t(), self.temperature))
             return distill if loss is None else loss + distill
         teacher_images = self.teacher.features(images)  # moves the teacher to the images' device
         if self.text is None:
             with torch.no_grad():
                 self.text = self.teacher.module.class_text_features(torch.tensor(self.classes, device=images.device))
-        image_kd, text_kd = two_way_distillation(model.features(images), teacher_images, self.text, model.logit_scale.detach(), self.temperature)
+        image_kd, text_kd = two_way_distillation(gather_batch(model.features(images)), gather_batch(teacher_images), self.text, model.logit_scale.detach(), self.temperature)
         distill = self.weight * (image_kd + text_kd)
         return distill if loss is None else loss + distill
 

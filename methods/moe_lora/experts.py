@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_bench import gather_batch, process_count
+
 EXPERT_KINDS = ("lora", "adapter")
 
 
@@ -133,8 +135,10 @@ class ExpertPool(nn.Module):
                 load = prob_in_top_k(clean.float(), logits.float(), noise_std.float(), top_values.float(), self.top_k).sum(0)
             else:
                 load = torch.full_like(importance, float(len(index)))
+            if process_count() > 1:  # sums over the batch: a multi-process run adds up its processes' shares
+                importance, load = (gather_batch(x.unsqueeze(0)).sum(0) for x in (importance, load))
             self.balance = cv_squared(importance) + cv_squared(load)
-            self.selected += torch.bincount(index.flatten(), minlength=self.num_experts).to(self.selected.dtype)
+            self.selected += torch.bincount(gather_batch(index).flatten(), minlength=self.num_experts).to(self.selected.dtype)
         return index, weights
 
     def forward(self, residual: Tensor) -> Tensor:

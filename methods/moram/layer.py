@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench import LinearAdapter
+from cl_bench import LinearAdapter, gather_batch, process_count
 
 
 def check_settings(rank: int, topk: int, temperature: float) -> None:
@@ -167,7 +167,10 @@ class RankOneMemoryLinear(LinearAdapter):
         weights = torch.softmax(scores / self.temperature, dim=-1)
         if self.track_balance and self.training:
             full = weights if index is None else torch.zeros_like(projection).scatter(-1, index, weights)
-            self.balance = atoms * full.reshape(-1, atoms).mean(dim=0).square().sum()
+            usage = full.reshape(-1, atoms).mean(dim=0)
+            if process_count() > 1:  # a multi-process run: the mean of its processes' equal shares
+                usage = gather_batch(usage.unsqueeze(0)).mean(dim=0)
+            self.balance = atoms * usage.square().sum()
         if self.masking():
             weights = weights * (scores >= self.threshold).to(weights.dtype)
         return index, top, weights

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_bench import Method
+from cl_bench import Method, gather_batch
 
 from .layer import RankOneMemoryLinear, check_settings
 
@@ -64,9 +64,9 @@ class RankOneMemories(Method):
     def extra_loss(self, model, batch: tuple[Tensor, Tensor], outputs: Tensor) -> Tensor | None:
         if not self.contrastive:
             return self.balance_loss() if self.hparams["balance_weight"] > 0 else None
-        _, targets = batch
+        targets = gather_batch(batch[1])  # the softmax runs across the batch: a multi-process run gathers its shares
         space = model.label_space
-        columns = outputs[:, space].float()  # (batch, classes): scale * cos(image, class text)
+        columns = gather_batch(outputs[:, space].float())  # (batch, classes): scale * cos(image, class text)
         column_of = torch.full((model.num_classes,), -1, dtype=torch.long, device=space.device)
         column_of[space] = torch.arange(len(space), device=space.device)
         per_image = F.log_softmax(columns, dim=0).gather(1, column_of[targets].unsqueeze(1))
