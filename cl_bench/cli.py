@@ -345,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")
     report.add_argument("--differences", action="store_true", help="also print each stream's paired differences with the best row of each column, with 95%% intervals")
-    report.add_argument("--reference", metavar="ROW", help="the row of the untouched model (e.g. zeroshot): each table then says how far its best row is above it and how the rows spread against the seed noise")
+    report.add_argument(
+        "--reference", metavar="ROW", help="the row of the untouched model (e.g. zeroshot): each table then says how far its best row is above it and how the rows spread against the seed noise"
+    )
     report.add_argument("--plot", metavar="DIR", help="also write PNG plots: a heat map per run, accuracy over tasks per stream")
     report.set_defaults(handler=cmd_report)
 

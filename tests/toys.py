@@ -245,3 +245,26 @@ def interrupt_at_second_task(monkeypatch, start) -> None:
     with pytest.raises(KeyboardInterrupt):
         start()
     monkeypatch.setattr(ClStrategy, "train", original)
+
+
+def expect_one_line_error(tmp_path, monkeypatch, capsys, argv: list[str], message: str) -> None:
+    """Run `argv` in an empty working folder; exit 2, one error line, nothing changed under tmp_path."""
+    from cl_bench.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if not line.startswith("clbench: warning:")]
+    assert code == 2, captured.err
+    assert len(errors) == 1 and errors[0].startswith("clbench: error: "), captured.err
+    assert message in errors[0], errors[0]
+    assert len(errors[0]) < 600  # nothing from the input is echoed at length
+    assert "Traceback" not in captured.err + captured.out
+    assert snapshot(tmp_path) == before

@@ -272,7 +272,9 @@ def read_settings(folder: Path) -> dict[str, Any]:
     return settings
 
 
-def markdown_page(header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str], reference: str | None = None) -> str:
+def markdown_page(
+    header: str, pages: list[StreamPage], tables: dict[str, Any], beside: dict[str, list], rest: list, proxies: dict[str, list[str]], verified: list[str], reference: str | None = None
+) -> str:
     """README.md from templates/leaderboard.md.j2; `header` is header.md's Markdown, placed as it is."""
     streams = [
         {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toys import as_partial, as_schema_3, rehash, result_document, snapshot
+from toys import as_partial, as_schema_3, expect_one_line_error, rehash, result_document
 
 from cl_bench import MethodSpec, hookimpl
 from cl_bench.cli import main
@@ -335,27 +335,6 @@ def no_training(monkeypatch):
         raise AssertionError("trained before the error was found")
 
     monkeypatch.setattr(ClStrategy, "train", refuse)
-
-
-def expect_one_line_error(tmp_path: Path, monkeypatch, capsys, argv: list[str], message: str) -> None:
-    """Run `argv` in an empty working folder; exit 2, one error line, nothing changed under tmp_path."""
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    monkeypatch.chdir(work)
-    before = snapshot(tmp_path)
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    captured = capsys.readouterr()
-    errors = [line for line in captured.err.splitlines() if not line.startswith("clbench: warning:")]
-    assert code == 2, captured.err
-    assert len(errors) == 1 and errors[0].startswith("clbench: error: "), captured.err
-    assert message in errors[0], errors[0]
-    assert len(errors[0]) < 600  # nothing from the input is echoed at length
-    assert "Traceback" not in captured.err + captured.out
-    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize(("argv", "message", "prepare"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from toys import interrupt_at_second_task, snapshot
+from toys import expect_one_line_error, interrupt_at_second_task
 
 from cl_bench import RunConfig
 from cl_bench.cli import main
@@ -136,23 +136,6 @@ BAD = [
     ("config-bad-value", ["--slurm-config", "{tmp}/c.toml"], "--mem must be a size with a unit", '[slurm]\nmem = "16"\n'),
     ("config-sbatch-owned", ["--slurm-config", "{tmp}/c.toml"], "--sbatch gres: use --gpus-per-run instead", '[slurm.sbatch]\ngres = "gpu:2"\n'),
 ]
-
-
-def expect_one_line_error(tmp_path, monkeypatch, capsys, argv, message):
-    """Exit 2, one `clbench: error:` line with `message`, no traceback, nothing made or changed."""
-    monkeypatch.chdir(tmp_path)
-    before = snapshot(tmp_path)
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    captured = capsys.readouterr()
-    errors = [line for line in captured.err.splitlines() if not line.startswith("clbench: warning:")]
-    assert code == 2, captured.err
-    assert len(errors) == 1 and errors[0].startswith("clbench: error: ") and message in errors[0], captured.err
-    assert "Traceback" not in captured.err + captured.out
-    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize(("extra", "message", "config"), [(*case[1:], None)[:3] for case in BAD], ids=[case[0] for case in BAD])
