@@ -15,6 +15,14 @@ training batches themselves are never mixed. cl_bench has no LIMA and keeps the 
 per task, so it mixes memory examples into every batch (experience replay as in Chaudhry et al.,
 2019, "On tiny episodic memories"), with TRACE's share as the default memory: 50 examples per
 task (10 % of 500).
+
+On CLIP (images) a memory example's loss is the cross-entropy over the classes the protocol
+scores its task over, among those seen so far (`ClassicBase.memory_space`: every class seen on
+class-il, domain-il and x-tail; the task's own on mtil), one forward per distinct label space; the
+current examples keep the base's loss (over the current task's classes, label-smoothed where
+the base is). This is experience replay as Chaudhry et al. (2019) run it on images: every batch
+joined by as many memory examples, drawn uniformly; their memory is filled by reservoir sampling
+over the stream, here by a seeded random draw of each task (`memory` per task).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .memory import WithMemory
 
@@ -35,6 +44,7 @@ class Replay(WithMemory):
         self.generator: torch.Generator | None = None
 
     def before_experience(self, model, experience) -> None:
+        super().before_experience(model, experience)
         self.generator = None
         if len(self.memory) and self.ratio > 0:  # its own generator: the base's draws stay where they were
             self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
@@ -43,16 +53,33 @@ class Replay(WithMemory):
         return round(n * self.ratio)
 
     def extra_loss(self, model, batch, outputs):
+        base = super().extra_loss(model, batch, outputs)  # finetune's label smoothing, where set
         if self.generator is None:
-            return None
+            return base
         inputs, targets = batch
         n = len(targets)
         m = self.replay_count(n)
         if m == 0:
-            return None
-        old_inputs, old_targets = self.memory.sample(m, self.generator)
-        device = targets.device
-        current = model.loss(outputs, targets)
-        replayed = model.loss(model(old_inputs.to(device)), old_targets.to(device))
-        # the strategy adds this to `current`: the sum is the joined batch's mean
-        return (n * current + m * replayed) / (n + m) - current
+            return base
+        held_inputs, held_targets, held_tasks = self.memory_tensors(targets.device)
+        index = torch.randint(len(held_targets), (m,), generator=self.generator).to(targets.device)
+        plain = model.loss(outputs, targets)
+        current = plain if base is None else plain + base
+        replayed = self.memory_loss(model, held_inputs[index], held_targets[index], held_tasks[index])
+        # the strategy adds this to `plain`: the sum is the joined batch's mean
+        return (n * current + m * replayed) / (n + m) - plain
+
+    def memory_loss(self, model, inputs: Tensor, targets: Tensor, tasks: Tensor) -> Tensor:
+        """The mean loss of memory examples: the model's own (a language model), or on images the
+        cross-entropy of each example over its task's memory space, one forward per space."""
+        if not self.images:
+            return model.loss(model(inputs), targets)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for task in tasks.unique().tolist():
+            groups.setdefault(tuple(self.spaces[task] or ()), []).append(task)
+        total = torch.zeros((), device=targets.device)
+        for space, members in groups.items():
+            rows = torch.isin(tasks, torch.tensor(members, device=tasks.device))
+            count = int(rows.sum())
+            total = total + self.task_loss(model, inputs[rows], targets[rows], space) * count
+        return total / len(targets)
