@@ -22,10 +22,10 @@ from cl_bench.methods.classic.replay import Replay
 TOY = {"iters": 4, "batch_size": 4, "lr": 1e-2, "warmup_iters": 0, "towers": "image"}
 
 
-def set_up(method, protocol: str = "class-il", tasks: int = 3):
+def set_up(method, protocol: str = "class-il", tasks: int = 3, per_class: int = 8):
     """A toy CLIP and stream with `method` set up on them, as a run does before training."""
     torch.manual_seed(0)
-    model, stream = toy_model(), toy_stream(protocol, tasks=tasks)
+    model, stream = toy_model(), toy_stream(protocol, tasks=tasks, per_class=per_class)
     model.prepare(stream)
     method.setup(model, stream)
     for p in model.parameters():
@@ -52,12 +52,13 @@ def restated_grad(model, params, value) -> torch.Tensor:
 
 def test_ewc_fisher_on_images_is_the_mean_squared_per_example_gradient_over_the_task_classes():
     method = EWC({**CLIP_FULL, **TOY, "label_smoothing": 0.0, "strength": 5.0, "fisher_samples": 1000})
-    model, stream = set_up(method)
+    model, stream = set_up(method, per_class=3)
     training(model, stream, 0)
     experience = stream.experience(0)
     method.after_experience(model, experience)
     params = method.params(model)
     images, targets = next(experience.batches(1000))
+    assert len(targets) == 6
     classes = experience.classes
     reference = torch.zeros(sum(p.numel() for p in params))
     for x, y in zip(images, targets):
@@ -145,9 +146,10 @@ def test_ogd_on_images_keeps_the_step_orthogonal_to_ground_truth_logit_gradients
     assert orthonormal_extend(None, torch.stack(directions)).shape == (3, len(g))
 
 
-def test_replay_on_images_is_the_joined_batchs_mean_cross_entropy():
+@pytest.mark.parametrize("protocol", ["class-il", "mtil"])
+def test_replay_on_images_is_the_joined_batchs_mean_cross_entropy(protocol):
     method = Replay({**CLIP_FULL, **TOY, "memory": 4, "replay_ratio": 0.5})
-    model, stream = set_up(method)
+    model, stream = set_up(method, protocol)
     training(model, stream, 0)
     method.after_experience(model, stream.experience(0))
     method.before_experience(model, stream.experience(1))
@@ -160,9 +162,14 @@ def test_replay_on_images_is_the_joined_batchs_mean_cross_entropy():
     drawn = torch.randint(4, (2,), generator=method.generator)
     held, held_targets, _ = method.memory.tensors()
     current, seen = stream.task_classes[1], stream.seen_classes(1)
-    losses = [F.cross_entropy(restated_scores(model, x[None], current), torch.tensor([current.index(int(y))])) for x, y in zip(images, targets)]
-    losses += [F.cross_entropy(restated_scores(model, held[i][None], seen), torch.tensor([seen.index(int(held_targets[i]))])) for i in drawn]
-    # label smoothing 0.2 (CLIP_FULL, finetune's) applies to the current examples only
+    if protocol == "mtil":  # each task over its own classes: the current ones, and task 0's for the memory
+        losses = [F.cross_entropy(restated_scores(model, x[None], current), torch.tensor([current.index(int(y))])) for x, y in zip(images, targets)]
+        own = stream.task_classes[0]
+        losses += [F.cross_entropy(restated_scores(model, held[i][None], own), torch.tensor([own.index(int(held_targets[i]))])) for i in drawn]
+    else:  # class-il: current and memory examples alike over every class seen (one joined batch, one head)
+        losses = [F.cross_entropy(restated_scores(model, x[None], seen), torch.tensor([seen.index(int(y))])) for x, y in zip(images, targets)]
+        losses += [F.cross_entropy(restated_scores(model, held[i][None], seen), torch.tensor([seen.index(int(held_targets[i]))])) for i in drawn]
+    # finetune's label smoothing (0.2 in CLIP_FULL), over the training label space, on the current examples only
     smoothing = F.cross_entropy(outputs[:, current], torch.tensor([current.index(int(y)) for y in targets]), label_smoothing=0.2) - F.cross_entropy(
         outputs[:, current], torch.tensor([current.index(int(y)) for y in targets])
     )
