@@ -45,7 +45,9 @@ CLIP_FULL: dict[str, Any] = {**CLIP_COMMON, **ZSCL_TRAINING, "base": "finetune"}
 # base seq-lora: seq-lora's CLIP defaults (lr 5e-4, 500 iterations, no smoothing, no warm-up).
 CLIP_SEQ_LORA: dict[str, Any] = {**CLIP_COMMON, "base": "seq-lora", "towers": "both", "label_smoothing": 0.0, "lr": 5e-4, "iters": 500, "warmup_iters": 0}
 # tiny-clip: the bases' profiles (finetune's: lr 3e-4, 200 iterations, no smoothing, no warm-up;
-# seq-lora's: lr 2e-3, 200 iterations), so strength 0 / memory 0 repeat them.
+# seq-lora's: lr 2e-3, 200 iterations), so strength 0 / memory 0 repeat them; EWC at strength 1e5
+# (400 barely moves finetune there), memories of 40 per task (iCaRL's 200 in all on embedded-cil),
+# OGD's 100 directions (docs/methods.md has the runs tried).
 TINY_CLIP_LORA = {"lr": 2e-3, "iters": 200}
 
 
@@ -59,7 +61,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             paper="https://arxiv.org/abs/1612.00796",
             defaults={**FULL, "strength": 400.0, "fisher_samples": 500},
             kind_defaults={"clip": CLIP_FULL},
-            profiles={"tiny-lm": {**TINY_FULL, "fisher_samples": 64}, "tiny-clip": {**TINY_CLIP_TRAINING, "fisher_samples": 200}},
+            profiles={"tiny-lm": {**TINY_FULL, "fisher_samples": 64}, "tiny-clip": {**TINY_CLIP_TRAINING, "strength": 1e5, "fisher_samples": 200}},
             supports=BOTH_TRACKS,
         ),
         MethodSpec(
