@@ -31,6 +31,9 @@ from GEM's code on images (facebookresearch/GradientEpisodicMemory `model/gem.py
 is the task's last `n_memories` examples of a single pass (a ring buffer), here a seeded random
 draw of the task's training set; it steps with SGD, here with the base's AdamW, so the step
 itself is the projected gradient rescaled per coordinate (the constraint holds for the gradient).
+On class-il the constraints (memory losses over every seen class) forbid raising the current
+classes' scores on old images while the base's step trains the current task over its own
+classes: old tasks are kept, the newest is learnt less (docs/methods.md has the tiny-clip runs).
 """
 
 from __future__ import annotations
