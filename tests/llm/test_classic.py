@@ -12,11 +12,11 @@ from torch.utils.data import TensorDataset
 
 from cl_bench import EpisodicMemory, pad_left, run
 from cl_bench.contracts.stream import Experience
-from cl_bench.methods.classic_lm.base import LM_PAD
-from cl_bench.methods.classic_lm.ewc import EWC
-from cl_bench.methods.classic_lm.gem import GEM, project_dual
-from cl_bench.methods.classic_lm.ogd import OGD, orthonormal_extend, project_out
-from cl_bench.methods.classic_lm.replay import Replay
+from cl_bench.methods.classic.base import LM_PAD
+from cl_bench.methods.classic.ewc import EWC
+from cl_bench.methods.classic.gem import GEM, project_dual
+from cl_bench.methods.classic.ogd import OGD, orthonormal_extend, project_out
+from cl_bench.methods.classic.replay import Replay
 
 FULL = {"base": "finetune", "betas": [0.9, 0.95], "rank": 8, "alpha": 32.0, "dropout": 0.0, "layers": ["q", "v"], "batch_size": 4, "grad_accum": 1}
 
@@ -202,7 +202,7 @@ def test_a_resumed_classic_run_equals_an_uninterrupted_one(tmp_path, monkeypatch
 
 def test_icl_prompts_k_demonstrations_from_the_training_set_only():
     from cl_bench import TaskContext, TextTask, assemble_text_stream
-    from cl_bench.methods.classic_lm.icl import HEADER, ICL, SEPARATOR
+    from cl_bench.methods.classic.icl import HEADER, ICL, SEPARATOR
 
     model = tiny_lm()
     train = [{"prompt": f"Stance {i}:", "answer": " " + "ABC"[i % 3]} for i in range(12)]

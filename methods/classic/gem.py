@@ -1,4 +1,4 @@
-"""`gem`: gradient episodic memory (Lopez-Paz & Ranzato, 2017) on language models.
+"""`gem`: gradient episodic memory (Lopez-Paz & Ranzato, 2017), on both tracks.
 
 A memory of `memory` training examples per task (a seeded random draw, `cl_bench.EpisodicMemory`).
 At every step from the second task on, the gradient g_k of the loss on each earlier task k's
@@ -22,6 +22,18 @@ Departures from TRACE's GEM (BeyonderXX/TRACE and MoRAM `TRACE/model/Regular/GEM
 - Memory cost: the earlier tasks' gradients are held at once (tasks × trainable parameters,
   float32, on the model's device); on a 7B model use `base=seq-lora` or expect TRACE's own
   ~112 GB of host memory per rank.
+
+On CLIP (images) each earlier task k's memory loss is the cross-entropy over the classes the
+protocol scores task k over, among those seen so far (`ClassicBase.memory_space`): on mtil task
+k's own classes (as GEM's code scores a past CIFAR task over its own outputs), on domain-il
+every class (as its MNIST tasks), on class-il and x-tail every class seen so far. Departures
+from GEM's code on images (facebookresearch/GradientEpisodicMemory `model/gem.py`): its memory
+is the task's last `n_memories` examples of a single pass (a ring buffer), here a seeded random
+draw of the task's training set; it steps with SGD, here with the base's AdamW, so the step
+itself is the projected gradient rescaled per coordinate (the constraint holds for the gradient).
+On class-il the constraints (memory losses over every seen class) forbid raising the current
+classes' scores on old images while the base's step trains the current task over its own
+classes: old tasks are kept, the newest is learnt less (docs/methods.md has the tiny-clip runs).
 """
 
 from __future__ import annotations
@@ -63,8 +75,8 @@ class GEM(WithMemory):
         if not len(self.memory):
             return
         params = self.params(model)
-        inputs, targets, tasks = self.memory.tensors()
-        rows = [memory_gradient(model, params, inputs[tasks == t], targets[tasks == t], self.chunk) for t in self.memory.groups]
+        inputs, targets, tasks = self.memory_tensors(params[0].device)
+        rows = [memory_gradient(model, params, inputs[tasks == t], targets[tasks == t], self.chunk, self.spaces.get(t)) for t in self.memory.groups]
         memories = torch.stack(rows)
         g = flat_grad(params)
         if bool((memories @ g >= 0).all()):

@@ -1,4 +1,4 @@
-"""`ewc`: elastic weight consolidation (Kirkpatrick et al., 2017) as TRACE runs it on language models.
+"""`ewc`: elastic weight consolidation (Kirkpatrick et al., 2017) as TRACE runs it, on both tracks.
 
 From the second task on the loss gains `strength / 2 · Σ F · (θ − θ*)²` over the trainable
 parameters (TRACE: `0.5 · λ · Σ F (θ − θ*)²`, λ = 400; BeyonderXX/TRACE and MoRAM
@@ -15,6 +15,13 @@ Departures from TRACE's code (also in docs/language-models.md):
   examples at the final parameters adds mean_i g_i² of the loss alone (the Fisher of EWC's paper,
   empirical as TRACE's). The scale differs by epochs / 64: `strength` 400 here weighs F about
   64 / epochs times as much as TRACE's λ 400 does.
+
+On CLIP (images; docs/methods.md, section EWC, GEM, OGD and replay on CLIP) the same rule, with
+the loss of an example the cross-entropy over its task's own classes (the loss it was trained
+on). Departures from GEM's EWC on images (facebookresearch/GradientEpisodicMemory
+`model/ewc.py`), which squares the gradient of one batch's mean loss over the task's first
+`n_memories` examples and keeps one penalty per task (Σ_t λ Σ F_t (θ − θ*_t)², no ½): here the
+per-example empirical Fisher of EWC's paper, summed over tasks, and one anchor, as TRACE.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .base import ClassicBase
+from .base import ClassicBase, plus
 
 
 class EWC(ClassicBase):
@@ -40,11 +47,12 @@ class EWC(ClassicBase):
         self.anchor: list[torch.Tensor] = []  # θ*: the parameters at the end of the last task
 
     def extra_loss(self, model, batch, outputs):
+        base = super().extra_loss(model, batch, outputs)
         if not self.fisher or self.strength == 0:
-            return None
+            return base
         params = self.params(model)
         total = sum((f * (p.float() - a) ** 2).sum() for p, f, a in zip(params, self.fisher, self.anchor))
-        return 0.5 * self.strength * total
+        return plus(base, 0.5 * self.strength * total)
 
     def after_experience(self, model, experience) -> None:
         params = self.params(model)
@@ -61,11 +69,12 @@ class EWC(ClassicBase):
 
 def fisher_of(method: ClassicBase, model, params, experience, count: int) -> list[torch.Tensor]:
     """The empirical Fisher diagonal of one task: mean over up to `count` training examples of the
-    squared gradient of each example's loss."""
+    squared gradient of each example's loss (on images over the task's own classes)."""
+    classes = experience.classes if method.images else None
     total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     seen = 0
     for inputs, targets in method.examples(experience, count):
-        for t, g in zip(total, method.gradient(model, params, inputs, targets)):
+        for t, g in zip(total, method.gradient(model, params, inputs, targets, classes)):
             t.add_(g * g)
         seen += 1
     return [t / max(1, seen) for t in total]

@@ -1,4 +1,5 @@
-"""`ogd`: orthogonal gradient descent (Farajtabar et al., 2020) as TRACE runs it, on LoRA by default.
+"""`ogd`: orthogonal gradient descent (Farajtabar et al., 2020) as TRACE runs it (language
+models, on LoRA by default) and as OGD's image code does (CLIP).
 
 After each task, the gradients of the loss of `directions` training examples (one example each,
 at the task's final parameters, over every trainable parameter flattened) are made orthonormal
@@ -23,6 +24,15 @@ Departures from TRACE's code:
 - `strength` (1 in OGD and TRACE) scales the projection; 0 turns it off (the base run, bit for bit).
 - Note (not a departure): the optimizer is Adam, as in TRACE, so the step is the projected
   gradient rescaled per coordinate and with momentum, not exactly orthogonal (OGD is an SGD method).
+
+On CLIP (images) the directions are by default those of OGD's paper and its image code
+(MehdiAbbanaBennani/continual-learning-ogdplus, `ogd/ogd_core_new.py`: the gradient of the
+ground-truth logit of one example, `gradient=logit`; TRACE's loss gradients: `gradient=loss`),
+taken over the task's own classes, from `directions` training examples drawn at random (as that
+code draws `memory_size` of them). Departures from that code: it steps with plain SGD and
+projects only the shared layers (each task's head steps unprojected); here the base's AdamW on
+every trainable parameter of the base (CLIP has no task heads: its classifier is the text tower,
+which the base trains or not).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import torch
 
 from .base import ClassicBase, flat_grad, set_flat_grad
 
+GRADIENTS = ("loss", "logit")  # what a direction is the gradient of: the example's loss, its ground-truth logit
 DROP = 1e-6  # a direction whose remainder after projection is under this share of its norm adds nothing
 
 
@@ -69,6 +80,9 @@ class OGD(ClassicBase):
         self.count = int(hparams["directions"])
         if self.count < 1:
             raise ValueError(f"method.directions must be at least 1, got {self.count}")
+        self.of = hparams.get("gradient", "loss")  # language models: TRACE's loss gradients
+        if self.of not in GRADIENTS:
+            raise ValueError(f"method.gradient must be one of {', '.join(GRADIENTS)}, not {self.of!r}")
         self.basis: torch.Tensor | None = None
 
     def before_update(self, model, params) -> None:
@@ -80,7 +94,10 @@ class OGD(ClassicBase):
 
     def after_experience(self, model, experience) -> None:
         params = self.params(model)
-        grads = [self.flat(self.gradient(model, params, x, y)) for x, y in self.examples(experience, self.count)]
+        classes = experience.classes if self.images else None
+        if self.of == "logit" and classes is None:
+            raise ValueError("method.gradient=logit needs a classifier's label space (an image stream); a language model's directions are loss gradients")
+        grads = [self.flat(self.gradient(model, params, x, y, classes, self.of)) for x, y in self.examples(experience, self.count)]
         if grads:
             self.basis = orthonormal_extend(self.basis, torch.stack(grads))
 
