@@ -27,10 +27,11 @@ IMAGE_METHODS = [
     "mora", "moram", "o-lora", "rail-dual", "rail-primal", "seq-lora", "wise-ft", "zeroshot", "zscl",
 ]  # fmt: skip
 # The largest cell difference (accuracy points) two processes may show against one, per method:
-# measured (docs/multi-process.md); methods not named match bit for bit.
+# measured (docs/multi-process.md), plus 0.01 for the float subtraction of two cells; methods not
+# named match bit for bit.
 TOLERANCE: dict[str, float] = {
-    "moe-lora": 0.4,  # measured 0.2 (embedded-mtil v1), 0.4 (v2): its noisy gating and dropout draw one number per example (each process for its share)
-    "o-lora": 0.1,  # measured 0 (v1), 0.1 (v2: one test image of 1,000 changes sides): averaged gradients round differently
+    "moe-lora": 0.41,  # measured 0.2 (embedded-mtil v1), 0.4 (v2): its noisy gating and dropout draw one number per example (each process for its share)
+    "o-lora": 0.11,  # measured 0 (v1), 0.1 (v2: one test image of 1,000 changes sides): averaged gradients round differently
     "ewc tiny-lm": 0.05,  # measured 0.05 (one text score): every weight fine-tuned; not shown to be only rounding
 }
 

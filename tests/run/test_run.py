@@ -26,7 +26,7 @@ def test_seq_lora_run_writes_a_valid_self_describing_result(tmp_path):
     assert data["status"] == "complete" and len(data["acc_matrix"]) == 4 and len(data["control_matrix"][0]) == 1
     assert data["method"]["hyperparameters"]["iters"] == 3 and data["method"]["hyperparameters"]["rank"] == 8
     assert data["scenario"]["task_order"] == ["letters", "pixelated digits", "faded fashion"]
-    assert data["scenario"]["data"]["domains"]["fashion"]["train"]["size"] == 3000
+    assert data["scenario"]["data"]["domains"]["faded fashion"]["train"]["size"] == 3000
     assert len(data["backbone"]["weights_sha256"]) == 64 and data["versions"]["avalanche"] == "0.6.0"
     assert [e["iters"] for e in data["timings"]["experiences"]] == [3, 3, 3]
     assert data["params"]["trainable"] == [data["params"]["final"] - data["params"]["backbone"]] * 3
