@@ -174,7 +174,7 @@ def test_replay_on_images_is_the_joined_batchs_mean_cross_entropy(protocol):
         outputs[:, current], torch.tensor([current.index(int(y)) for y in targets])
     )
     reference = (sum(losses[:4]) + 4 * smoothing + sum(losses[4:])) / 6
-    assert float(joined) == pytest.approx(float(reference), rel=1e-5)
+    assert float(joined.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ def test_experience_end_carries_each_training_iterations_loss(tmp_path, monkeypa
     original = ClStrategy._after_training_iteration
 
     def spy(self, **kwargs):
-        seen.append(float(self.loss))  # the loss of the step, read where Avalanche still holds it
+        seen.append(float(self.loss.detach()))  # the loss of the step, read where Avalanche still holds it
         original(self, **kwargs)
 
     monkeypatch.setattr(ClStrategy, "_after_training_iteration", spy)
