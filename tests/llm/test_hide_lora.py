@@ -1,6 +1,6 @@
 """hide-lora: the task-identity inference and the row-contrastive loss against hand-computed
 cases, the pooled adapter's routing against each task's own LoRA, its degenerate runs equal to
-seq-lora bit for bit, and a resumed run equal to an uninterrupted one."""
+seq-lora bit for bit (its resume test is the shared one in test_llm_track.py)."""
 
 from __future__ import annotations
 
@@ -101,17 +101,6 @@ def test_on_one_task_with_no_contrast_hide_lora_is_seq_lora_bit_for_bit(tmp_path
     reference = run(lm_config(tmp_path / "seq", method="seq-lora", **one))
     result = run(lm_config(tmp_path / "hide", method="hide-lora", **one, **{"method.contrast_weight": 0.0}))
     assert result.acc_matrix == reference.acc_matrix and result.control_matrix == reference.control_matrix
-
-
-@pytest.mark.slow
-def test_a_resumed_hide_lora_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    from toys import interrupt_at_second_task
-
-    settings = {"iters": 3, "scenario.tasks": 3, **{k: v for k, v in SMALL.items() if k != "iters"}}
-    whole = run(lm_config(tmp_path / "whole", method="hide-lora", **settings))
-    interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method="hide-lora", **settings)))
-    resumed = run(lm_config(tmp_path / "split", method="hide-lora", resume=True, **settings))
-    assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
 
 
 def test_a_tasks_centroid_is_the_mean_prompt_embedding_of_its_training_examples():

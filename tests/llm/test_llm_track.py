@@ -220,7 +220,7 @@ def test_zeroshot_on_tiny_lm_repeats_row_zero(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune", "l2p", "dualprompt", "icl"])
+@pytest.mark.parametrize("method", ["moram", "o-lora", "eblora", "finetune", "l2p", "dualprompt", "icl", "hide-lora", "treelora"])
 def test_a_resumed_lm_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     whole = run(lm_config(tmp_path / "whole", method=method, iters=4))
     interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method=method, iters=4)))

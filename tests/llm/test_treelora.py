@@ -1,6 +1,6 @@
 """treelora: the task tree and the bandit search against the hand-worked case of the research
 notes, the regulariser's value and gradient against its formula, reg 0 = seq-lora bit for bit,
-and a resumed run = an uninterrupted one."""
+and its resume test is the shared one in test_llm_track.py."""
 
 from __future__ import annotations
 
@@ -118,17 +118,6 @@ def test_with_reg_zero_treelora_is_seq_lora_bit_for_bit(tmp_path):
     assert result.acc_matrix == reference.acc_matrix and result.control_matrix == reference.control_matrix
     switched_on = run(lm_config(tmp_path / "on", method="treelora", **SMALL))
     assert switched_on.acc_matrix[0] == reference.acc_matrix[0]  # the first task has nothing to pull towards
-
-
-@pytest.mark.slow
-def test_a_resumed_treelora_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    from toys import interrupt_at_second_task
-
-    settings = {"iters": 3, "scenario.tasks": 3, **{k: v for k, v in SMALL.items() if k != "iters"}}
-    whole = run(lm_config(tmp_path / "whole", method="treelora", **settings))
-    interrupt_at_second_task(monkeypatch, lambda: run(lm_config(tmp_path / "split", method="treelora", **settings)))
-    resumed = run(lm_config(tmp_path / "split", method="treelora", resume=True, **settings))
-    assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
 
 
 @pytest.mark.slow
