@@ -27,8 +27,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cl_bench import ScenarioContext, ScenarioSpec, hookimpl
 
 from . import packaged_data as data
@@ -268,16 +266,21 @@ PIXEL_BLOCK = 4
 FADE_CONTRAST, FADE_GREY = 0.35, 80
 
 
+def shifted_domain(name: str, domain: PackagedDomain, shift: Callable[[data.Images], data.Images]) -> PackagedDomain:
+    """`domain`'s train and test splits through `shift` (its pre-training split is what tiny-clip saw: left out)."""
+    return PackagedDomain(name, {k: shift(v) for k, v in domain.splits.items() if k in ("train", "test")})
+
+
 @cache
 def pixelated_digits() -> PackagedDomain:
-    """The handwritten digits' train and test splits pixelated in `PIXEL_BLOCK` square blocks."""
-    return PackagedDomain("pixelated digits", {k: data.pixelate(v, PIXEL_BLOCK) for k, v in digits().splits.items() if k in ("train", "test")})
+    """The handwritten digits pixelated in `PIXEL_BLOCK` square blocks."""
+    return shifted_domain("pixelated digits", digits(), lambda images: data.pixelate(images, PIXEL_BLOCK))
 
 
 @cache
 def faded_fashion() -> PackagedDomain:
-    """Fashion-MNIST's train and test splits faded to `FADE_CONTRAST` over a grey of `FADE_GREY`."""
-    return PackagedDomain("faded fashion", {k: data.fade(v, FADE_CONTRAST, FADE_GREY) for k, v in fashion().splits.items() if k in ("train", "test")})
+    """Fashion-MNIST faded to `FADE_CONTRAST` over a grey of `FADE_GREY`."""
+    return shifted_domain("faded fashion", fashion(), lambda images: data.fade(images, FADE_CONTRAST, FADE_GREY))
 
 
 def shifted_tasks() -> list[PackagedDomain]:
@@ -303,11 +306,7 @@ def printed_digits() -> PackagedDomain:
 @cache
 def rotated_digits() -> PackagedDomain:
     # The handwritten splits turned a quarter turn: a standard shifted domain (as rotated MNIST).
-    def turn(images: data.Images) -> data.Images:
-        provenance = {"parts": [images.provenance], "transform": "rotated 90 degrees anticlockwise"}
-        return data.Images(np.ascontiguousarray(np.rot90(images.images, 1, axes=(1, 2))), images.labels, images.class_names, provenance)
-
-    return PackagedDomain("rotated", {k: turn(v) for k, v in digits().splits.items() if k in ("train", "test")})
+    return shifted_domain("rotated", digits(), data.rotate)
 
 
 def build_dil(params: dict[str, Any], context: ScenarioContext | None = None):
