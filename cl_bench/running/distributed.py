@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,13 @@ def _restored(plugins: list[object]) -> list[object]:
     return [importlib.import_module(p[1]) if isinstance(p, tuple) and len(p) == 2 and p[0] == "module" else p for p in plugins]
 
 
-def launch(run: Callable[..., Any], config: RunConfig, devices: list[str], registry: Registry, log_folder: Path | None) -> None:
-    """`run(config, registry=..., log_folder=...)` in len(devices) processes (the runner's `run`,
-    which finds its rank in `current()`); waits for them; a rank's failure is a one-line error."""
+def launch(run: Callable[..., Any], configs: Sequence[RunConfig], devices: list[str], registry: Registry, log_folder: Path | None) -> None:
+    """`run(config, registry=..., log_folder=...)` for each of `configs` in turn, in len(devices)
+    processes (the runner's `run`, which finds its rank in `current()`); waits for them; a rank's
+    failure is a one-line error.
+
+    A run is one config; several share the processes and their process group, one after another
+    (each seeds itself, as in one process): the tests pay for starting the processes once."""
     import pickle
 
     import torch.multiprocessing as mp
@@ -208,13 +212,13 @@ def launch(run: Callable[..., Any], config: RunConfig, devices: list[str], regis
     with tempfile.TemporaryDirectory(prefix="clbench-nproc-") as folder:
         rendezvous = Path(folder) / "rendezvous"
         processes = mp.start_processes(
-            _worker, args=(run, devices, config, portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=False, start_method="spawn"
+            _worker, args=(run, devices, list(configs), portable, entry_points, str(rendezvous), errors, log_folder), nprocs=len(devices), join=False, start_method="spawn"
         )
         try:
             while not processes.join():
                 pass
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            raise _failure(exc, processes.processes, errors, len(devices), config.out) from None
+            raise _failure(exc, processes.processes, errors, len(devices), ", ".join(dict.fromkeys(c.out for c in configs))) from None
         finally:
             spawn_log.setLevel(level)
 
@@ -239,7 +243,7 @@ def _failure(exc: Any, processes: list[Any], errors, nproc: int, out: str) -> Ex
     return RuntimeError(f"process {getattr(exc, 'error_index', '?')} of {nproc} failed:\n{getattr(exc, 'msg', exc)}")
 
 
-def _worker(rank: int, run: Callable[..., Any], devices: list[str], config: RunConfig, plugins: list[object], entry_points: bool, rendezvous: str, errors, log_folder: Path | None) -> None:
+def _worker(rank: int, run: Callable[..., Any], devices: list[str], configs: list[RunConfig], plugins: list[object], entry_points: bool, rendezvous: str, errors, log_folder: Path | None) -> None:
     global _WORLD
     import torch
     import torch.distributed as dist
@@ -257,7 +261,9 @@ def _worker(rank: int, run: Callable[..., Any], devices: list[str], config: RunC
         waiting = dist.new_group(backend="gloo", timeout=EVALUATION_TIMEOUT)
         _WORLD = World(rank, len(devices), device, waiting)
 
-        run(config, registry=Registry(_restored(plugins), entry_points=entry_points), log_folder=log_folder)
+        registry = Registry(_restored(plugins), entry_points=entry_points)
+        for config in configs:
+            run(config, registry=registry, log_folder=log_folder)
     except UserError as exc:
         errors.put((rank, str(exc)))
         sys.stderr.flush()

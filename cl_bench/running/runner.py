@@ -314,7 +314,7 @@ def _launch(state: _Run, registry: Registry, devices: list[str], log_folder: Pat
     finished = _prepare(state)
     if finished is not None:
         return finished
-    distributed.launch(run, state.config, devices, registry, log_folder)
+    distributed.launch(run, [state.config], devices, registry, log_folder)
     return load_valid(state.result_path)
 
 

@@ -51,26 +51,57 @@ def largest_cell_difference(one, two) -> float:
 KNOWN_DIFFERENT = {"codyra"}
 
 
+LANGUAGE_MODEL_METHODS = ["seq-lora", "ewc", "replay"]
+
+
+def image_settings(method: str) -> dict:
+    return {"method": method, "iters": 4, "batch_size": 8}
+
+
+def language_model_settings(method: str) -> dict:
+    return {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "method_params": {"dropout": 0.0} if method == "seq-lora" else {}}
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    """Every run of the two-process tests below, all through one launch: the two processes start
+    (and import PyTorch, open_clip, transformers and Avalanche) once, then train the runs in turn
+    as `run(config with nproc=2)` has them do (`test_a_killed_rank_stops_the_run_and_resume_completes_it`
+    goes through `run` whole)."""
+    from cl_bench.config.registry import Registry
+    from cl_bench.results.validation import load_valid
+    from cl_bench.running import distributed
+    from cl_bench.running.runner import run as run_one
+
+    root = tmp_path_factory.mktemp("nproc2")
+    settings = {**{m: image_settings(m) for m in IMAGE_METHODS}, **{f"{m} tiny-lm": language_model_settings(m) for m in LANGUAGE_MODEL_METHODS}}
+    configs = [config(root / key.replace(" ", "-"), **each, nproc=2) for key, each in settings.items()]
+    for each in configs:
+        Path(each.out).mkdir()
+    distributed.launch(run_one, configs, distributed.rank_devices("cpu", 2), Registry(), None)
+    return {key: load_valid(next((root / key.replace(" ", "-")).glob("*.json"))) for key in settings}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="see KNOWN_DIFFERENT")) if m in KNOWN_DIFFERENT else m for m in IMAGE_METHODS])
-def test_two_processes_train_what_one_trains(tmp_path, method):
-    one = run(config(tmp_path / "one", method=method, iters=4, batch_size=8))
-    two = run(config(tmp_path / "two", method=method, iters=4, batch_size=8, nproc=2))
+def test_two_processes_train_what_one_trains(tmp_path, method, two_process_results):
+    one = run(config(tmp_path / "one", **image_settings(method)))
+    two = two_process_results[method]
     assert two.run_id == one.run_id and two.data["execution"]["nproc"] == 2 and one.data["execution"]["nproc"] == 1
     difference = largest_cell_difference(one, two)
     print(f"nproc 2 against 1: {method}: largest cell difference {difference}")
     assert difference <= TOLERANCE.get(method, 0.0)
     if difference == 0.0:
         assert two.data["outcomes"] == one.data["outcomes"] and two.metrics == one.metrics
-    assert not list((tmp_path / "two").glob("*.ckpt"))  # only the result is left, written once by rank 0
+    assert not list(Path(two.path).parent.glob("*.ckpt"))  # only the result is left, written once by rank 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq-lora", "ewc", "replay"])
-def test_two_processes_train_a_language_model_as_one(tmp_path, method):
-    settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "method_params": {"dropout": 0.0} if method == "seq-lora" else {}}
-    one = run(config(tmp_path / "one", **settings))
-    two = run(config(tmp_path / "two", **settings, nproc=2))
+@pytest.mark.parametrize("method", LANGUAGE_MODEL_METHODS)
+def test_two_processes_train_a_language_model_as_one(tmp_path, method, two_process_results):
+    one = run(config(tmp_path / "one", **language_model_settings(method)))
+    two = two_process_results[f"{method} tiny-lm"]
+    assert two.run_id == one.run_id
     difference = largest_cell_difference(one, two)
     print(f"nproc 2 against 1: {method} on tiny-lm: largest cell difference {difference}")
     assert difference <= TOLERANCE.get(f"{method} tiny-lm", 0.0)
