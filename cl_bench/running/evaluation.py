@@ -101,7 +101,8 @@ class AccuracyMatrix(SupervisedPlugin):
                 self._store(recompute(), stored)
                 return
             # some process's scorer kept no outcomes that recompute its share: rank 0 scores the cell alone
-            self._scorer, self._batches = self._score_whole(strategy), []
+            self._batches = []
+            self._scorer = self._score_whole(strategy)
         self._check_and_store(self._scorer.result(), self._scorer)
 
     def _store(self, value: float, stored: Any) -> None:
