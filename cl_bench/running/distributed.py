@@ -44,8 +44,9 @@ from cl_bench.errors import UserError, clip
 
 # A training collective never waits this long for a live rank; the launcher catches dead ones at once.
 TRAINING_TIMEOUT = dt.timedelta(minutes=30)
-# Ranks other than 0 wait here while rank 0 evaluates (a language model's generation over a large
-# test set can take hours); only a hung rank 0 would run into it.
+# The collectives around evaluation wait this long: for the slowest share of a cell, or for rank 0
+# evaluating a cell alone (a language model's generation over a large test set can take hours);
+# only a hung rank would run into it.
 EVALUATION_TIMEOUT = dt.timedelta(hours=24)
 
 
@@ -56,7 +57,7 @@ class World:
     rank: int
     size: int
     device: str
-    waiting: Any = None  # a gloo group with the long timeout: the waits for rank 0's evaluation
+    waiting: Any = None  # a gloo group with the long timeout: the collectives around evaluation
 
     @property
     def leader(self) -> bool:
