@@ -63,6 +63,22 @@ def test_a_share_travels_with_outcomes_only_where_they_recompute_its_score():
     assert keeps_outcomes(CellScorer()) and keeps_outcomes(_WrongOutcomes()) and not keeps_outcomes(_NoOutcomes())
 
 
+def test_a_share_of_a_sampled_cell_draws_what_its_batches_draw_in_the_whole_cell():
+    from lm_toys import tiny_lm
+
+    from cl_bench import TaskContext
+
+    model = tiny_lm()
+    model.eval()
+    model.decoding = {"do_sample": True, "temperature": 5.0, "top_k": 50, "top_p": 1.0}  # hot: each batch's seed shows
+    prompts, _ = model.encode_examples([{"prompt": "copy: red cat\n", "answer": ""}] * 4, "test")
+    model.set_task_context(TaskContext("test", 0, "t", (), seed=7))
+    whole = [model.generate(prompts, 6) for _ in range(3)]
+    assert not torch.equal(whole[1], whole[2])
+    model.set_task_context(TaskContext("test", 0, "t", (), seed=7, first_batch=1))  # a process whose share starts at batch 1
+    assert all(torch.equal(model.generate(prompts, 6), batch) for batch in whole[1:])
+
+
 @pytest.mark.slow
 def test_sharded_evaluation_equals_one_process_on_a_classifier(tmp_path):
     # eval_batch_size 500 on embedded-mtil: test sets of 1,040 (3 batches, the last of 40: an
