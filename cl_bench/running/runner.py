@@ -405,9 +405,9 @@ def evaluate(strategy, plugin, row: int, world, method_name: str = "") -> tuple[
     One process evaluates alone. In a multi-process run that shares the cells' batches out
     (`plugin.world`), every rank first takes rank 0's state where its own differs (each evaluates
     a share with the same model), and afterwards the states are compared again: a rank that
-    differs then means evaluation changed the state differently per share, which no one-process
-    run would do, so the run stops. Otherwise rank 0 evaluates while the others wait, and any
-    state its evaluation changed is passed on to them."""
+    differs then means evaluation changed the state by what each share saw, which one process
+    seeing every batch need not match, so the run stops. Otherwise rank 0 evaluates while the
+    others wait, and any state its evaluation changed is passed on to them."""
     from cl_bench.running.evaluation import evaluate_row
 
     if world is None:
