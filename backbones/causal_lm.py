@@ -245,7 +245,7 @@ class CausalLM(Backbone):
 
     def set_task_context(self, context: TaskContext) -> None:
         self._context = context
-        self._batches = 0
+        self._batches = context.first_batch  # a process's share of a cell starts at its own place
         record = self.generation.get((context.split, context.task))
         if record is not None:
             self.max_new_tokens = record.max_new_tokens

@@ -93,7 +93,10 @@ class TaskContext:
     `label_space` holds the global class ids the batch competes over (the protocol decides it).
     `seed` (evaluation only) is the cell's own seed, derived from the run's seed, the matrix row
     and the cell, for a model whose outputs are drawn at random (sampled decoding): the same in
-    an uninterrupted and a resumed run, whatever was evaluated before.
+    an uninterrupted and a resumed run, whatever was evaluated before. `first_batch` (evaluation
+    only) is the place in the cell of the first batch that follows: 0, or in a multi-process run
+    that shares the cell's batches out, where this process's share starts; a model that draws per
+    batch counts its batches from it, so each batch draws what it draws in one process.
     """
 
     split: str
@@ -101,6 +104,7 @@ class TaskContext:
     name: str
     label_space: tuple[int, ...] = field(default=())
     seed: int | None = None
+    first_batch: int = 0
 
 
 class CellScorer:
@@ -158,6 +162,11 @@ class Backbone(nn.Module):
     """Base class of every backbone model; the defaults suit a classifier over global class ids."""
 
     kind = "model"  # the backbone kind methods declare support for (`Supports.backbone_kinds`)
+    # A multi-process run shares each cell's evaluation batches out to its processes: true when a
+    # batch's outputs depend only on the batch, the model's state and the cell's context (a model
+    # that draws at random counts batches from `TaskContext.first_batch`); false: one process
+    # evaluates (docs/multi-process.md, Sharded evaluation).
+    shards_evaluation = True
     backbone_name = ""
     weights_sha256: str | None = None
     image_size: int | None = None  # what a stream resizes images to; None for models without images

@@ -38,7 +38,7 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
     """
     import torch
 
-    from cl_bench.running.evaluation import AccuracyMatrix
+    from cl_bench.running.evaluation import AccuracyMatrix, shards_evaluation
     from cl_bench.running.strategy import ClStrategy
     from cl_bench.seeding import seed_everything
 
@@ -61,7 +61,10 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
         raise setting_error(plan.method.name, exc) from None
     device = torch.device(plan.device)
     model.to(device)
-    matrix = AccuracyMatrix(stream)
+    # A multi-process run shares each cell's batches out unless the model or the method says its
+    # evaluation depends on more than each batch (docs/multi-process.md, Sharded evaluation).
+    sharding = world is not None and shards_evaluation(model, method)
+    matrix = AccuracyMatrix(stream, world=world if sharding else None)
     strategy = ClStrategy(
         model=model,
         method=method,

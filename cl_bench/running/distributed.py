@@ -16,8 +16,10 @@ shards, each rank computes its shard's loss and gradients, and the gradients are
 method computes or decides between steps (memories, subspaces, prompt pools, closed-form fits) is
 computed on every rank from the same data and random numbers; after each evaluation the ranks
 compare a digest of their model and method state (`World.sync_state`) and, where they differ, the
-others take rank 0's, as a resume would. Rank 0 alone evaluates and writes the checkpoint, the
-result, the events and the progress bars.
+others take rank 0's, as a resume would. Each rank evaluates a contiguous share of every cell's
+evaluation batches (`evaluation_share`) and rank 0 gathers the per-example outcomes
+(`World.gather_bytes`) to compute the cells (running/evaluation.py). Rank 0 alone writes the
+checkpoint, the result, the events and the progress bars.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from cl_bench.errors import UserError, clip
 
 # A training collective never waits this long for a live rank; the launcher catches dead ones at once.
 TRAINING_TIMEOUT = dt.timedelta(minutes=30)
-# Ranks other than 0 wait here while rank 0 evaluates (a language model's generation over a large
-# test set can take hours); only a hung rank 0 would run into it.
+# The collectives around evaluation wait this long: for the slowest share of a cell, or for rank 0
+# evaluating a cell alone (a language model's generation over a large test set can take hours);
+# only a hung rank would run into it.
 EVALUATION_TIMEOUT = dt.timedelta(hours=24)
 
 
@@ -54,7 +57,7 @@ class World:
     rank: int
     size: int
     device: str
-    waiting: Any = None  # a gloo group with the long timeout: the waits for rank 0's evaluation
+    waiting: Any = None  # a gloo group with the long timeout: the collectives around evaluation
 
     @property
     def leader(self) -> bool:
@@ -92,6 +95,23 @@ class World:
                 offset += param.numel()
         return (flags[-1] / self.size).to(loss.dtype)
 
+    def gather_bytes(self, payload: bytes) -> list[bytes]:
+        """Every rank's `payload`, in rank order (on every rank; waits as long as an evaluation may).
+
+        Bytes the caller encodes itself (JSON): nothing is pickled, so nothing is unpickled."""
+        import torch
+        import torch.distributed as dist
+
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        dist.all_gather(sizes, torch.tensor([len(payload)], dtype=torch.int64), group=self.waiting)
+        longest = max(int(size[0]) for size in sizes)
+        mine = torch.zeros(longest, dtype=torch.uint8)
+        if payload:
+            mine[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        everyone = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.size)]
+        dist.all_gather(everyone, mine, group=self.waiting)
+        return [data[: int(size[0])].numpy().tobytes() for data, size in zip(everyone, sizes)]
+
     def sync_state(self, model, method) -> bool:
         """Make every rank hold rank 0's model and method state; True when some rank had to take it.
 
@@ -123,6 +143,13 @@ class World:
             model.load_state_dict(received["model"], strict=True)
             model.to(self.device)
         return True
+
+
+def evaluation_share(batches: int, size: int, rank: int) -> range:
+    """The evaluation batches (indices into a cell's `batches`) that rank `rank` of `size`
+    evaluates: a contiguous share, the shares in rank order, sizes differing by at most one (a
+    rank's share is empty when the cell has fewer batches than ranks)."""
+    return range(rank * batches // size, (rank + 1) * batches // size)
 
 
 _WORLD: World | None = None

@@ -330,7 +330,6 @@ def _execute(state: _Run, registry: Registry, world=None) -> RunResult:
     import torch
 
     from cl_bench.running.build import build
-    from cl_bench.running.evaluation import evaluate_row
     from cl_bench.running.strategy import LossRecorder
 
     losses = LossRecorder()
@@ -354,12 +353,10 @@ def _execute(state: _Run, registry: Registry, world=None) -> RunResult:
 
     if first_task == 0:
         began = time.perf_counter()
+        acc, control = evaluate(strategy, plugin, 0, world, state.plan.method.name)
         if leader:
-            acc, control = evaluate_row(strategy, plugin, 0)
             state.acc_rows, state.control_rows = [acc], [control]
             state.record_row(plugin, 0)
-        if world is not None:
-            world.sync_state(model, method)
         state.timings["eval_before"] = round(time.perf_counter() - began, 3)
         if leader:
             emit(registry, "cl_bench_before_training", **ids, row=0, acc_row=acc, control_row=control, timings={"eval": state.timings["eval_before"]})
@@ -376,13 +373,10 @@ def _execute(state: _Run, registry: Registry, world=None) -> RunResult:
         state.params["trainable"].append(sum(p.numel() for p in strategy.trainable))
         state.params["added"].append(sum(p.numel() for p in model.parameters()) - before)
         began = time.perf_counter()
-        if world is not None and not leader:  # rank 0 evaluates (also what it may change in the state), then the ranks agree
-            world.sync_state(model, method)
+        acc, control = evaluate(strategy, plugin, task + 1, world, state.plan.method.name)
+        if not leader:
             losses.take()
             continue
-        acc, control = evaluate_row(strategy, plugin, task + 1)
-        if world is not None:
-            world.sync_state(model, method)
         state.acc_rows.append(acc)
         state.control_rows.append(control)
         state.record_row(plugin, task + 1)
@@ -403,6 +397,34 @@ def _execute(state: _Run, registry: Registry, world=None) -> RunResult:
     checkpoint.remove(state.checkpoint_path)
     emit(registry, "cl_bench_run_end", **ids, path=str(state.result_path), result=document)
     return RunResult(document, state.result_path)
+
+
+def evaluate(strategy, plugin, row: int, world, method_name: str = "") -> tuple[list[float], list[float]]:
+    """Row `row` of both matrices (meaningful on rank 0), after which every rank holds the same state.
+
+    One process evaluates alone. In a multi-process run that shares the cells' batches out
+    (`plugin.world`), every rank first takes rank 0's state where its own differs (each evaluates
+    a share with the same model), and afterwards the states are compared again: a rank that
+    differs then means evaluation changed the state by what each share saw, which one process
+    seeing every batch need not match, so the run stops. Otherwise rank 0 evaluates while the
+    others wait, and any state its evaluation changed is passed on to them."""
+    from cl_bench.running.evaluation import evaluate_row
+
+    if world is None:
+        return evaluate_row(strategy, plugin, row)
+    model, method = strategy.model, strategy.method
+    if plugin.world is None:
+        acc, control = evaluate_row(strategy, plugin, row) if world.leader else ([], [])
+        world.sync_state(model, method)
+        return acc, control
+    world.sync_state(model, method)
+    acc, control = evaluate_row(strategy, plugin, row)
+    if world.sync_state(model, method):
+        raise UserError(
+            f"evaluating row {row} changed the state of method '{method_name}' or of its model differently in each process, so the cells of a shared "
+            "evaluation need not be one process's; set shards_evaluation = False on the method (or the model), or run with --nproc 1"
+        )
+    return acc, control
 
 
 def emit(registry: Registry, event: str, **arguments: Any) -> None:

@@ -35,7 +35,7 @@ import torch
 from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from cl_bench.blocks.data_parallel import sharded_steps
@@ -277,13 +277,22 @@ class ClStrategy(SupervisedTemplate):
             )
 
     def make_eval_dataloader(self, **kwargs):
+        self.dataloader = self.eval_batches(None)
+
+    def eval_batches(self, share: range | None):
+        """The current evaluation experience's batches of `eval_mb_size` examples, in order: all
+        of them (None), or the batches whose indices are in `share` (a multi-process run's share
+        of the cell), each holding exactly the examples it holds among all."""
         tensors = self._tensors()
+        examples = None if share is None else range(share.start * self.eval_mb_size, share.stop * self.eval_mb_size)
         if tensors is not None:
-            self.dataloader = TensorBatches(*tensors, batch_size=self.eval_mb_size)
-        else:
-            self.dataloader = DataLoader(
-                self.adapted_dataset, batch_size=self.eval_mb_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
-            )
+            if examples is not None:
+                tensors = (tensors[0][examples.start : examples.stop], tensors[1][examples.start : examples.stop])
+            return TensorBatches(*tensors, batch_size=self.eval_mb_size)
+        dataset = self.adapted_dataset
+        if examples is not None:
+            dataset = Subset(dataset, range(examples.start, min(examples.stop, len(dataset))))
+        return DataLoader(dataset, batch_size=self.eval_mb_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ one iteration
 
