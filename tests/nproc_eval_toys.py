@@ -1,6 +1,7 @@
 """Toy backbones for tests/run/test_nproc_eval.py (importable by name: spawned processes cannot
 import a test module). Each is the toy CLIP of `toys` with one change to its evaluation; every
-evaluation batch it sees is logged as "rank size" to the file named by $CLBENCH_TEST_EVAL_LOG."""
+evaluation batch it sees is logged as "rank size" to <kind>.log in the folder named by
+$CLBENCH_TEST_EVAL_LOG."""
 
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ class Unsure(CellScorer):
         return None
 
 
-def _log_batch(module, inputs, output) -> None:
-    if module.training:
-        return
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    with open(os.environ["CLBENCH_TEST_EVAL_LOG"], "a", encoding="utf-8") as log:
-        log.write(f"{rank} {len(inputs[0])}\n")
+def _batch_logger(kind: str):
+    def log_batch(module, inputs, output) -> None:
+        if module.training:
+            return
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        with open(os.path.join(os.environ["CLBENCH_TEST_EVAL_LOG"], f"{kind}.log"), "a", encoding="utf-8") as log:
+            log.write(f"{rank} {len(inputs[0])}\n")
+
+    return log_batch
 
 
 def _counting_forward(model):
@@ -54,7 +58,7 @@ def _counting_forward(model):
 
 def _toy(kind: str):
     model = toy_model()
-    model.register_forward_hook(_log_batch)
+    model.register_forward_hook(_batch_logger(kind))
     if kind == "plain":
         model.scorer = lambda context: AccuracyOnly()
     elif kind == "unsure":

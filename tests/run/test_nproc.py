@@ -1,7 +1,8 @@
 """Multi-process runs (`--nproc`): two processes against one, a killed rank and its resume, bad input.
 
 The two-process runs spawn worker processes (gloo on CPU): they are slow and run one at a time
-(xdist group "nproc"), never beside each other.
+(xdist group "nproc"), never beside each other. Those compared with one process are
+tests/two_process_runs.py's, trained through one launch for the session.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from two_process_runs import IMAGE_METHODS, LANGUAGE_MODEL_METHODS, config, image_settings, language_model_settings
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("nproc")
 
-# Every built-in method that trains an image backbone, on the embedded default stream (3 tasks).
-IMAGE_METHODS = [
-    "codyra", "dualprompt", "eblora", "finetune", "icarl", "l2p", "lwf", "moe-lora",
-    "mora", "moram", "o-lora", "rail-dual", "rail-primal", "seq-lora", "wise-ft", "zeroshot", "zscl",
-]  # fmt: skip
 # The largest cell difference (accuracy points) two processes may show against one, per method:
 # measured (docs/multi-process.md), plus 0.01 for the float subtraction of two cells; methods not
 # named match bit for bit.
@@ -34,10 +31,6 @@ TOLERANCE: dict[str, float] = {
     "o-lora": 0.11,  # measured 0 (v1), 0.1 (v2: one test image of 1,000 changes sides): averaged gradients round differently
     "ewc tiny-lm": 0.05,  # measured 0.05 (one text score): every weight fine-tuned; not shown to be only rounding
 }
-
-
-def config(out: Path, **kwargs) -> RunConfig:
-    return RunConfig(out=str(out), progress=False, device="cpu", **kwargs)
 
 
 def largest_cell_difference(one, two) -> float:
@@ -51,42 +44,11 @@ def largest_cell_difference(one, two) -> float:
 KNOWN_DIFFERENT = {"codyra"}
 
 
-LANGUAGE_MODEL_METHODS = ["seq-lora", "ewc", "replay"]
-
-
-def image_settings(method: str) -> dict:
-    return {"method": method, "iters": 4, "batch_size": 8}
-
-
-def language_model_settings(method: str) -> dict:
-    return {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "method_params": {"dropout": 0.0} if method == "seq-lora" else {}}
-
-
-@pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory):
-    """Every run of the two-process tests below, all through one launch: the two processes start
-    (and import PyTorch, open_clip, transformers and Avalanche) once, then train the runs in turn
-    as `run(config with nproc=2)` has them do (`test_a_killed_rank_stops_the_run_and_resume_completes_it`
-    goes through `run` whole)."""
-    from cl_bench.config.registry import Registry
-    from cl_bench.results.validation import load_valid
-    from cl_bench.running import distributed
-    from cl_bench.running.runner import run as run_one
-
-    root = tmp_path_factory.mktemp("nproc2")
-    settings = {**{m: image_settings(m) for m in IMAGE_METHODS}, **{f"{m} tiny-lm": language_model_settings(m) for m in LANGUAGE_MODEL_METHODS}}
-    configs = [config(root / key.replace(" ", "-"), **each, nproc=2) for key, each in settings.items()]
-    for each in configs:
-        Path(each.out).mkdir()
-    distributed.launch(run_one, configs, distributed.rank_devices("cpu", 2), Registry(), None)
-    return {key: load_valid(next((root / key.replace(" ", "-")).glob("*.json"))) for key in settings}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="see KNOWN_DIFFERENT")) if m in KNOWN_DIFFERENT else m for m in IMAGE_METHODS])
-def test_two_processes_train_what_one_trains(tmp_path, method, two_process_results):
+def test_two_processes_train_what_one_trains(tmp_path, method, two_process_runs):
     one = run(config(tmp_path / "one", **image_settings(method)))
-    two = two_process_results[method]
+    two = two_process_runs.results[method]
     assert two.run_id == one.run_id and two.data["execution"]["nproc"] == 2 and one.data["execution"]["nproc"] == 1
     difference = largest_cell_difference(one, two)
     print(f"nproc 2 against 1: {method}: largest cell difference {difference}")
@@ -98,13 +60,15 @@ def test_two_processes_train_what_one_trains(tmp_path, method, two_process_resul
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", LANGUAGE_MODEL_METHODS)
-def test_two_processes_train_a_language_model_as_one(tmp_path, method, two_process_results):
+def test_two_processes_train_a_language_model_as_one(tmp_path, method, two_process_runs):
     one = run(config(tmp_path / "one", **language_model_settings(method)))
-    two = two_process_results[f"{method} tiny-lm"]
-    assert two.run_id == one.run_id
+    two = two_process_runs.results[f"{method} tiny-lm"]
+    assert two.run_id == one.run_id and two.data["execution"]["nproc"] == 2
     difference = largest_cell_difference(one, two)
     print(f"nproc 2 against 1: {method} on tiny-lm: largest cell difference {difference}")
     assert difference <= TOLERANCE.get(f"{method} tiny-lm", 0.0)
+    if difference == 0.0:
+        assert two.data["outcomes"] == one.data["outcomes"] and two.metrics == one.metrics
 
 
 def _workers_of(pid: int) -> list[int]:

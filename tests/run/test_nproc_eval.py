@@ -2,27 +2,26 @@
 of every cell's evaluation batches and rank 0 computes the cells from the gathered per-example
 outcomes; the result is one process's bit for bit (docs/multi-process.md, Sharded evaluation).
 
-The two-process runs spawn worker processes (gloo on CPU): slow, one at a time (xdist group "nproc").
+The two-process runs are tests/two_process_runs.py's, trained through one launch for the whole
+session (xdist group "nproc": its tests share one worker and its processes).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from two_process_runs import EVAL_LOG, config, registry, toy_settings
 
-from cl_bench import CellScorer, RunConfig, run
+from cl_bench import CellScorer, run
 from cl_bench.errors import UserError
 from cl_bench.running.distributed import evaluation_share
 from cl_bench.running.evaluation import keeps_outcomes, share_outcomes
 
 pytestmark = pytest.mark.xdist_group("nproc")
-
-
-def config(out: Path, **kwargs) -> RunConfig:
-    return RunConfig(out=str(out), progress=False, device="cpu", **kwargs)
 
 
 def assert_same_result(one, two) -> None:
@@ -79,34 +78,18 @@ def test_a_share_of_a_sampled_cell_draws_what_its_batches_draw_in_the_whole_cell
     assert all(torch.equal(model.generate(prompts, 6), batch) for batch in whole[1:])
 
 
-@pytest.mark.slow
-def test_sharded_evaluation_equals_one_process_on_a_classifier(tmp_path):
-    # eval_batch_size 500 on embedded-mtil: test sets of 1,040 (3 batches, the last of 40: an
-    # uneven split), 500 and 1,000 examples and a control set of 500 (1 batch: fewer than the processes)
-    settings = {"method": "seq-lora", "iters": 4, "batch_size": 8, "eval_batch_size": 500}
-    one = run(config(tmp_path / "one", **settings))
-    two = run(config(tmp_path / "two", **settings, nproc=2))
-    assert one.data["scenario"]["test_sizes"] == [1040, 500, 1000] and one.data["outcomes"]["batch_sizes"] == [500] * 4
-    assert_same_result(one, two)
+# That sharded evaluation gives one process's matrices and outcomes for every built-in image
+# method and for language models (greedy generation) is tests/run/test_nproc.py's two-process
+# comparison, whose evaluations split unevenly (tests/two_process_runs.py); these check the split
+# itself on the toy CLIPs of nproc_eval_toys, in the same launch.
 
 
 @pytest.mark.slow
-def test_sharded_evaluation_equals_one_process_on_a_language_model(tmp_path):
-    # greedy generation in batches of 24: 5 batches of each 100-example cell, 3 and 2 per process
-    settings = {"method": "seq-lora", "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 24}
-    one = run(config(tmp_path / "one", **settings, method_params={"dropout": 0.0}))
-    two = run(config(tmp_path / "two", **settings, method_params={"dropout": 0.0}, nproc=2))
-    assert one.data["outcomes"]["control_sizes"] == [100] and all(isinstance(cell, list) for row in one.data["outcomes"]["acc"] for cell in row)
-    assert_same_result(one, two)
-
-
-def _toy_run(out: Path, kind: str, log: Path, monkeypatch, nproc: int = 1):
-    import nproc_eval_toys
-
-    monkeypatch.setenv("CLBENCH_TEST_EVAL_LOG", str(log))  # the spawned processes inherit it
-    # 2 toy tasks of 16 test examples and a control set of 16, in evaluation batches of 6, 6 and 4
-    settings = config(out, method="seq-lora", scenario="toy", backbone=f"toy-clip-{kind}", iters=2, batch_size=4, eval_batch_size=6, nproc=nproc)
-    return run(settings, plugins=[nproc_eval_toys.EvalToys()])
+def test_the_shared_runs_evaluate_in_uneven_shares(two_process_runs):
+    image = two_process_runs.results["seq-lora"].data
+    assert image["scenario"]["test_sizes"] == [1040, 500, 1000] and image["outcomes"]["batch_sizes"] == [500] * 4
+    text = two_process_runs.results["seq-lora tiny-lm"].data
+    assert text["outcomes"]["control_sizes"] == [100] and all(isinstance(cell, list) for row in text["outcomes"]["acc"] for cell in row)
 
 
 def _batches_seen(log: Path) -> Counter:
@@ -126,17 +109,19 @@ RANK_0 = Counter({(0, 6): 18, (0, 4): 9})
     ("kind", "seen", "outcomes"),
     [("logged", SHARED, True), ("plain", RANK_0, False), ("unsure", SHARED + RANK_0, False), ("counting-alone", RANK_0, True)],
 )
-def test_each_process_evaluates_its_share_or_rank_0_the_whole_cell(tmp_path, monkeypatch, kind, seen, outcomes):
-    one = _toy_run(tmp_path / "one", kind, tmp_path / "one.log", monkeypatch)
-    two = _toy_run(tmp_path / "two", kind, tmp_path / "two.log", monkeypatch, nproc=2)
-    assert _batches_seen(tmp_path / "one.log") == Counter({(0, 6): 18, (0, 4): 9})
-    assert _batches_seen(tmp_path / "two.log") == seen
+def test_each_process_evaluates_its_share_or_rank_0_the_whole_cell(tmp_path, monkeypatch, two_process_runs, kind, seen, outcomes):
+    monkeypatch.setenv(EVAL_LOG, str(tmp_path))
+    one = run(config(tmp_path / "one", **toy_settings(kind)), registry=registry())
+    two = two_process_runs.results[f"toy {kind}"]
+    assert _batches_seen(tmp_path / f"{kind}.log") == Counter({(0, 6): 18, (0, 4): 9})
+    assert _batches_seen(two_process_runs.root / "logs" / f"{kind}.log") == seen
     assert_same_result(one, two)
     assert all((cell is not None) == outcomes for name in ("acc", "control") for row in two.data["outcomes"][name] for cell in row)
 
 
 @pytest.mark.slow
-def test_an_evaluation_that_changes_the_state_per_share_stops_the_run(tmp_path, monkeypatch):
-    with pytest.raises(UserError, match=r"process \d of 2: evaluating row 0 changed the state of method 'seq-lora' or of its model differently in each process"):
-        _toy_run(tmp_path / "two", "counting", tmp_path / "two.log", monkeypatch, nproc=2)
-    assert not list((tmp_path / "two").glob("*.json"))  # nothing written
+def test_an_evaluation_that_changes_the_state_per_share_stops_the_run(two_process_runs):
+    error = two_process_runs.error
+    assert isinstance(error, UserError)
+    assert re.fullmatch(r"process \d of 2: evaluating row 0 changed the state of method 'seq-lora' or of its model differently in each process.*", str(error)), error
+    assert not list(two_process_runs.folder("toy counting").glob("*.json"))  # nothing written
