@@ -1,0 +1,62 @@
+"""Sharded training (`shard_weights` under `--nproc N`): the training steps of an experience run on
+a copy of the model whose parameters PyTorch's FSDP (`fully_shard`) splits over the processes
+(docs/multi-process.md, Sharded training).
+
+The run's own model stays a plain module: the method's hooks, the evaluation, `World.sync_state`
+and the checkpoints see whole weights, as in the unsharded run. At the start of an experience's
+training (`shard`), a structural copy of the model that shares its parameter objects is sharded
+block by block (the backbone's `shard_units()`, then the root): each process keeps 1/N of every
+weight, and the whole weights of the run's model are released until the experience ends. The
+optimizer is made over the shards, so gradients and optimizer state are sharded as well, and FSDP
+reduce-scatters the averaged gradients (`World.average_gradients` leaves those to it). At the end
+of the training (`gather`), the whole weights are gathered from the shards into the run's model's
+parameters, which keep their identity (methods hold references to them). The optimizer is made
+anew at every experience (strategy.py), so nothing of it outlives the copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Sharded:
+    """The sharded copy of a model for one experience's training, and the run's model it came from."""
+
+    model: nn.Module  # the copy: FSDP modules, its parameters DTensor shards
+    whole: nn.Module  # the run's model: its parameters released until `gather`
+    params: list[nn.Parameter]  # the shards of the trainable parameters, in the order given to `shard`
+    trainable: list[nn.Parameter]  # those parameters of the run's model
+
+
+def shard(model: nn.Module, trainable: list[nn.Parameter], device: torch.device) -> Sharded:
+    """Shard a copy of `model` over the processes of the default group; `trainable` (parameters
+    of `model`) are mapped to their shards for the optimizer."""
+    from torch.distributed.fsdp import fully_shard
+
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # the copy's modules hold the same tensors
+    copied = copy.deepcopy(model, memo=dict(shared))
+    names = {id(p): name for name, p in model.named_parameters()}
+    units = copied.shard_units()
+    for unit in units:
+        fully_shard(unit)
+    fully_shard(copied)
+    by_name = dict(copied.named_parameters())
+    params = [by_name[names[id(p)]] for p in trainable]
+    for param in model.parameters():  # FSDP copied each shard out; the whole weights wait for `gather`
+        param.data = torch.empty(0, dtype=param.dtype, device=device)
+    return Sharded(copied, model, params, trainable)
+
+
+def gather(sharded: Sharded) -> nn.Module:
+    """The whole weights back into the run's model (a collective: every process calls it); returns it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    whole = get_model_state_dict(sharded.model, options=StateDictOptions(full_state_dict=True))
+    for name, param in sharded.whole.named_parameters():
+        param.data = whole[name]
+    return sharded.whole
