@@ -247,7 +247,6 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         if batch % (config.nproc * accum):
             split = f"{config.nproc} processes" + (f" x {accum} micro-batches (method.grad_accum)" if accum > 1 else "")
             raise UserError(f"--nproc {config.nproc}: the batch size {batch} does not split into {split} of equal size; choose a batch size divisible by {config.nproc * accum}")
-    check_sharding(config, method_spec, backbone_spec)
     data_root = data_root_or_env(config.data_root)
     problem = scenario_spec.check_data(data_root) if scenario_spec.check_data else None
     if problem:
@@ -256,6 +255,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     data_sha256 = hash_data(scenario_spec, scenario_params, data_root)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    check_sharding(config, method_spec, backbone_spec, precision)
     made = build_method(method)  # its factory refuses bad hyper-parameters here, before any work
     check_loggers(registry, config.log)
     check_writable_folder(config.out, "--out")
@@ -280,7 +280,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     )
 
 
-def check_sharding(config: RunConfig, method_spec: MethodSpec, backbone_spec: BackboneSpec) -> None:
+def check_sharding(config: RunConfig, method_spec: MethodSpec, backbone_spec: BackboneSpec, precision: str) -> None:
     """`shard_weights` only where it is exact (docs/multi-process.md, Sharded training)."""
     if not config.shard_weights:
         return
@@ -296,6 +296,8 @@ def check_sharding(config: RunConfig, method_spec: MethodSpec, backbone_spec: Ba
             f"shard_weights: method '{method_spec.name}' does not train sharded (its hooks read whole weights during training or keep parameters "
             "outside the model; docs/multi-process.md, Sharded training); drop shard_weights"
         )
+    if precision == "fp16":  # each process would see only its shards' overflows and skip steps on its own
+        raise UserError("shard_weights does not train under fp16's grad scaler; use --precision bf16 (or fp32)")
 
 
 def check_loggers(registry: Registry, names: list[str]) -> None:
