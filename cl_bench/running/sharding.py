@@ -22,27 +22,32 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cl_bench.contracts.model import Backbone
+from cl_bench.errors import UserError
+
 
 @dataclass
 class Sharded:
     """The sharded copy of a model for one experience's training, and the run's model it came from."""
 
     model: nn.Module  # the copy: FSDP modules, its parameters DTensor shards
-    whole: nn.Module  # the run's model: its parameters released until `gather`
+    whole: Backbone  # the run's model: its parameters released until `gather`
     params: list[nn.Parameter]  # the shards of the trainable parameters, in the order given to `shard`
     trainable: list[nn.Parameter]  # those parameters of the run's model
 
 
-def shard(model: nn.Module, trainable: list[nn.Parameter], device: torch.device) -> Sharded:
+def shard(model: Backbone, trainable: list[nn.Parameter], device: torch.device) -> Sharded:
     """Shard a copy of `model` over the processes of the default group; `trainable` (parameters
     of `model`) are mapped to their shards for the optimizer."""
     from torch.distributed.fsdp import fully_shard
 
+    names = {id(p): name for name, p in model.named_parameters()}
+    outside = [p for p in trainable if id(p) not in names]
+    if outside:  # a plugin method that declared Supports(sharded=True) without being able to
+        raise UserError(f"shard_weights: the method trains {len(outside)} parameter(s) outside the model, which FSDP cannot shard; it must not declare Supports(sharded=True)")
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # the copy's modules hold the same tensors
     copied = copy.deepcopy(model, memo=dict(shared))
-    names = {id(p): name for name, p in model.named_parameters()}
-    units = copied.shard_units()
-    for unit in units:
+    for unit in copied.shard_units():
         fully_shard(unit)
     fully_shard(copied)
     by_name = dict(copied.named_parameters())
@@ -52,11 +57,11 @@ def shard(model: nn.Module, trainable: list[nn.Parameter], device: torch.device)
     return Sharded(copied, model, params, trainable)
 
 
-def gather(sharded: Sharded) -> nn.Module:
+def gather(sharded: Sharded) -> Backbone:
     """The whole weights back into the run's model (a collective: every process calls it); returns it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     whole = get_model_state_dict(sharded.model, options=StateDictOptions(full_state_dict=True))
     for name, param in sharded.whole.named_parameters():
-        param.data = whole[name]
+        param.data = whole[name]  # type: ignore[assignment]  # a tensor: the state dict of a plain model
     return sharded.whole

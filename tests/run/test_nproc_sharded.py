@@ -119,3 +119,16 @@ def test_run_sweep_and_config_files_take_shard_weights(tmp_path):
     assert "shard_weights" in RunConfig.EXECUTION_FIELDS
     with pytest.raises(UserError, match="shard_weights expects"):
         RunConfig().set("shard_weights", "sometimes")
+
+
+def test_a_method_that_trains_parameters_outside_the_model_is_stopped_before_sharding():
+    import torch
+
+    from cl_bench import Backbone
+    from cl_bench.running.sharding import shard
+
+    model = Backbone()
+    model.layer = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError, match=r"trains 1 parameter\(s\) outside the model"):
+        shard(model, [model.layer.weight, torch.nn.Parameter(torch.zeros(2))], torch.device("cpu"))
+    assert model.layer.weight.shape == (2, 2)  # nothing was released
