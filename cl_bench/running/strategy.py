@@ -25,6 +25,7 @@ What it changes in the template, and why:
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import sys
 import warnings
@@ -213,6 +214,7 @@ class ClStrategy(SupervisedTemplate):
 
             self.model, self.trainable, self.optimizer, self.scheduler = gather(self._sharded), self._sharded.trainable, None, None
             self._sharded = None
+            gc.collect()  # FSDP's state and the copy's modules refer to each other: free the shards, their gradients and moments now
         if self._bar is not None:
             self._bar.close()
             self._bar = None
