@@ -17,8 +17,9 @@ def cl_bench_experience_end(task: int) -> None:
 
 
 def shard_and_gather(rank: int, rendezvous: str, out: str) -> None:
-    """Shard tiny-lm with seq-lora's adapters over two processes and gather it back, untrained:
-    what each process holds of each weight meanwhile, and whether the gathered weights are the same."""
+    """Shard tiny-lm with MoRAM's first task's atoms over two processes and gather it back,
+    untrained: what each process holds of each weight meanwhile, and whether the gathered weights
+    are the same. MoRAM's banks of earlier tasks' atoms are still empty parameters then."""
     import torch
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor
@@ -34,17 +35,19 @@ def shard_and_gather(rank: int, rendezvous: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        config = RunConfig(method="seq-lora", scenario="embedded-instruct", backbone="tiny-lm", device="cpu", out=os.path.dirname(out), progress=False)
+        config = RunConfig(method="moram", scenario="embedded-instruct", backbone="tiny-lm", device="cpu", out=os.path.dirname(out), progress=False)
         parts = build(plan(config))
         model = parts.model
+        parts.method.before_experience(model, parts.stream.experience(0))
         trainable = list(parts.method.trainable_parameters(model))
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
         sharded = shard(model, trainable, torch.device("cpu"))
         held = {name: (isinstance(p, DTensor), p.to_local().numel() if isinstance(p, DTensor) else p.numel(), p.numel()) for name, p in sharded.model.named_parameters()}
-        released = all(p.numel() == 0 for p in model.parameters())
+        released = all(p.numel() == 0 and (p.dim() == 1 or before[name].numel() == 0) for name, p in model.named_parameters())
+        shapes = all(p.shape == before[name].shape for name, p in model.named_parameters() if before[name].numel() == 0)
         mapped = len(sharded.params) == len(trainable) and all(isinstance(p, DTensor) and p.requires_grad for p in sharded.params)
         gather(sharded)
         same = all(torch.equal(p, before[name]) for name, p in model.named_parameters())
-        torch.save({"held": held, "released": released, "mapped": mapped, "same": same, "trainable": len(trainable)}, f"{out}.{rank}")
+        torch.save({"held": held, "released": released, "shapes": shapes, "mapped": mapped, "same": same, "trainable": len(trainable)}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()

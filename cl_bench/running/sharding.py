@@ -47,13 +47,18 @@ def shard(model: Backbone, trainable: list[nn.Parameter], device: torch.device) 
         raise UserError(f"shard_weights: the method trains {len(outside)} parameter(s) outside the model, which FSDP cannot shard; it must not declare Supports(sharded=True)")
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # the copy's modules hold the same tensors
     copied = copy.deepcopy(model, memo=dict(shared))
+    # Empty parameters (a bank of adapters before its first task) have nothing to shard, and a
+    # DTensor of them cannot be gathered back (`redistribute` fails): FSDP leaves them alone.
+    empty = {p for p in copied.parameters() if p.numel() == 0}
     for unit in copied.shard_units():
-        fully_shard(unit)
-    fully_shard(copied)
+        fully_shard(unit, ignored_params=empty)
+    fully_shard(copied, ignored_params=empty)
+    kept = {id(p) for p in empty}
     by_name = dict(copied.named_parameters())
     params = [by_name[names[id(p)]] for p in trainable]
     for param in model.parameters():  # FSDP copied each shard out; the whole weights wait for `gather`
-        param.data = torch.empty(0, dtype=param.dtype, device=device)
+        if id(param) not in kept:  # an empty one is the copy's too: it keeps its shape
+            param.data = torch.empty(0, dtype=param.dtype, device=device)
     return Sharded(copied, model, params, trainable)
 
 
