@@ -201,6 +201,9 @@ class CausalLM(Backbone):
             raise UserError(f"backbone {self.backbone_name}: {type(self.lm).__name__} has no model.layers (Llama-style decoder blocks); cl_bench adapts Llama, Gemma, Mistral and Qwen models")
         return list(blocks)
 
+    def shard_units(self) -> list[nn.Module]:
+        return self.decoder_blocks()
+
     def adaptable_layers(self, towers: Sequence[str] = TOWERS, layers: Sequence[str] = DEFAULT_KINDS) -> list[AdaptableLayer]:
         """The named Linears of every decoder block: q, k, v, out, gate, up, down or an attribute name."""
         unknown = [t for t in towers if t not in TOWERS]

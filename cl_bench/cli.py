@@ -102,7 +102,7 @@ def build_config(args: argparse.Namespace):
     from cl_bench.config.run_config import RunConfig
 
     config = RunConfig.from_dict(load_config_file(args.config), source=args.config) if args.config else RunConfig()
-    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads", "log", "nproc"):
+    for flag in ("method", "scenario", "backbone", "seed", "iters", "batch_size", "device", "precision", "data_root", "pretrained", "out", "threads", "log", "nproc", "shard_weights"):
         value = getattr(args, flag)
         if value is not None:
             config.set(flag, value, source=f"--{flag.replace('_', '-')}")
@@ -297,6 +297,10 @@ def add_run_settings(parser: argparse.ArgumentParser, every: str, threads: str) 
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--threads", help=threads)
     parser.add_argument("--nproc", help=f"processes training {'each' if every else 'the'} run data-parallel (default 1; on CUDA one device each; docs/multi-process.md)")
+    parser.add_argument(
+        "--shard-weights", dest="shard_weights", action="store_true", default=None,
+        help=f"with --nproc: shard {'each' if every else 'the'} language model's weights, gradients and optimizer state over the processes while it trains (FSDP; docs/multi-process.md)",
+    )  # fmt: skip
     parser.add_argument("--precision", help="auto (default: bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     parser.add_argument("--data-root", dest="data_root", help="root folder of real data sets (or CL_BENCH_DATA)")
     parser.add_argument("--pretrained", help="backbone weights file (backbone.pretrained)")

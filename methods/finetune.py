@@ -74,7 +74,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             # (TreeLoRA's scripts/full_grad_methods/base.sh). `betas` exists on these runs only.
             kind_defaults={"causal-lm": {"towers": "decoder", "label_smoothing": 0.0, "warmup_iters": 0, "lr": 1e-5, "betas": [0.9, 0.95]}},  # the rest: the backbone's method_defaults
             profiles={"tiny-clip": TINY_CLIP_TRAINING, "tiny-lm": {"lr": 1e-3, "iters": 150, "batch_size": 16}},
-            supports=Supports(backbone_kinds=("clip", "causal-lm")),
+            supports=Supports(backbone_kinds=("clip", "causal-lm"), sharded=True),
             version="1",
         )
     ]

@@ -23,7 +23,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             factory=ZeroShot,
             summary="baseline: the pre-trained model, never trained (every row equals row 0)",
             paper="https://arxiv.org/abs/2103.00020",
-            supports=Supports(backbone_kinds=("clip", "causal-lm")),
+            supports=Supports(backbone_kinds=("clip", "causal-lm"), sharded=True),  # trains nothing: shard_weights shards nothing
             version="1",
         )
     ]

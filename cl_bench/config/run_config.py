@@ -39,6 +39,7 @@ class RunConfig:
     num_workers: int = 0
     threads: int | None = None  # CPU threads of this run; None: half the usable cores (see default_threads)
     nproc: int = 1  # processes training the run data-parallel (cl_bench.running.distributed)
+    shard_weights: bool = False  # under nproc > 1: shard a language model's weights over the processes while it trains (cl_bench.running.sharding)
     method_params: dict[str, Any] = field(default_factory=dict)
     scenario_params: dict[str, Any] = field(default_factory=dict)
     backbone_params: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +49,7 @@ class RunConfig:
 
     # Fields that name where and how a run executes, not what it computes (the run id comes from
     # the resolved plan, `cl_bench.running.plan`, where these have no part either).
-    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log", "nproc")
+    EXECUTION_FIELDS = ("out", "resume", "progress", "device", "num_workers", "eval_batch_size", "data_root", "threads", "log", "nproc", "shard_weights")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

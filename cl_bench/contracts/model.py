@@ -203,3 +203,8 @@ class Backbone(nn.Module):
     def features(self, inputs: Tensor) -> Tensor:
         """The embedding of `inputs` the model's scores are computed from, one row per input."""
         raise NotImplementedError(f"{type(self).__name__} exposes no features")
+
+    def shard_units(self) -> list[nn.Module]:
+        """The modules sharded one by one under `shard_weights` (the transformer blocks; the rest
+        goes with the root). Only a backbone whose spec says `shardable` is asked."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be sharded")

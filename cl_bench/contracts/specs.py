@@ -37,6 +37,9 @@ class Supports:
 
     protocols: tuple[str, ...] = PROTOCOLS
     backbone_kinds: tuple[str, ...] = ("clip",)
+    # Trains with `shard_weights` (docs/multi-process.md, Sharded training): its hooks need no
+    # whole weight during the training steps and it adds no parameters outside the model.
+    sharded: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class BackboneSpec:
     weights_file: Callable[[Mapping[str, Any]], str] | None = None
     weights_param: str = "pretrained"
     method_defaults: Mapping[str, Any] = field(default_factory=dict)
+    shardable: bool = False  # its models give `shard_units()`: `shard_weights` may shard them
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_params(f"backbone '{self.name}'", "backbone", dict(self.defaults), given)

@@ -64,7 +64,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 REQUIRED_BY_SCHEMA: dict[str, dict[str, type]] = {SCHEMA_2: {"config": dict}, SCHEMA_3: {"config": dict, "plan": dict}, SCHEMA_4: {"execution": dict}, SCHEMA: {"execution": dict, "outcomes": dict}}
 
 # Where and how a run executes, not what it computes: no part of the run id, kept in `execution`.
-EXECUTION_SETTINGS = ("out", "data_root", "device", "eval_batch_size", "num_workers", "log", "nproc")
+EXECUTION_SETTINGS = ("out", "data_root", "device", "eval_batch_size", "num_workers", "log", "nproc", "shard_weights")
 
 
 def run_settings(data: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def build(plan: RunPlan, *, method: Method | None = None, plugins=(), progress: 
         plugins=[matrix, *plugins],
         progress=plan.config.progress if progress is None else progress,
         world=world,
+        shard_weights=plan.config.shard_weights,
     )
     return RunParts(model, stream, method, strategy, matrix, backbone_size)
 

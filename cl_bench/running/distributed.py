@@ -75,8 +75,9 @@ class World:
         one process); one that some ranks did gets the others' zeros. One all-reduce per dtype."""
         import torch
         import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
 
-        params = list(params)
+        params = [p for p in params if not isinstance(p, DTensor)]  # sharded training: FSDP reduce-scatters those
         flags = torch.tensor([float(p.grad is not None) for p in params] + [float(loss.detach())], dtype=torch.float64, device=loss.device)
         dist.all_reduce(flags)  # how many ranks have each gradient, and the summed loss
         reached = [p for p, count in zip(params, flags[:-1].tolist()) if count > 0]

@@ -21,7 +21,7 @@ from typing import Any
 from cl_bench.config.registry import Registry
 from cl_bench.config.run_config import RunConfig, data_root_or_env, default_threads
 from cl_bench.contracts.method import Method, as_method
-from cl_bench.contracts.specs import Weights, resolve_factory
+from cl_bench.contracts.specs import BackboneSpec, MethodSpec, Weights, resolve_factory
 from cl_bench.errors import UserError, clip
 from cl_bench.paths import check_writable_folder
 from cl_bench.results.identity import canonical_json, run_id_of
@@ -255,6 +255,7 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
     data_sha256 = hash_data(scenario_spec, scenario_params, data_root)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    check_sharding(config, method_spec, backbone_spec, precision)
     made = build_method(method)  # its factory refuses bad hyper-parameters here, before any work
     check_loggers(registry, config.log)
     check_writable_folder(config.out, "--out")
@@ -277,6 +278,26 @@ def plan(config: RunConfig, registry: Registry | None = None) -> RunPlan:
         data_sha256=data_sha256,
         made_method={"method": made},
     )
+
+
+def check_sharding(config: RunConfig, method_spec: MethodSpec, backbone_spec: BackboneSpec, precision: str) -> None:
+    """`shard_weights` only where it is exact (docs/multi-process.md, Sharded training)."""
+    if not config.shard_weights:
+        return
+    if config.nproc < 2:
+        raise UserError("shard_weights shards the weights over the processes of a run: it needs --nproc 2 or more")
+    if not backbone_spec.shardable:
+        raise UserError(
+            f"shard_weights: backbone '{backbone_spec.name}' cannot be sharded (only language models, whose weights may not fit one device, "
+            "are split into blocks for it); drop shard_weights: --nproc alone trains it data-parallel"
+        )
+    if not method_spec.supports.sharded:
+        raise UserError(
+            f"shard_weights: method '{method_spec.name}' does not train sharded (its hooks read whole weights during training or keep parameters "
+            "outside the model; docs/multi-process.md, Sharded training); drop shard_weights"
+        )
+    if precision == "fp16":  # each process would see only its shards' overflows and skip steps on its own
+        raise UserError("shard_weights does not train under fp16's grad scaler; use --precision bf16 (or fp32)")
 
 
 def check_loggers(registry: Registry, names: list[str]) -> None:

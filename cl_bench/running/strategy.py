@@ -25,6 +25,7 @@ What it changes in the template, and why:
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import sys
 import warnings
@@ -107,6 +108,7 @@ class ClStrategy(SupervisedTemplate):
         plugins: Sequence[BasePlugin] = (),
         progress: bool = True,
         world: Any = None,
+        shard_weights: bool = False,
     ) -> None:
         with warnings.catch_warnings():  # an evaluator without loggers is what we want here
             warnings.simplefilter("ignore")
@@ -131,6 +133,8 @@ class ClStrategy(SupervisedTemplate):
         self.num_workers = num_workers
         self.progress = progress
         self.world = world  # a multi-process run's `distributed.World`: train on this rank's shard of each batch
+        self.shard_weights = shard_weights and world is not None  # train each experience on a sharded copy (sharding.py)
+        self._sharded: Any = None  # that copy while an experience trains
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and self.device.type == "cuda" else None
         self.trainable: list[torch.nn.Parameter] = []
@@ -205,6 +209,12 @@ class ClStrategy(SupervisedTemplate):
             super()._train_exp(experience, eval_streams, **kwargs)
 
     def _after_training_exp(self, **kwargs):
+        if self._sharded is not None:  # the run's model takes the trained whole weights back
+            from cl_bench.running.sharding import gather
+
+            self.model, self.trainable, self.optimizer, self.scheduler = gather(self._sharded), self._sharded.trainable, None, None
+            self._sharded = None
+            gc.collect()  # FSDP's state and the copy's modules refer to each other: free the shards, their gradients and moments now
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -227,6 +237,12 @@ class ClStrategy(SupervisedTemplate):
         if not params:
             self.optimizer, self.scheduler = None, None
             return
+        if self.shard_weights:
+            from cl_bench.running.sharding import shard
+
+            self._sharded = shard(self.model, params, self.device)
+            self.model, params = self._sharded.model, self._sharded.params
+            self.trainable = params
         hp = self.hparams
         optimizer = self.method.make_optimizer(params, hp)
         if optimizer is None:

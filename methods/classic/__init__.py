@@ -31,8 +31,11 @@ FULL = {**COMMON, "base": "finetune", "lr": 1e-5}
 # tiny-lm: the base methods' profiles (finetune's, seq-lora's), so strength 0 / memory 0 repeat them.
 TINY_FULL = {"lr": 1e-3, "iters": 150, "batch_size": 16}
 TINY_LORA = {"lr": 3e-3, "iters": 150, "batch_size": 16}
-LM_ONLY = Supports(protocols=TEXT_PROTOCOLS, backbone_kinds=("causal-lm",))
 BOTH_TRACKS = Supports(protocols=(*IMAGE_PROTOCOLS, *TEXT_PROTOCOLS), backbone_kinds=("clip", "causal-lm"))
+# Replay's memory batches run through the model inside the training step: sharded training takes
+# them as it takes the batch (docs/multi-process.md, Sharded training); EWC, GEM and OGD read or
+# project whole weights or gradients there and are not declared.
+REPLAY_TRACKS = Supports(protocols=(*IMAGE_PROTOCOLS, *TEXT_PROTOCOLS), backbone_kinds=("clip", "causal-lm"), sharded=True)
 
 # CLIP: the bases exactly as `finetune` and `seq-lora` run on CLIP. `betas` (a key the language-model
 # defaults have) is AdamW's own (0.9, 0.999), the strategy's optimizer; no dropout; seq-lora's
@@ -73,7 +76,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             # CLIP: GEM's memory (256 per task), for a comparison with gem at equal memory
             kind_defaults={"clip": {**CLIP_FULL, "memory": 256}},
             profiles={"tiny-lm": {**TINY_FULL, "memory": 16}, "tiny-clip": {**TINY_CLIP_TRAINING, "memory": 40}},
-            supports=BOTH_TRACKS,
+            supports=REPLAY_TRACKS,
         ),
         MethodSpec(
             name="gem",
@@ -107,6 +110,6 @@ def cl_bench_methods() -> list[MethodSpec]:
             defaults={"k": 6, "max_prompt_tokens": 3584, "demo_max_tokens": 0, "skip_tasks": ["MeetingBank"], "balanced_tasks": ["C-STANCE", "FOMC", "stance"]},
             # tiny-lm has 256 positions: room for the demonstrations and the answer
             profiles={"tiny-lm": {"max_prompt_tokens": 200, "demo_max_tokens": 40}},
-            supports=LM_ONLY,
+            supports=Supports(protocols=TEXT_PROTOCOLS, backbone_kinds=("causal-lm",), sharded=True),  # trains nothing: shard_weights shards nothing
         ),
     ]

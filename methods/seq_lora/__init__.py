@@ -29,7 +29,7 @@ def cl_bench_methods() -> list[MethodSpec]:
             defaults={"rank": 8, "alpha": 16.0, "layers": ["q", "k", "v", "out", "fc", "proj"], "towers": ["image", "text"], "lr": 5e-4, "iters": 500},
             kind_defaults={"causal-lm": LM_DEFAULTS},
             profiles={"tiny-clip": {"lr": 2e-3, "iters": 200}, "tiny-lm": TINY_LM_PROFILE},
-            supports=Supports(backbone_kinds=("clip", "causal-lm")),
+            supports=Supports(backbone_kinds=("clip", "causal-lm"), sharded=True),
             version="1",
         )
     ]
