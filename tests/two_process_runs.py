@@ -25,6 +25,8 @@ IMAGE_METHODS = [
     "mora", "moram", "o-lora", "rail-dual", "rail-primal", "seq-lora", "wise-ft", "zeroshot", "zscl",
 ]  # fmt: skip
 LANGUAGE_MODEL_METHODS = ["seq-lora", "ewc", "replay"]
+# Trained sharded (`shard_weights`) and compared with the same two processes unsharded.
+SHARDED_METHODS = ["seq-lora", "finetune", "replay"]
 # The toy CLIPs of nproc_eval_toys whose runs end (the "counting" one stops its run: launched last).
 EVAL_TOY_KINDS = ["logged", "plain", "unsure", "counting-alone"]
 EVAL_LOG = "CLBENCH_TEST_EVAL_LOG"  # the folder where the toy CLIPs log the evaluation batches they see
@@ -72,7 +74,8 @@ def launch_all(root: Path) -> Launched:
     from cl_bench.running.runner import run
 
     runs = {method: image_settings(method) for method in IMAGE_METHODS}
-    runs.update({f"{method} tiny-lm": language_model_settings(method) for method in LANGUAGE_MODEL_METHODS})
+    runs.update({f"{method} tiny-lm": language_model_settings(method) for method in dict.fromkeys(LANGUAGE_MODEL_METHODS + SHARDED_METHODS)})
+    runs.update({f"{method} tiny-lm sharded": {**language_model_settings(method), "shard_weights": True} for method in SHARDED_METHODS})
     runs.update({f"toy {kind}": toy_settings(kind) for kind in [*EVAL_TOY_KINDS, "counting"]})
     launched = Launched(root, {}, None)
     configs = [config(launched.folder(key), **settings, nproc=2) for key, settings in runs.items()]

@@ -2,7 +2,8 @@
 two-process run, frozen weights untouched, an interrupted run resumed exactly, refusals in one line.
 
 The runs spawn worker processes: slow, and one at a time with the other multi-process tests
-(xdist group "nproc").
+(xdist group "nproc"); the uninterrupted ones are tests/two_process_runs.py's, trained through
+one launch for the session.
 """
 
 from __future__ import annotations
@@ -11,36 +12,28 @@ import json
 from pathlib import Path
 
 import pytest
+from two_process_runs import SHARDED_METHODS, config, language_model_settings
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("nproc")
 
-LM = {"scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4}
-
-
-def config(out: Path, **kwargs) -> RunConfig:
-    return RunConfig(out=str(out), progress=False, device="cpu", **{**LM, "nproc": 2, **kwargs})
-
-
 def largest_cell_difference(one, two) -> float:
     cells = [(a, b) for key in ("acc_matrix", "control_matrix") for ra, rb in zip(one.data[key], two.data[key]) for a, b in zip(ra, rb)]
     return max(abs(a - b) for a, b in cells)
 
 
-@pytest.fixture(scope="module")
-def sharded_seq_lora(tmp_path_factory):
-    """The uninterrupted sharded seq-lora run, shared by the equality and the resume tests."""
-    return run(config(tmp_path_factory.mktemp("sharded"), method="seq-lora", shard_weights=True))
+def sharded(out: Path, method: str, **kwargs) -> RunConfig:
+    return config(out, **language_model_settings(method), nproc=2, shard_weights=True, **kwargs)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["seq-lora", "finetune", "replay"])
-def test_sharded_training_equals_unsharded(tmp_path, method, sharded_seq_lora):
-    unsharded = run(config(tmp_path / "unsharded", method=method))
-    sharded = sharded_seq_lora if method == "seq-lora" else run(config(tmp_path / "sharded", method=method, shard_weights=True))
+@pytest.mark.parametrize("method", SHARDED_METHODS)
+def test_sharded_training_equals_unsharded(method, two_process_runs):
+    unsharded, sharded = (two_process_runs.results[f"{method} tiny-lm{kind}"] for kind in ("", " sharded"))
     assert sharded.run_id == unsharded.run_id and sharded.data["execution"]["shard_weights"] is True and unsharded.data["execution"]["shard_weights"] is False
+    assert sharded.data["execution"]["nproc"] == unsharded.data["execution"]["nproc"] == 2
     difference = largest_cell_difference(unsharded, sharded)
     print(f"shard_weights against unsharded, two processes: {method} on tiny-lm: largest cell difference {difference}")
     assert difference == 0.0  # measured: bit for bit (docs/multi-process.md)
@@ -49,12 +42,13 @@ def test_sharded_training_equals_unsharded(tmp_path, method, sharded_seq_lora):
 
 
 @pytest.mark.slow
-def test_an_interrupted_sharded_run_resumes_exactly_and_its_frozen_weights_stay(tmp_path, sharded_seq_lora):
+def test_an_interrupted_sharded_run_resumes_exactly_and_its_frozen_weights_stay(tmp_path, two_process_runs):
     import nproc_sharded_toys
 
+    whole = two_process_runs.results["seq-lora tiny-lm sharded"]
     out = tmp_path / "split"
     with pytest.raises(UserError, match="process 0 of 2 exited with code 3"):
-        run(config(out, method="seq-lora", shard_weights=True), plugins=[nproc_sharded_toys])  # stops after the first task
+        run(sharded(out, "seq-lora"), plugins=[nproc_sharded_toys])  # stops after the first task
     (checkpoint,) = out.glob("*.ckpt")
     entries = json.loads(checkpoint.read_text())["tensors"]
     model = {name: entry["in"] for name, entry in entries.items() if name.startswith("model/")}
@@ -63,9 +57,10 @@ def test_an_interrupted_sharded_run_resumes_exactly_and_its_frozen_weights_stay(
     # checkpoint names it by sha256 instead of storing it); only the LoRA factors were trained.
     assert trained and all("lora" in name for name in trained), sorted(trained)[:5]
     assert sum(where == "reference" for where in model.values()) > len(trained)
-    resumed = run(config(out, method="seq-lora", shard_weights=True, resume=True))
-    assert resumed.acc_matrix == sharded_seq_lora.acc_matrix and resumed.control_matrix == sharded_seq_lora.control_matrix
-    assert resumed.data["outcomes"] == sharded_seq_lora.data["outcomes"] and not list(out.glob("*.ckpt"))
+    resumed = run(sharded(out, "seq-lora", resume=True))
+    assert resumed.run_id == whole.run_id
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
+    assert resumed.data["outcomes"] == whole.data["outcomes"] and not list(out.glob("*.ckpt"))
 
 
 @pytest.mark.slow
@@ -103,7 +98,7 @@ def test_shard_weights_refuses_what_it_cannot_do(tmp_path):
     ]
     for settings, message in cases:
         with pytest.raises(UserError) as caught:
-            run(config(tmp_path / "out", shard_weights=True, **settings))
+            run(config(tmp_path / "out", **{"scenario": "embedded-instruct", "backbone": "tiny-lm", "nproc": 2, "shard_weights": True, **settings}))
         assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
