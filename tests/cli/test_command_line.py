@@ -48,7 +48,9 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     import time
 
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "400", "--out", str(out), "--quiet"]
+    # 100 iterations of 16 per task: the first task ends in seconds, the two after it take a few
+    # seconds more (the signal lands within 0.2 s of the first checkpoint)
+    args = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "100", "--batch-size", "16", "--out", str(out), "--quiet"]
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list(out.glob("*.ckpt")) and time.monotonic() < deadline and child.poll() is None:

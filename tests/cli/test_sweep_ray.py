@@ -65,7 +65,8 @@ def test_a_worker_killed_mid_run_is_retried_and_resumes_to_the_uninterrupted_mat
     import psutil
 
     settings = ["--methods", "seq-lora", "--scenarios", "embedded-dil", "--seeds", "0", "--iters", "6", "--quiet"]
-    assert main(["sweep", *settings, "--out", str(tmp_path / "local")]) == 0
+    # the uninterrupted run, in this process (a sweep's run equals it: test_sweep_warm.py)
+    assert main(["run", "--method", "seq-lora", "--scenario", "embedded-dil", "--seed", "0", "--iters", "6", "--threads", "1", "--quiet", "--out", str(tmp_path / "local")]) == 0
     capsys.readouterr()
     out = tmp_path / "ray"
     sweep = subprocess.Popen([sys.executable, "-m", "cl_bench", "sweep", *settings, "--engine", "ray", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
