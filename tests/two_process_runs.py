@@ -21,10 +21,14 @@ from cl_bench.errors import UserError
 
 # Every built-in method that trains an image backbone, on the embedded default stream (3 tasks).
 IMAGE_METHODS = [
-    "codyra", "dualprompt", "eblora", "finetune", "icarl", "l2p", "lwf", "moe-lora",
-    "mora", "moram", "o-lora", "rail-dual", "rail-primal", "seq-lora", "wise-ft", "zeroshot", "zscl",
+    "codyra", "dualprompt", "eblora", "ewc", "finetune", "gem", "icarl", "l2p", "lwf", "moe-lora",
+    "mora", "moram", "o-lora", "ogd", "rail-dual", "rail-primal", "replay", "seq-lora", "wise-ft",
+    "zeroshot", "zscl",
 ]  # fmt: skip
-LANGUAGE_MODEL_METHODS = ["seq-lora", "ewc", "replay"]
+# With the image methods, every built-in method: those only on language models, and three on both.
+LANGUAGE_MODEL_METHODS = ["seq-lora", "ewc", "replay", "icl", "hide-lora", "treelora"]
+# Their LoRA dropout draws one mask per example, each process for its share: off, to compare exactly.
+WITHOUT_DROPOUT = ("seq-lora", "hide-lora", "treelora")
 # Trained sharded (`shard_weights`) and compared with the same two processes unsharded.
 SHARDED_METHODS = ["seq-lora", "finetune", "replay"]
 # The toy CLIPs of nproc_eval_toys whose runs end (the "counting" one stops its run: launched last).
@@ -44,12 +48,18 @@ def image_settings(method: str) -> dict:
 
 def language_model_settings(method: str) -> dict:
     settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 24}
-    return {**settings, "method_params": {"dropout": 0.0}} if method == "seq-lora" else settings
+    return {**settings, "method_params": {"dropout": 0.0}} if method in WITHOUT_DROPOUT else settings
 
 
 def toy_settings(kind: str) -> dict:
     # 2 toy tasks of 16 test examples and a control set of 16, in evaluation batches of 6, 6 and 4
     return {"method": "seq-lora", "scenario": "toy", "backbone": f"toy-clip-{kind}", "iters": 2, "batch_size": 4, "eval_batch_size": 6}
+
+
+def largest_cell_difference(one, two) -> float:
+    """The largest difference (accuracy points) over two results' accuracy and control cells."""
+    cells = [(a, b) for key in ("acc_matrix", "control_matrix") for ra, rb in zip(one.data[key], two.data[key]) for a, b in zip(ra, rb)]
+    return max(abs(a - b) for a, b in cells)
 
 
 def registry():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from two_process_runs import IMAGE_METHODS, LANGUAGE_MODEL_METHODS, config, image_settings, language_model_settings
+from two_process_runs import IMAGE_METHODS, LANGUAGE_MODEL_METHODS, config, image_settings, language_model_settings, largest_cell_difference
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
@@ -30,12 +30,8 @@ TOLERANCE: dict[str, float] = {
     "moe-lora": 0.41,  # measured 0.2 (embedded-mtil v1), 0.4 (v2): its noisy gating and dropout draw one number per example (each process for its share)
     "o-lora": 0.11,  # measured 0 (v1), 0.1 (v2: one test image of 1,000 changes sides): averaged gradients round differently
     "ewc tiny-lm": 0.05,  # measured 0.05 (one text score): every weight fine-tuned; not shown to be only rounding
+    "treelora tiny-lm": 0.04,  # measured 0.03 (one text score): its regulariser scales with each process's loss (linear, so equal in exact arithmetic); not shown to be only rounding
 }
-
-
-def largest_cell_difference(one, two) -> float:
-    cells = [(a, b) for key in ("acc_matrix", "control_matrix") for ra, rb in zip(one.data[key], two.data[key]) for a, b in zip(ra, rb)]
-    return max(abs(a - b) for a, b in cells)
 
 
 # codyra: exact with method.text_to_image_weight=0, but with its gathered text-to-image term two

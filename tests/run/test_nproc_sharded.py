@@ -12,17 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
-from two_process_runs import SHARDED_METHODS, config, language_model_settings
+from two_process_runs import SHARDED_METHODS, config, language_model_settings, largest_cell_difference
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("nproc")
-
-def largest_cell_difference(one, two) -> float:
-    cells = [(a, b) for key in ("acc_matrix", "control_matrix") for ra, rb in zip(one.data[key], two.data[key]) for a, b in zip(ra, rb)]
-    return max(abs(a - b) for a, b in cells)
-
 
 def sharded(out: Path, method: str, **kwargs) -> RunConfig:
     return config(out, **language_model_settings(method), nproc=2, shard_weights=True, **kwargs)
