@@ -118,15 +118,14 @@ class AccuracyMatrix(SupervisedPlugin):
     def _check_and_store(self, value: float, scorer: CellScorer) -> None:
         """Store a cell one process scored whole, with its scorer's outcomes where they recompute it."""
         outcomes = scorer.outcomes() if hasattr(scorer, "outcomes") else None
-        stored, recompute = outcome_codec.encode_cell(outcomes, max(self._batches, default=1))
-        if stored is not None and (len(outcomes or ()) != sum(self._batches) or recompute is None or recompute() != value):
+        checked = recomputing(outcomes, self._batches, value)
+        if outcomes is not None and checked is None:
             warnings.warn(
                 f"{type(scorer).__name__}'s per-example outcomes do not recompute its cell {value!r}; the cell is stored without outcomes",
                 RuntimeWarning,
                 stacklevel=1,
             )
-            stored = None
-        self._store(value, stored)
+        self._store(value, outcome_codec.encode_cell(checked, max(self._batches, default=1))[0])
 
     def _gather(self) -> tuple[list[Any] | None, list[int]] | None:
         """This process's share of the cell sent to rank 0: there, every share's outcomes in order
@@ -173,20 +172,23 @@ def keeps_outcomes(scorer: CellScorer) -> bool:
     return method is not None and (method is not CellScorer.outcomes or hasattr(scorer, "_correct"))
 
 
-def share_outcomes(scorer: CellScorer, batches: list[int]) -> list[Any] | None:
-    """A process's share of a cell as it travels to rank 0: its per-example outcomes (booleans or
-    floats), or None when they are missing or do not recompute the share's own score (the check a
-    whole cell gets in one process; the shares are whole batches, so it applies to each)."""
-    if not batches:
-        return []
-    outcomes = scorer.outcomes() if hasattr(scorer, "outcomes") else None
+def recomputing(outcomes: Any, batches: list[int], value: float) -> list[Any] | None:
+    """`outcomes` as plain values (booleans or floats) when there is one per example fed in
+    `batches` and they recompute `value`, the cell scored from them; None otherwise (or for none)."""
     if outcomes is None or len(outcomes) != sum(batches):
         return None
     values = [bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for v in outcomes]
-    _, recompute = outcome_codec.encode_cell(values, max(batches))
-    if recompute is None or recompute() != scorer.result():
-        return None
-    return values
+    _, recompute = outcome_codec.encode_cell(values, max(batches, default=1))
+    return values if recompute is not None and recompute() == value else None
+
+
+def share_outcomes(scorer: CellScorer, batches: list[int]) -> list[Any] | None:
+    """A process's share of a cell as it travels to rank 0: its per-example outcomes (booleans or
+    floats), or None when they are missing or do not recompute the share's own score (the check a
+    whole cell gets in one process, `recomputing`; the shares are whole batches, so it applies to each)."""
+    if not batches:
+        return []
+    return recomputing(scorer.outcomes() if hasattr(scorer, "outcomes") else None, batches, scorer.result())
 
 
 def evaluate_row(strategy, plugin: AccuracyMatrix, row: int) -> tuple[list[float], list[float]]:
