@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "md"), default="text", help="table format of the printed results")
     run.set_defaults(handler=cmd_run)
 
-    report = commands.add_parser("report", help="tables of means over seeds with 95% intervals per stream and method, from result files")
+    report = commands.add_parser("report", help="tables of means over seeds with 95%% intervals per stream and method, from result files")
     report.add_argument("paths", nargs="+", metavar="PATH", help="result files or folders (searched recursively)")
     report.add_argument("--format", choices=("text", "md", "latex", "html", "csv"), default="text", help="table format (html: a self-contained page)")
     report.add_argument("--metrics", help="comma-separated metrics (default last,avg,transfer,plasticity,bwt,forgetting,zs_retention)")

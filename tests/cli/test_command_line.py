@@ -23,6 +23,14 @@ def test_validate_takes_folders_as_report_and_publish_do(tmp_path, capsys):
     assert len(lines) == 2 and all(": valid (cl_bench.result/5, complete, 1 tasks, metrics recomputed, 2 of 2 cells recomputed from their per-example outcomes)" in line for line in lines)
 
 
+@pytest.mark.parametrize("command", [[], ["ls"], ["run"], ["report"], ["sweep"], ["publish"], ["verify"], ["validate"]])
+def test_every_help_page_prints(command, capsys):
+    # argparse formats help text with %: a bare "95%" in a help string broke `clbench --help`
+    with pytest.raises(SystemExit) as ended:
+        main([*command, "--help"])
+    assert ended.value.code == 0 and "usage: clbench" in capsys.readouterr().out
+
+
 class ClosedPipe(io.StringIO):
     def write(self, text: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
