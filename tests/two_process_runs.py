@@ -3,20 +3,25 @@ through one launch (`launch_all`, a session fixture in tests/run/conftest.py): t
 processes import PyTorch, open_clip, transformers and Avalanche once, then train each run in turn
 as `run(config with nproc=2)` has them do. Each run's one-process twin is trained by its test.
 
-The settings make every evaluation split unevenly somewhere: on embedded-mtil, evaluation batches
-of 500 give test sets of 1,040 (3 batches), 500 and a control set of 500 (1 batch: fewer than the
-processes); on embedded-instruct, batches of 24 give 5 per 100-example cell (3 and 2 per process).
+Evaluation, and the methods that pass over a task's whole training set (rail's features, ewc's
+Fisher, ogd's directions, icarl's herding), were most of a short run's time, so the runs use
+shortened data: images on `embedded-mtil-short` (embedded-mtil with 80 training and 100 test
+images per task, spread over its classes, and 30 control images; registered by `ShortStreams`),
+text on embedded-instruct with 30 test and 10 control examples. Every evaluation splits unevenly somewhere: batches of 40 give 3 per image task
+(2 and 1 per process) and one control batch (fewer than the processes); batches of 12 give 3 per
+text task and one control batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cl_bench import RunConfig
+from cl_bench import RunConfig, hookimpl
 from cl_bench.errors import UserError
 
 # Every built-in method that trains an image backbone, on the embedded default stream (3 tasks).
@@ -40,15 +45,22 @@ def config(out: Path, **kwargs) -> RunConfig:
     return RunConfig(out=str(out), progress=False, device="cpu", **kwargs)
 
 
+# Per-example passes over a task's data (Fisher samples, gradient directions, memory) and a random
+# expansion, cut to sizes that take the same code paths: they made these methods the slowest runs.
+SMALLER = {"ewc": {"fisher_samples": 16}, "ogd": {"directions": 16}, "gem": {"memory": 16}, "rail-primal": {"expansion": 500}}
+
+
 def image_settings(method: str) -> dict:
-    settings = {"method": method, "iters": 4, "batch_size": 8, "eval_batch_size": 500}
-    # rail-primal's tiny-clip expansion (2,000 wide) makes it the slowest run here; 500 takes the same path
-    return {**settings, "method_params": {"expansion": 500}} if method == "rail-primal" else settings
+    settings = {"method": method, "scenario": "embedded-mtil-short", "iters": 4, "batch_size": 8, "eval_batch_size": 40}
+    return {**settings, "method_params": SMALLER[method]} if method in SMALLER else settings
 
 
 def language_model_settings(method: str) -> dict:
-    settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 24}
-    return {**settings, "method_params": {"dropout": 0.0}} if method in WITHOUT_DROPOUT else settings
+    settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 12}
+    settings["scenario_params"] = {"test_size": 30, "control_size": 10}
+    if method in WITHOUT_DROPOUT:
+        settings["method_params"] = {"dropout": 0.0}
+    return {**settings, "method_params": SMALLER[method]} if method in SMALLER else settings
 
 
 def toy_settings(kind: str) -> dict:
@@ -62,12 +74,40 @@ def largest_cell_difference(one, two) -> float:
     return max(abs(a - b) for a, b in cells)
 
 
+def _spread(dataset, size: int):
+    """`size` examples of `dataset` at even steps (every class of a class-sorted test set keeps some)."""
+    step = max(1, len(dataset) // size)
+    return dataset.subset(list(range(0, len(dataset), step))[:size])
+
+
+def _short_mtil(params, context):
+    from cl_bench.contracts.stream import build_benchmark
+    from scenarios.embedded import build_mtil
+
+    stream = build_mtil(params, context)
+    streams = stream.benchmark.streams
+    train = [_spread(experience.dataset, 80) for experience in streams["train"]]
+    test = [_spread(experience.dataset, 100) for experience in streams["test"]]
+    control = [_spread(experience.dataset, 30) for experience in streams["control"]]
+    return dataclasses.replace(stream, name="embedded-mtil-short", benchmark=build_benchmark(train, test, control))
+
+
+class ShortStreams:
+    """`embedded-mtil-short`: embedded-mtil with its test and control sets shortened (the module's docstring)."""
+
+    @hookimpl
+    def cl_bench_scenarios(self):
+        from cl_bench import ScenarioSpec
+
+        return [ScenarioSpec(name="embedded-mtil-short", factory=_short_mtil, summary="embedded-mtil, 80 training and 100 test images per task", protocol="mtil", num_tasks=3)]
+
+
 def registry():
     import nproc_eval_toys
 
     from cl_bench.config.registry import Registry
 
-    return Registry([nproc_eval_toys.EvalToys()])
+    return Registry([nproc_eval_toys.EvalToys(), ShortStreams()])
 
 
 @dataclass

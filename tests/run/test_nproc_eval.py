@@ -87,9 +87,11 @@ def test_a_share_of_a_sampled_cell_draws_what_its_batches_draw_in_the_whole_cell
 @pytest.mark.slow
 def test_the_shared_runs_evaluate_in_uneven_shares(two_process_runs):
     image = two_process_runs.results["seq-lora"].data
-    assert image["scenario"]["test_sizes"] == [1040, 500, 1000] and image["outcomes"]["batch_sizes"] == [500] * 4
+    # 3 batches of 40 per task (2 and 1 per process), the control set's 30 in one (fewer than the processes)
+    assert image["scenario"]["test_sizes"] == [100, 100, 100] and image["outcomes"]["control_sizes"] == [30] and image["outcomes"]["batch_sizes"] == [40] * 4
     text = two_process_runs.results["seq-lora tiny-lm"].data
-    assert text["outcomes"]["control_sizes"] == [100] and all(isinstance(cell, list) for row in text["outcomes"]["acc"] for cell in row)
+    assert text["scenario"]["test_sizes"] == [30] * 4 and text["outcomes"]["control_sizes"] == [10] and text["outcomes"]["batch_sizes"] == [12] * 5
+    assert all(isinstance(cell, list) and len(cell) == 30 for row in text["outcomes"]["acc"] for cell in row)
 
 
 def _batches_seen(log: Path) -> Counter:
