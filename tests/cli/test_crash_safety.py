@@ -1,4 +1,5 @@
-"""kill -9 at chosen points of a publish and of a run, in a real child process.
+"""kill -9 at chosen points of a publish and of a run, in a real child process (forked by a warm
+worker that imported the libraries once; tests/crash_driver.py is what it runs).
 
 A publish killed anywhere leaves the leaderboard byte for byte as before or exactly as a whole
 publish makes it, and the next publish cleans what the killed one left. A run killed mid-training,
@@ -23,60 +24,29 @@ from cl_bench.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.cli]  # every case kills a real child process
 
-DRIVER = '''
-import os, signal, sys
-
-point, *argv = sys.argv[1:]
-from cl_bench import files
-from cl_bench.publish import leaderboard
-from cl_bench.running import runner
-from cl_bench.running.strategy import ClStrategy
 
 
-def kill_at(owner, name, call, before=False):
-    """SIGKILL this process at the `call`-th call of owner.name, before or after it runs."""
-    original, calls = getattr(owner, name), [0]
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory):
+    """A warm worker (cl_bench.sweep.warm) that imported PyTorch, open_clip and Avalanche once: each
+    case's child is a fresh fork of it running tests/crash_driver.py, killed as a process started
+    anew would be, without paying the imports again."""
+    from cl_bench.sweep.warm import WarmWorker
 
-    def wrapper(*args, **kwargs):
-        calls[0] += 1
-        if before and calls[0] == call:
-            os.kill(os.getpid(), signal.SIGKILL)
-        value = original(*args, **kwargs)
-        if not before and calls[0] == call:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return value
-
-    setattr(owner, name, wrapper)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    worker = WarmWorker.start([], env, tmp_path_factory.mktemp("warm") / "worker.txt")
+    yield worker
+    worker.close()
 
 
-if point == "publish-staging":  # after the first result is copied into the staging folder
-    kill_at(leaderboard, "write_json", 1)
-elif point == "publish-pages":  # pages and plots regenerated in the staging folder, not swapped in
-    kill_at(leaderboard, "regenerate", 1)
-elif point == "publish-swapped":  # swapped in, the old state not yet removed
-    kill_at(leaderboard, "_swap_in", 1)
-elif point == "publish-fallback":  # no atomic exchange: killed between the two renames
-    leaderboard._exchange = lambda first, second: False
-    kill_at(os, "rename", 1)
-elif point == "run-training":  # the first iteration of the second task (iters=2)
-    kill_at(ClStrategy, "_after_training_iteration", 3)
-elif point == "run-tensors-write":  # the second checkpoint's tensors file written, not renamed
-    kill_at(files.os, "replace", 4, before=True)  # (renames: tensors, manifest, partial result per task)
-elif point == "run-checkpoint-write":  # the second checkpoint's tensors file in place, its manifest written, not renamed
-    kill_at(files.os, "replace", 5, before=True)
-elif point == "run-before-partial":  # the second checkpoint written, its partial result not
-    kill_at(runner, "write_result", 2, before=True)
-from cl_bench.cli import main
-
-sys.exit(main(argv))
-'''
-
-
-def child(tmp_path: Path, point: str, *argv: str) -> subprocess.CompletedProcess:
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
+def child(killable, tmp_path: Path, point: str, *argv: str) -> subprocess.CompletedProcess:
+    """`clbench ARGV` killed at POINT in a child process; its output (stdout and stderr together) as stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, str(driver), point, *argv], capture_output=True, text=True, env=env, timeout=300)
+    log = tmp_path / "child.log"
+    killable.run(0, [point, *argv], env, log, module="crash_driver")
+    ended = killable.wait(timeout=300)
+    assert ended is not None, "the child did not end in 300 s"
+    return subprocess.CompletedProcess([point, *argv], ended[1], "", log.read_text())
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -114,11 +84,11 @@ def boards(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("point", "after_kill"), [("publish-staging", "old"), ("publish-pages", "old"), ("publish-swapped", "new"), ("publish-fallback", "missing")])
-def test_a_publish_killed_anywhere_leaves_the_old_or_the_whole_new_leaderboard(tmp_path, boards, point, after_kill):
+def test_a_publish_killed_anywhere_leaves_the_old_or_the_whole_new_leaderboard(tmp_path, boards, killable, point, after_kill):
     source, new, old_state, new_state = boards
     board = tmp_path / "lb"
     shutil.copytree(source, board)
-    killed = child(tmp_path, point, "publish", *new, "--leaderboard", str(board))
+    killed = child(killable, tmp_path, point, "publish", *new, "--leaderboard", str(board))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = snapshot(board)
     assert {"old": state == old_state, "new": state == new_state, "missing": not board.exists()}[after_kill]
@@ -183,9 +153,9 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("point", ["run-training", "run-tensors-write", "run-checkpoint-write", "run-before-partial"])
-def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path, uninterrupted, point):
+def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_matrix(tmp_path, uninterrupted, killable, point):
     out = tmp_path / "out"
-    killed = child(tmp_path, point, *RUN, "--out", str(out))
+    killed = child(killable, tmp_path, point, *RUN, "--out", str(out))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert list(out.glob("*.ckpt"))
     if point in ("run-tensors-write", "run-checkpoint-write"):
