@@ -38,6 +38,9 @@ WITHOUT_DROPOUT = ("seq-lora", "hide-lora", "treelora")
 SHARDED_METHODS = ["seq-lora", "finetune", "replay"]
 # The toy CLIPs of nproc_eval_toys whose runs end (the "counting" one stops its run: launched last).
 EVAL_TOY_KINDS = ["logged", "plain", "unsure", "counting-alone"]
+# The run test_nproc.py kills a rank of (in a `clbench run` process) and resumes: here uninterrupted.
+KILLED_RANK_KEY = "seq-lora killed-rank"
+KILLED_RANK_SETTINGS = {"method": "seq-lora", "scenario": "embedded-dil", "iters": 20, "batch_size": 8}
 EVAL_LOG = "CLBENCH_TEST_EVAL_LOG"  # the folder where the toy CLIPs log the evaluation batches they see
 
 
@@ -128,6 +131,7 @@ def launch_all(root: Path) -> Launched:
     runs = {method: image_settings(method) for method in IMAGE_METHODS}
     runs.update({f"{method} tiny-lm": language_model_settings(method) for method in dict.fromkeys(LANGUAGE_MODEL_METHODS + SHARDED_METHODS)})
     runs.update({f"{method} tiny-lm sharded": {**language_model_settings(method), "shard_weights": True} for method in SHARDED_METHODS})
+    runs[KILLED_RANK_KEY] = KILLED_RANK_SETTINGS
     runs.update({f"toy {kind}": toy_settings(kind) for kind in [*EVAL_TOY_KINDS, "counting"]})
     launched = Launched(root, {}, None)
     configs = [config(launched.folder(key), **settings, nproc=2) for key, settings in runs.items()]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from two_process_runs import IMAGE_METHODS, LANGUAGE_MODEL_METHODS, config, image_settings, language_model_settings, largest_cell_difference, registry
+from two_process_runs import IMAGE_METHODS, KILLED_RANK_KEY, KILLED_RANK_SETTINGS, LANGUAGE_MODEL_METHODS, config, image_settings, language_model_settings, largest_cell_difference, registry
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
@@ -86,11 +86,10 @@ def _workers_of(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
-def test_a_killed_rank_stops_the_run_and_resume_completes_it(tmp_path):
-    settings = {"method": "seq-lora", "iters": 20, "batch_size": 8}
-    whole = run(config(tmp_path / "whole", **settings, nproc=2))
+def test_a_killed_rank_stops_the_run_and_resume_completes_it(tmp_path, two_process_runs):
+    whole = two_process_runs.results[KILLED_RANK_KEY]  # the same run, uninterrupted
     out = tmp_path / "split"
-    argv = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--iters", "20", "--batch-size", "8", "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "20", "--batch-size", "8", "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -111,7 +110,7 @@ def test_a_killed_rank_stops_the_run_and_resume_completes_it(tmp_path):
     assert not _workers_of(child.pid)
     (partial,) = out.glob("*.json")
     assert json.loads(partial.read_text())["status"] == "partial"
-    resumed = run(config(out, **settings, nproc=2, resume=True))
+    resumed = run(config(out, **KILLED_RANK_SETTINGS, nproc=2, resume=True))
     assert resumed.acc_matrix == whole.acc_matrix and resumed.control_matrix == whole.control_matrix
     assert resumed.data["outcomes"] == whole.data["outcomes"] and not list(out.glob("*.ckpt"))
 
