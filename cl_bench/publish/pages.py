@@ -43,7 +43,7 @@ from cl_bench.results.schema import run_settings
 from cl_bench.results.validation import load_valid, result_files
 
 REPORTED_TITLE = "Reported by the papers"
-REPORTED_CAVEAT = "not our runs: CLIP ViT-B/16 on the real data sets, so never compare them directly with tiny-clip numbers"
+REPORTED_CAVEAT = "not our runs: the backbones named, on the real data sets, so never compare them directly with the tiny models' numbers"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 For a stream of a protocol whose papers' numbers sit in `reported.json` (embedded-xtail for
 X-TAIL, embedded-mtil for MTIL, embedded-instruct for TRACE), each published table (the entries
-sharing a `scenario`, e.g. "X-TAIL (order I)") is compared with our table over the methods both
+sharing a `scenario`, e.g. "X-TAIL (order I)", and a backbone where it reports several) is compared with our table over the methods both
 have: an entry's optional `cl_bench_method` names the method of ours it reports (a row labelled
 with that name alone). The agreement is Kendall's tau-b of the two rankings by the protocol's
 headline metric (`last`; `op` for instruct) with `scipy.stats.kendalltau` and its p-value (exact
@@ -27,7 +27,7 @@ INTERVAL_MINIMUM = 5  # the Fieller-Hartley-Pearson interval needs n > 4
 class ProxyRank:
     """Our ranking against one published table."""
 
-    table: str  # the reported `scenario`, e.g. "X-TAIL (order I)"
+    table: str  # the reported `scenario`, e.g. "X-TAIL (order I)" (and its backbone where it reports several)
     source: str
     metric: str | None
     pairs: list[tuple[str, str, float, float]] = field(default_factory=list)  # (our row, paper's name, our value, paper's value)
@@ -73,9 +73,15 @@ def kendall(ours: Sequence[float], theirs: Sequence[float]) -> tuple[float, floa
 def proxy_ranks(table, entries: Sequence[Mapping[str, Any]]) -> list[ProxyRank]:
     """One `ProxyRank` per published table among `entries` (reported.json entries of the stream's
     protocol), against our `table` (a `summary_frames` table: rows labelled, a column per metric)."""
+    # A paper's table can report one stream on several backbones (TRACE on three language
+    # models): each backbone's rows are a ranking of their own.
+    backbones: dict[str, set[str]] = {}
+    for entry in entries:
+        backbones.setdefault(entry["scenario"], set()).add(str(entry.get("backbone", "")))
     tables: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
-        tables.setdefault(entry["scenario"], []).append(entry)
+        several = len(backbones[entry["scenario"]]) > 1
+        tables.setdefault(f"{entry['scenario']}, {entry.get('backbone', '')}" if several else entry["scenario"], []).append(entry)
     ranks = []
     for name, reported in tables.items():
         metric = next((m for m in HEADLINE if m in table.columns and any(m in e["metrics"] for e in reported)), None)

@@ -39,6 +39,19 @@ def test_below_three_methods_there_is_no_tau_and_the_page_says_so():
     assert rank.tau is None and "2 methods in common" in rank.sentence() and "too few methods in common" in rank.sentence()
 
 
+def test_a_table_that_reports_several_backbones_is_one_ranking_per_backbone():
+    # TRACE's table has its rows on three language models: never one ranking holding each method thrice
+    table = pd.DataFrame({"op": [44.0, 30.0, 40.0]}, index=["moram", "seq-lora", "ewc"])
+    names = {"MoRAM": "moram", "SeqLoRA": "seq-lora", "EWC": "ewc"}
+    reported = []
+    for backbone, values in (("LLaMA-2-7B-Chat", {"MoRAM": 44.5, "SeqLoRA": 34.3, "EWC": 42.4}), ("Gemma-2B-it", {"MoRAM": 35.0, "SeqLoRA": 30.0, "EWC": 28.4})):
+        reported += [{"method": name, "scenario": "TRACE", "backbone": backbone, "source": "a page", "protocol": "instruct", "metrics": {"op": value}, "cl_bench_method": names[name]} for name, value in values.items()]
+    ranks = proxy_ranks(table, reported)
+    assert [rank.table for rank in ranks] == ["TRACE, LLaMA-2-7B-Chat", "TRACE, Gemma-2B-it"]
+    assert all(rank.common == 3 and rank.metric == "op" for rank in ranks)
+    assert ranks[0].tau == pytest.approx(1.0) and ranks[1].tau == pytest.approx(stats.kendalltau([44.0, 30.0, 40.0], [35.0, 30.0, 28.4]).statistic)
+
+
 def test_the_fieller_hartley_pearson_interval_from_five_methods():
     ours, theirs = [1.0, 2.0, 3.0, 5.0, 4.0, 6.0], [1.0, 3.0, 2.0, 4.0, 5.0, 6.0]
     tau, p_value, low, high = kendall(ours, theirs)
