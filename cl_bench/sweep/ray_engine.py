@@ -98,6 +98,8 @@ def run_on_ray(
     ray = _import_ray()
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise UserError("--cpus-per-run must be above 0 and --gpus-per-run at least 0")
+    if not todo:  # every run complete: no cluster to start or join
+        return
     began = time.perf_counter()
     check_reachable(address)
     try:
