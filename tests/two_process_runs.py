@@ -49,7 +49,7 @@ def config(out: Path, **kwargs) -> RunConfig:
 
 
 # Per-example passes over a task's data (Fisher samples, gradient directions, memory) and a random
-# expansion, cut to sizes that take the same code paths: they made these methods the slowest runs.
+# expansion, cut to sizes that take the same code paths: they made these image runs the slowest.
 SMALLER = {"ewc": {"fisher_samples": 16}, "ogd": {"directions": 16}, "gem": {"memory": 16}, "rail-primal": {"expansion": 500}}
 
 
@@ -61,9 +61,7 @@ def image_settings(method: str) -> dict:
 def language_model_settings(method: str) -> dict:
     settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 12}
     settings["scenario_params"] = {"test_size": 30, "control_size": 10}
-    if method in WITHOUT_DROPOUT:
-        settings["method_params"] = {"dropout": 0.0}
-    return {**settings, "method_params": SMALLER[method]} if method in SMALLER else settings
+    return {**settings, "method_params": {"dropout": 0.0}} if method in WITHOUT_DROPOUT else settings
 
 
 def toy_settings(kind: str) -> dict:
