@@ -70,6 +70,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     assert left == [] and list(out.glob("*.ckpt"))  # no lock or temporary file; the checkpoint stays
 
 
+@pytest.mark.slow  # two whole runs (5 s on two idle cores)
 def test_a_result_repeats_its_run_names_its_plugins_and_says_when_a_repeat_is_another_run(tmp_path, capsys):
     assert main(["run", "--method", "zeroshot", "--scenario", "embedded-dil", "--quiet", "--out", str(tmp_path / "a")]) == 0
     first = next((tmp_path / "a").glob("*.json"))
