@@ -282,7 +282,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from cl_bench.publish.verify import FAILING, verify
 
-    found = verify(args.leaderboard, sample=args.sample, seed=args.seed, scratch=args.scratch, registry=_registry())
+    found = verify(args.leaderboard, sample=args.sample, seed=args.seed, scratch=args.scratch, registry=_registry(), progress=True)
     rows = [(one_line(v.stream), one_line(v.label), v.seed, f"{v.largest_cell_difference:.3g}", "same" if v.same_machine_kind else "other", v.verdict) for v in found]
     print(tabulate(rows, headers=["stream", "row", "seed", "largest cell difference", "machine kind", "verdict"], tablefmt="simple"))
     print(f"recorded in {args.leaderboard}/verified.json; regenerated README.md and index.html")

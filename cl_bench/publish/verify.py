@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,8 +65,11 @@ def largest_difference(first: dict[str, Any], second: dict[str, Any]) -> float:
     return max((abs(a - b) for a, b in pairs), default=0.0)
 
 
-def verify(folder: str | Path, *, sample: int = 1, seed: int = 0, scratch: str | Path | None = None, registry=None) -> list[Verification]:
-    """Re-run `sample` rows of the leaderboard in `folder` (see the module); returns their verdicts."""
+def verify(folder: str | Path, *, sample: int = 1, seed: int = 0, scratch: str | Path | None = None, registry=None, progress: bool = False) -> list[Verification]:
+    """Re-run `sample` rows of the leaderboard in `folder` (see the module); returns their verdicts.
+
+    `progress`: say on stderr which row re-runs and, once it ends, its verdict (a re-run takes
+    seconds to minutes)."""
     from cl_bench.config.run_config import RunConfig
     from cl_bench.results.schema import run_settings
     from cl_bench.running.runner import run
@@ -88,7 +92,9 @@ def verify(folder: str | Path, *, sample: int = 1, seed: int = 0, scratch: str |
     base = Path(tempfile.mkdtemp(prefix="clbench-verify-")) if scratch is None else Path(scratch)
     found = []
     try:
-        for page, variant, published_run in chosen:
+        for number, (page, variant, published_run) in enumerate(chosen, 1):
+            if progress:
+                print(f"verify: {number}/{len(chosen)}: re-running {variant.label} on {page.label}, seed {published_run['seed']}", file=sys.stderr, flush=True)
             path = folder / "configs" / variant.config
             config = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")), source=str(path))
             settings = run_settings(published_run)
@@ -99,6 +105,8 @@ def verify(folder: str | Path, *, sample: int = 1, seed: int = 0, scratch: str |
             config.out, config.progress, config.resume = str(base / f"{variant.stem}-seed{published_run['seed']}"), False, False
             rerun = run(config, registry=registry).data
             found.append(judge(published_run, rerun, page.label, variant.label, tables[page.label]))
+            if progress:
+                print(f"verify: {number}/{len(chosen)}: {found[-1].verdict} (largest cell difference {found[-1].largest_cell_difference:.3g})", file=sys.stderr, flush=True)
     finally:
         if own_scratch:
             shutil.rmtree(base, ignore_errors=True)

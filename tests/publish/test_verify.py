@@ -47,8 +47,12 @@ def published_ids(folder) -> list[str]:
 def test_verify_reruns_a_row_exactly_and_the_page_says_so(board, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(board), "--sample", "1", "--seed", "3", "--scratch", str(tmp_path / "scratch")]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "exact" in out and "same" in out
+    # progress on stderr: which row re-runs, then its verdict (a re-run can take minutes)
+    said = captured.err.splitlines()
+    assert len(said) == 2 and said[0].startswith("verify: 1/1: re-running ") and ", seed " in said[0] and said[1].startswith("verify: 1/1: exact (largest cell difference 0")
     (row,) = json.loads((board / "verified.json").read_text())["rows"]
     assert row["verdict"] == "exact" and row["largest_cell_difference"] == 0.0 and row["same_machine_kind"] and row["run_id"] in published_ids(board)
     assert row["rerun_run_id"] == row["run_id"] and list((tmp_path / "scratch").rglob("*.json"))  # the repeat is the same run
