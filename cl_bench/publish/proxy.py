@@ -2,9 +2,9 @@
 
 For a stream of a protocol whose papers' numbers sit in `reported.json` (embedded-xtail for
 X-TAIL, embedded-mtil for MTIL, embedded-instruct for TRACE), each published table (the entries
-sharing a `scenario`, e.g. "X-TAIL (order I)", and a backbone where it reports several) is compared with our table over the methods both
-have: an entry's optional `cl_bench_method` names the method of ours it reports (a row labelled
-with that name alone). The agreement is Kendall's tau-b of the two rankings by the protocol's
+sharing a `scenario`, e.g. "X-TAIL (order I)", and a backbone where it reports several) is
+compared with our table over the methods both have: an entry's optional `cl_bench_method` names
+the method of ours it reports (a row labelled with that name alone). The agreement is Kendall's tau-b of the two rankings by the protocol's
 headline metric (`last`; `op` for instruct) with `scipy.stats.kendalltau` and its p-value (exact
 for small tables without ties), and a 95% interval from the Fieller-Hartley-Pearson formula
 (Fisher's z of tau with variance 0.437 / (n - 4), Fieller, Hartley and Pearson 1957), which needs

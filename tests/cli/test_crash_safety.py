@@ -25,7 +25,6 @@ from cl_bench.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.cli]  # every case kills a real child process
 
 
-
 @pytest.fixture(scope="module")
 def killable(tmp_path_factory):
     """A warm worker (cl_bench.sweep.warm) that imported PyTorch, open_clip and Avalanche once: each

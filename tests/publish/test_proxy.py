@@ -17,14 +17,24 @@ from cl_bench.publish.proxy import kendall, proxy_ranks
 
 def entries(pairs: dict[str, float], ours: dict[str, str]) -> list[dict]:
     return [
-        {"method": name, "scenario": "X-TAIL (order I)", "backbone": "ViT-B/16", "source": "a paper", "protocol": "x-tail", "metrics": {"last": value}, **({"cl_bench_method": ours[name]} if name in ours else {})}
+        {
+            "method": name,
+            "scenario": "X-TAIL (order I)",
+            "backbone": "ViT-B/16",
+            "source": "a paper",
+            "protocol": "x-tail",
+            "metrics": {"last": value},
+            **({"cl_bench_method": ours[name]} if name in ours else {}),
+        }
         for name, value in pairs.items()
     ]
 
 
 def test_tau_over_the_methods_in_common_with_its_exact_p_value():
     table = pd.DataFrame({"last": [70.0, 60.0, 75.0, 50.0]}, index=["moram", "seq-lora", "moe-lora", "zeroshot"])
-    reported = entries({"MoRAM": 80.9, "Fine-tuning": 40.0, "MoE-Adapter": 70.5, "Zero-shot": 65.0, "CoDyRA": 79.2}, {"MoRAM": "moram", "Fine-tuning": "seq-lora", "MoE-Adapter": "moe-lora", "Zero-shot": "zeroshot"})
+    reported = entries(
+        {"MoRAM": 80.9, "Fine-tuning": 40.0, "MoE-Adapter": 70.5, "Zero-shot": 65.0, "CoDyRA": 79.2}, {"MoRAM": "moram", "Fine-tuning": "seq-lora", "MoE-Adapter": "moe-lora", "Zero-shot": "zeroshot"}
+    )
     (rank,) = proxy_ranks(table, reported)
     assert rank.common == 4 and rank.metric == "last"  # CoDyRA has no cl_bench_method: left out
     ours, theirs = [70.0, 60.0, 75.0, 50.0], [80.9, 40.0, 70.5, 65.0]
@@ -45,7 +55,10 @@ def test_a_table_that_reports_several_backbones_is_one_ranking_per_backbone():
     names = {"MoRAM": "moram", "SeqLoRA": "seq-lora", "EWC": "ewc"}
     reported = []
     for backbone, values in (("LLaMA-2-7B-Chat", {"MoRAM": 44.5, "SeqLoRA": 34.3, "EWC": 42.4}), ("Gemma-2B-it", {"MoRAM": 35.0, "SeqLoRA": 30.0, "EWC": 28.4})):
-        reported += [{"method": name, "scenario": "TRACE", "backbone": backbone, "source": "a page", "protocol": "instruct", "metrics": {"op": value}, "cl_bench_method": names[name]} for name, value in values.items()]
+        reported += [
+            {"method": name, "scenario": "TRACE", "backbone": backbone, "source": "a page", "protocol": "instruct", "metrics": {"op": value}, "cl_bench_method": names[name]}
+            for name, value in values.items()
+        ]
     ranks = proxy_ranks(table, reported)
     assert [rank.table for rank in ranks] == ["TRACE, LLaMA-2-7B-Chat", "TRACE, Gemma-2B-it"]
     assert all(rank.common == 3 and rank.metric == "op" for rank in ranks)
