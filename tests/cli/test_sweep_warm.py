@@ -150,10 +150,11 @@ def test_a_sweep_run_equals_clbench_run_of_its_configuration_with_its_threads(tm
         assert separate[key] == swept["seq-lora"][key], key
 
     monkeypatch.setenv(local.WARM_VARIABLE, "0")  # as without fork: every run its own `python -m cl_bench run`
-    assert main(["sweep", *GRID, "--jobs", "1", "--threads", "2", "--out", str(cold)]) == 0
-    assert "2 runs: 2 ran" in capsys.readouterr().err and not (cold / "logs" / local.WORKER_LOG).exists()
-    for method, document in results(cold).items():
-        assert (document["acc_matrix"], document["control_matrix"]) == (swept[method]["acc_matrix"], swept[method]["control_matrix"])
+    one_method = [*GRID[:1], "seq-lora", *GRID[2:]]  # the trained one: each run of its own pays the imports again
+    assert main(["sweep", *one_method, "--jobs", "1", "--threads", "2", "--out", str(cold)]) == 0
+    assert "1 runs: 1 ran" in capsys.readouterr().err and not (cold / "logs" / local.WORKER_LOG).exists()
+    (document,) = results(cold).values()
+    assert (document["acc_matrix"], document["control_matrix"]) == (swept["seq-lora"]["acc_matrix"], swept["seq-lora"]["control_matrix"])
 
 
 def test_a_run_killed_mid_sweep_fails_alone_and_its_log_says_so(tmp_path, capsys):
