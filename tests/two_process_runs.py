@@ -7,9 +7,10 @@ Evaluation, and the methods that pass over a task's whole training set (rail's f
 Fisher, ogd's directions, icarl's herding), were most of a short run's time, so the runs use
 shortened data: images on `embedded-mtil-short` (embedded-mtil with 80 training and 100 test
 images per task, spread over its classes, and 30 control images; registered by `ShortStreams`),
-text on embedded-instruct with 30 test and 10 control examples. Every evaluation splits unevenly somewhere: batches of 40 give 3 per image task
-(2 and 1 per process) and one control batch (fewer than the processes); batches of 12 give 3 per
-text task and one control batch.
+text on embedded-instruct with 20 test and 10 control examples. Every evaluation splits unevenly
+somewhere: batches of 40 give 3 per image task (2 and 1 per process) and one control batch (fewer
+than the processes); batches of 12 give 2 per text task (of 12 and 8: one per process, each
+decoding one batch, the slow part of a text cell) and one control batch.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def image_settings(method: str) -> dict:
 
 def language_model_settings(method: str) -> dict:
     settings = {"method": method, "scenario": "embedded-instruct", "backbone": "tiny-lm", "iters": 3, "batch_size": 4, "eval_batch_size": 12}
-    settings["scenario_params"] = {"test_size": 30, "control_size": 10}
+    settings["scenario_params"] = {"test_size": 20, "control_size": 10}
     return {**settings, "method_params": {"dropout": 0.0}} if method in WITHOUT_DROPOUT else settings
 
 

@@ -90,8 +90,9 @@ def test_the_shared_runs_evaluate_in_uneven_shares(two_process_runs):
     # 3 batches of 40 per task (2 and 1 per process), the control set's 30 in one (fewer than the processes)
     assert image["scenario"]["test_sizes"] == [100, 100, 100] and image["outcomes"]["control_sizes"] == [30] and image["outcomes"]["batch_sizes"] == [40] * 4
     text = two_process_runs.results["seq-lora tiny-lm"].data
-    assert text["scenario"]["test_sizes"] == [30] * 4 and text["outcomes"]["control_sizes"] == [10] and text["outcomes"]["batch_sizes"] == [12] * 5
-    assert all(isinstance(cell, list) and len(cell) == 30 for row in text["outcomes"]["acc"] for cell in row)
+    # 2 batches per task (12 and 8: one per process), the control set's 10 in one
+    assert text["scenario"]["test_sizes"] == [20] * 4 and text["outcomes"]["control_sizes"] == [10] and text["outcomes"]["batch_sizes"] == [12] * 5
+    assert all(isinstance(cell, list) and len(cell) == 20 for row in text["outcomes"]["acc"] for cell in row)
 
 
 def _batches_seen(log: Path) -> Counter:
