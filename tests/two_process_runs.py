@@ -65,6 +65,11 @@ def language_model_settings(method: str) -> dict:
     return {**settings, "method_params": {"dropout": 0.0}} if method in WITHOUT_DROPOUT else settings
 
 
+def sharded_settings(method: str) -> dict:
+    """`language_model_settings` trained sharded: the launch's run and the interrupted one resumed in test_nproc_sharded.py."""
+    return {**language_model_settings(method), "shard_weights": True}
+
+
 def toy_settings(kind: str) -> dict:
     # 2 toy tasks of 16 test examples and a control set of 16, in evaluation batches of 6, 6 and 4
     return {"method": "seq-lora", "scenario": "toy", "backbone": f"toy-clip-{kind}", "iters": 2, "batch_size": 4, "eval_batch_size": 6}
@@ -129,7 +134,7 @@ def launch_all(root: Path) -> Launched:
 
     runs = {method: image_settings(method) for method in IMAGE_METHODS}
     runs.update({f"{method} tiny-lm": language_model_settings(method) for method in dict.fromkeys(LANGUAGE_MODEL_METHODS + SHARDED_METHODS)})
-    runs.update({f"{method} tiny-lm sharded": {**language_model_settings(method), "shard_weights": True} for method in SHARDED_METHODS})
+    runs.update({f"{method} tiny-lm sharded": sharded_settings(method) for method in SHARDED_METHODS})
     runs[KILLED_RANK_KEY] = KILLED_RANK_SETTINGS
     runs.update({f"toy {kind}": toy_settings(kind) for kind in [*EVAL_TOY_KINDS, "counting"]})
     launched = Launched(root, {}, None)

@@ -89,7 +89,9 @@ def _workers_of(pid: int) -> list[int]:
 def test_a_killed_rank_stops_the_run_and_resume_completes_it(tmp_path, two_process_runs):
     whole = two_process_runs.results[KILLED_RANK_KEY]  # the same run, uninterrupted
     out = tmp_path / "split"
-    argv = [sys.executable, "-m", "cl_bench", "run", "--method", "seq-lora", "--scenario", "embedded-dil", "--iters", "20", "--batch-size", "8", "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
+    settings = KILLED_RANK_SETTINGS  # the launch's uninterrupted run, as command-line flags
+    flags = ["--method", settings["method"], "--scenario", settings["scenario"], "--iters", str(settings["iters"]), "--batch-size", str(settings["batch_size"])]
+    argv = [sys.executable, "-m", "cl_bench", "run", *flags, "--device", "cpu", "--nproc", "2", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from two_process_runs import SHARDED_METHODS, config, language_model_settings, largest_cell_difference
+from two_process_runs import SHARDED_METHODS, config, largest_cell_difference, sharded_settings
 
 from cl_bench import RunConfig, run
 from cl_bench.errors import UserError
@@ -20,7 +20,7 @@ from cl_bench.errors import UserError
 pytestmark = pytest.mark.xdist_group("nproc")
 
 def sharded(out: Path, method: str, **kwargs) -> RunConfig:
-    return config(out, **language_model_settings(method), nproc=2, shard_weights=True, **kwargs)
+    return config(out, **sharded_settings(method), nproc=2, **kwargs)
 
 
 @pytest.mark.slow
